@@ -1,0 +1,64 @@
+"""CLI for stages 1-2: ``simulate`` (reference Monte Carlo), ``convert`` (layouts) and ``info`` (file summary)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from caloquant.errors import InputError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("simulate")(simulate_cmd)
+    app.command("convert")(convert_cmd)
+    app.command("info")(info_cmd)
+
+
+def simulate_cmd(
+    output: Path = typer.Option(..., "-o", "--output", help="Output HDF5 file (written atomically)."),
+    n: int = typer.Option(..., "--n", help="Number of showers."),
+    energy: str = typer.Option(..., "--energy", help="Primary electron energy in GeV: E or EMIN:EMAX (1-1000)."),
+    spectrum: str = typer.Option("uniform", "--spectrum", help="Energy spectrum over a range: uniform or log."),
+    angle: str = typer.Option(
+        "90", "--angle", help="Incidence angle theta in degrees (90 = perpendicular): DEG or DMIN:DMAX."
+    ),
+    window: str = typer.Option("25x25x25", "--window", help="Readout window: 25x25x25 or 51x51x25."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; shower i depends only on (seed, i)."),
+    fmt: str = typer.Option("3dgan", "--format", help="File layout: 3dgan or calochallenge."),
+    chunk: int = typer.Option(256, "--chunk", help="Showers simulated and written per chunk (memory bound)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+) -> None:
+    """Simulate electron showers with the GFlash-style reference Monte Carlo and write them to HDF5."""
+    from caloquant.simulate.run import simulate_to_file
+    from caloquant.ui import print_summary
+
+    if n <= 0:
+        raise InputError(f"--n must be positive, got {n}")
+    if chunk <= 0:
+        raise InputError(f"--chunk must be positive, got {chunk}")
+    path = simulate_to_file(
+        output, n, energy, spectrum=spectrum, angle=angle, window=window, seed=seed, layout=fmt,
+        chunk_size=chunk, progress=not quiet,
+    )
+    if not quiet:
+        print_summary(path)
+
+
+def convert_cmd(
+    source: Path = typer.Argument(..., help="Input shower file (3DGAN or CaloChallenge layout)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output HDF5 file."),
+    fmt: str = typer.Option(..., "--format", help="Output layout: 3dgan or calochallenge."),
+) -> None:
+    """Convert a shower file between the 3DGAN and CaloChallenge layouts, chunk by chunk."""
+    from caloquant.data import convert
+
+    n = convert(source, output, layout=fmt)
+    typer.echo(f"wrote {n} showers to {output} ({fmt})")
+
+
+def info_cmd(path: Path = typer.Argument(..., help="Shower file.")) -> None:
+    """Print the layout, window, energy range and physics summary of a shower file."""
+    from caloquant.ui import print_summary
+
+    print_summary(path)

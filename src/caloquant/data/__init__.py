@@ -1,0 +1,26 @@
+"""Stage 2, data: shower files (3DGAN and CaloChallenge layouts) and streaming datasets."""
+
+from __future__ import annotations
+
+from caloquant.data.dataset import ShowerDataset, expand_paths
+from caloquant.data.formats import (
+    LAYOUTS,
+    ShowerFile,
+    ShowerSet,
+    ShowerWriter,
+    convert,
+    read_showers,
+    write_showers,
+)
+
+__all__ = [
+    "LAYOUTS",
+    "ShowerDataset",
+    "ShowerFile",
+    "ShowerSet",
+    "ShowerWriter",
+    "convert",
+    "expand_paths",
+    "read_showers",
+    "write_showers",
+]

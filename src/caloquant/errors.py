@@ -1,0 +1,35 @@
+"""Typed errors. The CLI turns every CaloquantError into a one-line message and exit code 2."""
+
+from __future__ import annotations
+
+
+class CaloquantError(Exception):
+    """Base class for user-facing errors (bad input, mismatched files, unmet criteria)."""
+
+    exit_code: int = 2
+
+
+class InputError(CaloquantError):
+    """An argument or option value is invalid."""
+
+
+class DataFormatError(CaloquantError):
+    """A file is missing, unreadable, or not in a layout caloquant understands."""
+
+
+class GeometryMismatchError(CaloquantError):
+    """Two samples or a sample and a model use different readout windows."""
+
+
+class ModelError(CaloquantError):
+    """A model or checkpoint cannot be loaded or does not fit the request."""
+
+
+class AccuracyNotReachedError(CaloquantError):
+    """No quantization candidate met the accuracy criterion."""
+
+
+class Interrupted(CaloquantError):
+    """The user interrupted a run (SIGINT); partial output was discarded or left resumable."""
+
+    exit_code = 130
