@@ -1,0 +1,1 @@
+"""Stage 8, bench/report: the end-to-end demo and side-by-side benchmarks."""
