@@ -1,0 +1,55 @@
+"""Describe the machine a benchmark ran on: CPU model and ISA flags that matter for INT8/BF16, cores, versions."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+from pathlib import Path
+
+#: ISA extensions that decide whether INT8 and BF16 kernels can be fast.
+RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+PACKAGES = ("caloquant", "numpy", "numba", "torch", "openvino", "nncf", "onnxruntime", "onnx", "scikit-learn")
+
+
+def cpu_info() -> tuple[str, set[str]]:
+    """(model name, ISA flags) from /proc/cpuinfo; falls back to platform strings elsewhere."""
+    model, flags = platform.processor() or platform.machine(), set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    return model, flags
+
+
+def describe() -> dict[str, object]:
+    """A JSON-ready description of this machine and the library versions."""
+    model, flags = cpu_info()
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return {
+        "cpu": model,
+        "isa": {f: (f in flags) for f in RELEVANT_FLAGS},
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+
+
+def describe_markdown() -> str:
+    """One paragraph for docs/benchmarks.md."""
+    d = describe()
+    isa = d["isa"]
+    assert isinstance(isa, dict)
+    have = ", ".join(k for k, v in isa.items() if v) or "none of the listed"
+    lack = ", ".join(k for k, v in isa.items() if not v) or "nothing"
+    vers = ", ".join(f"{k} {v}" for k, v in dict(d["versions"]).items())  # type: ignore[arg-type]
+    return f"{d['cpu']}, {d['cores']} cores; ISA: {have} (missing: {lack}); Python {d['python']}; {vers}."

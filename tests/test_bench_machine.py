@@ -1,0 +1,13 @@
+"""The machine description that heads every benchmark table."""
+
+from __future__ import annotations
+
+from caloquant.bench.machine import RELEVANT_FLAGS, describe, describe_markdown
+
+
+def test_describe_lists_isa_and_versions() -> None:
+    d = describe()
+    assert set(d["isa"]) == set(RELEVANT_FLAGS)  # type: ignore[arg-type]
+    assert d["versions"]["numpy"]  # type: ignore[index]
+    assert int(d["cores"]) >= 1  # type: ignore[call-overload]
+    assert "missing:" in describe_markdown()
