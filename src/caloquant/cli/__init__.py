@@ -28,6 +28,7 @@ app = typer.Typer(
 #: Stage modules, in data-flow order; each defines ``register(app)``.
 _COMMAND_MODULES = [
     "caloquant.cli.simulate",
+    "caloquant.cli.validate",
     "caloquant.cli.demo",
 ]
 for _name in _COMMAND_MODULES:

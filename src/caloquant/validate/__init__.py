@@ -6,6 +6,8 @@ Computation only (numpy, scipy, scikit-learn); plots live in ``caloquant.plottin
 from __future__ import annotations
 
 from caloquant.validate.bins import EnergyBins, resolve_bins
+from caloquant.validate.classifier import ClassifierResult, classifier_auc
+from caloquant.validate.distances import fpd, frechet_distance, kpd, mmd2_unbiased
 from caloquant.validate.features import ShowerFeatures, as_features, compute_features
 from caloquant.validate.metrics import (
     Comparison,
@@ -16,18 +18,42 @@ from caloquant.validate.metrics import (
     sampling_fraction_mre,
     separation_power,
 )
+from caloquant.validate.suite import (
+    METRICS,
+    CandidateResult,
+    MetricOptions,
+    PairedResult,
+    ValidationResult,
+    compare,
+    paired_difference,
+    validate,
+)
 
 __all__ = [
+    "METRICS",
+    "CandidateResult",
+    "ClassifierResult",
     "Comparison",
     "EnergyBins",
+    "MetricOptions",
     "MetricResult",
+    "PairedResult",
     "ShowerFeatures",
+    "ValidationResult",
     "as_features",
     "chi2_ndf",
+    "classifier_auc",
+    "compare",
     "compute_features",
+    "fpd",
+    "frechet_distance",
+    "kpd",
+    "mmd2_unbiased",
     "moments_metric",
+    "paired_difference",
     "profiles_metric",
     "resolve_bins",
     "sampling_fraction_mre",
     "separation_power",
+    "validate",
 ]

@@ -1,0 +1,81 @@
+"""CLI for stage 5: ``validate`` (physics metrics of candidate samples against a reference, JSON + HTML)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from caloquant.errors import InputError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("validate")(validate_cmd)
+
+
+def _parse_bins(text: str) -> str | int | list[float]:
+    text = text.strip().lower()
+    if text in ("auto", "3dgan", "quantile"):
+        return text
+    try:
+        if "," in text:
+            return [float(v) for v in text.split(",") if v.strip()]
+        return int(text)
+    except ValueError:
+        raise InputError(f"--bins {text!r}: use auto, 3dgan, quantile, a number of quantile bins, "
+                         "or comma-separated energies in GeV") from None
+
+
+def validate_cmd(
+    reference: Path = typer.Argument(..., help="Reference shower file (either layout)."),
+    candidates: list[Path] = typer.Argument(..., help="One or more candidate shower files."),
+    json_out: Path = typer.Option(None, "--json", help="Write the metrics as JSON (atomically)."),
+    report: Path = typer.Option(None, "--report", help="Write a self-contained HTML report with plots."),
+    no_classifier: bool = typer.Option(False, "--no-classifier", help="Skip the classifier AUC (the slow metric)."),
+    max_showers: int = typer.Option(None, "--max-showers", help="Use at most N showers of each file."),
+    bins: str = typer.Option("auto", "--bins", help="Energy bins: auto, 3dgan, quantile, N (quantile bins) or "
+                             "E1,E2,... (GeV, +-5 GeV)."),
+    n_boot: int = typer.Option(100, "--n-boot", help="Bootstrap replicates for the errors."),
+    seed: int = typer.Option(0, "--seed", help="Seed of bootstrap, halves and classifier."),
+    legacy: bool = typer.Option(False, "--legacy", help="Report the doubled 3DGAN moment metric of the original code."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
+) -> None:
+    """Compare candidate shower files to a reference: 3DGAN metrics, separation power, FPD/KPD, classifier AUC."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from caloquant._atomic import check_writable, write_text_atomic
+    from caloquant.ui import console
+    from caloquant.validate import MetricOptions, validate
+
+    if n_boot < 2:
+        raise InputError(f"--n-boot must be >= 2, got {n_boot}")
+    for out in (json_out, report):
+        if out is not None:
+            check_writable(out)
+    names = [str(p) for p in candidates]
+    if len(set(names)) != len(names):
+        raise InputError("the same candidate file is given twice")
+    result = validate(
+        reference, candidates, bins=_parse_bins(bins), max_showers=max_showers, names=names,
+        options=MetricOptions(n_boot=n_boot, seed=seed, classifier=not no_classifier, legacy=legacy),
+        progress=None if quiet else (lambda msg: console.print(f"[dim]validate: {msg}[/dim]")),
+    )
+    out_console = Console()
+    for name, cand in result.candidates.items():
+        table = Table(title=f"{name} vs {reference} ({len(cand.features):,} / {len(result.reference):,} showers)")
+        for col in ("metric", "value +- error", "noise floor", "verdict"):
+            table.add_column(col, justify="left" if col == "metric" else "right")
+        for metric, m in cand.metrics.items():
+            verdict = "[green]pass[/green]" if m.passed else "[bold red]FAIL[/bold red]"
+            table.add_row(metric, f"{m.value:.4g} +- {m.error:.2g}", f"{m.noise_floor:.3g}", verdict)
+        out_console.print(table)
+        empty = sorted({b for m in cand.metrics.values() for b in m.empty_bins})
+        if empty:
+            out_console.print(f"energy bins without enough showers (not scored): {', '.join(empty)}")
+    if json_out is not None:
+        write_text_atomic(json_out, result.to_json())
+    if report is not None:
+        from caloquant.plotting import write_report
+
+        write_report(result, report)

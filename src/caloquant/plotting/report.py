@@ -1,0 +1,61 @@
+"""One self-contained HTML validation report: the metric table and every figure as an embedded PNG."""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from pathlib import Path
+
+from caloquant._atomic import write_text_atomic
+from caloquant.plotting import figures
+from caloquant.validate.suite import ValidationResult
+
+_CSS = ("body{font-family:sans-serif;margin:2em;max-width:1300px}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
+        ".pass{color:#070}.fail{color:#b00;font-weight:bold}img{max-width:100%;margin:1em 0}")
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def _table(result: ValidationResult) -> str:
+    rows = []
+    for cand, cr in result.candidates.items():
+        rows.append(f"<h3>{html.escape(cand)} ({len(cr.features):,} showers)</h3><table>"
+                    "<tr><th>metric</th><th>value</th><th>error</th><th>noise floor</th><th>verdict</th></tr>")
+        for name, m in cr.metrics.items():
+            cls, word = ("pass", "pass") if m.passed else ("fail", "FAIL")
+            rows.append(f"<tr><td style='text-align:left'>{name}</td><td>{_fmt(m.value)}</td><td>{_fmt(m.error)}</td>"
+                        f"<td>{_fmt(m.noise_floor)}</td><td class='{cls}'>{word}</td></tr>")
+        rows.append("</table>")
+        empty = sorted({b for m in cr.metrics.values() for b in m.empty_bins})
+        if empty:
+            rows.append(f"<p>Energy bins without enough showers (not scored): {html.escape(', '.join(empty))}</p>")
+    return "".join(rows)
+
+
+def write_report(result: ValidationResult, path: str | os.PathLike[str], *, dpi: int = 90) -> Path:
+    """Write the HTML report of a validation result (atomically) and return its path."""
+    ref = result.reference
+    cands = [(name, cr.features) for name, cr in result.candidates.items()]
+    seps = [cr.metrics["separation_power_mean"].details.get("per_feature", {}) for cr in result.candidates.values()]
+    figs = [
+        ("Longitudinal and lateral profiles", figures.profiles(ref, cands)),
+        ("3DGAN moments vs primary energy", figures.moments_vs_energy(ref, cands, result.bins)),
+        ("Sampling fraction vs primary energy", figures.sampling_fraction_vs_energy(ref, cands, result.bins)),
+        ("High-level feature histograms (S = separation power)", figures.feature_histograms(ref, cands, seps)),
+        ("Cell-energy spectrum", figures.cell_spectrum(ref, cands)),
+        ("Average shower images", figures.average_images(ref, cands)),
+    ]
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>caloquant validation</title>"
+             f"<style>{_CSS}</style></head><body><h1>caloquant validation</h1>",
+             f"<p>Reference: {html.escape(ref.source)} ({len(ref):,} showers, window {ref.window}); "
+             f"energy bins: {html.escape(', '.join(result.bins.labels))}. Noise floor = same metric between two "
+             "halves of the reference; pass rules in docs/validation.md.</p>", _table(result)]
+    for title, fig in figs:
+        data = base64.b64encode(figures.png_bytes(fig, dpi)).decode("ascii")
+        parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
+    parts.append("</body></html>")
+    return write_text_atomic(path, "\n".join(parts))
