@@ -23,15 +23,28 @@ def normalise_by_reference(real: np.ndarray, gen: np.ndarray) -> tuple[np.ndarra
 def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
     """||mu1-mu2||^2 + Tr(S1) + Tr(S2) - 2 Tr sqrt(S1 S2) of two Gaussians.
 
-    Tr sqrt(S1 S2) is taken as the sum of square roots of the eigenvalues of S1^1/2 S2 S1^1/2 (similar to
-    S1 S2, symmetric positive semi-definite), which is the same number as Tr sqrtm(S1 S2) and stable.
+    Tr sqrt(S1 S2) is the sum of square roots of the eigenvalues of L^T S2 L with S1 = L L^T (a matrix
+    similar to S1 S2 and symmetric positive semi-definite): the same number as Tr sqrtm(S1 S2), found stably
+    and about ten times faster. A singular S1 gets a 1e-10 relative diagonal jitter for the factorisation.
     """
-    w, v = linalg.eigh(cov1)
-    root = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-    ev = linalg.eigvalsh(root @ cov2 @ root)
+    d = cov1.shape[0]
+    jitter = 1e-10 * max(float(np.trace(cov1)) / d, 1e-300)
+    try:
+        chol = linalg.cholesky(cov1 + jitter * np.eye(d), lower=True)
+    except linalg.LinAlgError:
+        w, v = linalg.eigh(cov1)
+        chol = v * np.sqrt(np.clip(w, 0.0, None))
+    ev = linalg.eigvalsh(chol.T @ cov2 @ chol)
     tr_sqrt = float(np.sqrt(np.clip(ev, 0.0, None)).sum())
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * tr_sqrt)
+
+
+def _mean_cov(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and unbiased covariance (float32 products, float64 result)."""
+    mu = x.mean(axis=0, dtype=np.float64)
+    c = x - mu.astype(x.dtype)
+    return mu, (c.T @ c).astype(np.float64) / (len(x) - 1)
 
 
 def _check(real: np.ndarray, gen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,13 +82,14 @@ def fpd(
     n_min = max(2, min(min_samples, n_max // 2))
     sizes = (1.0 / np.linspace(1.0 / n_min, 1.0 / n_max, num_points)).astype(np.int64)
     rng = np.random.default_rng(seed)
+    real32, gen32 = real.astype(np.float32), gen.astype(np.float32)
     means = []
     for n in sizes:
         vals = []
         for _ in range(num_batches):
-            a = real[rng.integers(0, len(real), n)]
-            b = gen[rng.integers(0, len(gen), n)]
-            vals.append(frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False)))
+            mu_a, cov_a = _mean_cov(real32[rng.integers(0, len(real), n)])
+            mu_b, cov_b = _mean_cov(gen32[rng.integers(0, len(gen), n)])
+            vals.append(frechet_distance(mu_a, cov_a, mu_b, cov_b))
         means.append(np.mean(vals))
     x = 1.0 / sizes
     params, cov = optimize.curve_fit(lambda t, c, s: c + s * t, x, np.array(means),
@@ -84,8 +98,14 @@ def fpd(
 
 
 def _poly_kernel_sum(x: np.ndarray, y: np.ndarray, d: int, *, same: bool) -> float:
-    k = (x @ y.T / d + 1.0) ** 4
-    return float(k.sum() - (np.trace(k) if same else 0.0))
+    """Sum of (x.y/d + 1)^4 over all pairs (without the diagonal when ``same``); float32 products,
+    float64 sums."""
+    k = x @ y.T
+    k *= 1.0 / d
+    k += 1.0
+    np.square(k, out=k)
+    np.square(k, out=k)
+    return float(k.sum(dtype=np.float64) - (np.trace(k, dtype=np.float64) if same else 0.0))
 
 
 def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
@@ -114,6 +134,7 @@ def kpd(
     if normalise:
         real, gen = normalise_by_reference(real, gen)
     size = min(batch_size, len(real), len(gen))
+    real, gen = real.astype(np.float32), gen.astype(np.float32)
     vals = []
     for i in range(num_batches):
         rng = np.random.default_rng(seed + i * 1000)
