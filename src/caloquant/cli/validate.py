@@ -36,6 +36,7 @@ def validate_cmd(
     bins: str = typer.Option("auto", "--bins", help="Energy bins: auto, 3dgan, quantile, N (quantile bins) or "
                              "E1,E2,... (GeV, +-5 GeV)."),
     n_boot: int = typer.Option(100, "--n-boot", help="Bootstrap replicates for the errors."),
+    fpd_batches: int = typer.Option(20, "--fpd-batches", help="FPD draws per sample size (JetNet: 20)."),
     seed: int = typer.Option(0, "--seed", help="Seed of bootstrap, halves and classifier."),
     legacy: bool = typer.Option(False, "--legacy", help="Report the doubled 3DGAN moment metric of the original code."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
@@ -50,6 +51,8 @@ def validate_cmd(
 
     if n_boot < 2:
         raise InputError(f"--n-boot must be >= 2, got {n_boot}")
+    if fpd_batches < 1:
+        raise InputError(f"--fpd-batches must be >= 1, got {fpd_batches}")
     for out in (json_out, report):
         if out is not None:
             check_writable(out)
@@ -58,7 +61,8 @@ def validate_cmd(
         raise InputError("the same candidate file is given twice")
     result = validate(
         reference, candidates, bins=_parse_bins(bins), max_showers=max_showers, names=names,
-        options=MetricOptions(n_boot=n_boot, seed=seed, classifier=not no_classifier, legacy=legacy),
+        options=MetricOptions(n_boot=n_boot, seed=seed, classifier=not no_classifier, legacy=legacy,
+                              fpd_batches=fpd_batches),
         progress=None if quiet else (lambda msg: console.print(f"[dim]validate: {msg}[/dim]")),
     )
     out_console = Console()
