@@ -1,0 +1,53 @@
+"""Building blocks shared by the 3DGAN models: Keras-faithful padding and a batch norm that can sync over ranks."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def keras_bn(channels: int, eps: float = 1e-3) -> nn.BatchNorm3d:
+    """BatchNorm with Keras defaults (momentum 0.99 means PyTorch momentum 0.01)."""
+    return GlobalBatchNorm3d(channels, eps=eps, momentum=0.01)
+
+
+class GlobalBatchNorm3d(nn.BatchNorm3d):
+    """BatchNorm3d whose training statistics cover the global batch when torch.distributed is initialised.
+
+    ``nn.SyncBatchNorm`` needs CUDA; this version all-reduces per-channel sums with autograd, so it works
+    with gloo on CPU as well, and makes N ranks of batch B compute the same statistics as one rank of N*B.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        dims = [0, 2, 3, 4]
+        n_local = torch.tensor([float(x.numel() // x.shape[1])], dtype=x.dtype, device=x.device)
+        stats = torch.cat([x.sum(dims), (x * x).sum(dims), n_local])
+        stats = all_reduce(stats)
+        c = x.shape[1]
+        count = stats[-1]
+        mean = stats[:c] / count
+        var = stats[c : 2 * c] / count - mean * mean
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            unbiased = var * count / (count - 1)
+            self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
+            self.running_var.mul_(1 - self.momentum).add_(self.momentum * unbiased)
+        shape = (1, c, 1, 1, 1)
+        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        return y * self.weight.view(shape) + self.bias.view(shape)
+
+
+def pad3d(x: int, y: int, z: int) -> nn.ConstantPad3d:
+    """Keras ZeroPadding3D((x, y, z)) for tensors laid out (N, C, X, Y, Z)."""
+    return nn.ConstantPad3d((z, z, y, y, x, x), 0.0)
+
+
+def same_pad(kernel: tuple[int, int, int]) -> nn.ConstantPad3d:
+    """Explicit Keras/TensorFlow 'same' padding (k-1 split as floor before, ceil after), ONNX-friendly."""
+    kx, ky, kz = kernel
+    return nn.ConstantPad3d(((kz - 1) // 2, kz // 2, (ky - 1) // 2, ky // 2, (kx - 1) // 2, kx // 2), 0.0)

@@ -1,0 +1,127 @@
+"""Build models, load generators from shipped weights or checkpoints, and verify what is loaded.
+
+Shipped weights live in ``caloquant/weights/<name>.pt`` (a generator ``state_dict``) next to
+``<name>.json`` (its ModelSpec, sha256 and model card figures). Everything is loaded with
+``weights_only=True``: no pickled code is ever executed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from caloquant.errors import ModelError
+from caloquant.models.gan3d import AngleDiscriminator, AngleGenerator, EcalEnergyDiscriminator, EcalEnergyGenerator
+from caloquant.models.spec import ModelSpec
+
+CHECKPOINT_FORMAT = "caloquant-checkpoint-v1"
+
+
+def build_generator(spec: ModelSpec) -> nn.Module:
+    return EcalEnergyGenerator() if spec.arch == "ecal25" else AngleGenerator()
+
+
+def build_discriminator(spec: ModelSpec, dropout: float = 0.2) -> nn.Module:
+    if spec.arch == "ecal25":
+        return EcalEnergyDiscriminator(power=spec.xpower, dropout=dropout)
+    return AngleDiscriminator(power=spec.xpower, dropout=dropout)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _weights_dir() -> Path:
+    return Path(str(resources.files("caloquant") / "weights"))
+
+
+def available_models() -> list[str]:
+    """Short names of the shipped pretrained generators."""
+    d = _weights_dir()
+    return sorted(p.stem for p in d.glob("*.json") if (d / f"{p.stem}.pt").exists())
+
+
+def model_card(name: str) -> dict[str, Any]:
+    """The JSON card of a shipped model (spec, sha256, training and physics figures)."""
+    path = _weights_dir() / f"{name}.json"
+    if not path.exists():
+        known = ", ".join(available_models()) or "none"
+        raise ModelError(f"unknown model {name!r} (shipped models: {known})")
+    return json.loads(path.read_text())
+
+
+def safe_load(path: str | os.PathLike[str]) -> Any:
+    """torch.load with weights_only=True, turning every kind of corrupt file into a one-line ModelError."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"{p}: no such model file")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for truncated/corrupt files
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelError(f"{p}: not a readable PyTorch weights file ({msg[:120]})") from None
+
+
+def load_state(module: nn.Module, state: dict[str, Any], what: str) -> None:
+    """load_state_dict with a one-line error when the weights belong to another architecture."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise ModelError(f"{what}: weights do not fit this architecture ({first[:160]})") from None
+
+
+@dataclass
+class LoadedGenerator:
+    """A generator in eval mode with its spec and the identity of the weights it came from."""
+
+    module: nn.Module
+    spec: ModelSpec
+    source: str
+    sha256: str
+
+
+def load_generator(model: str | os.PathLike[str], *, expect_arch: str | None = None) -> LoadedGenerator:
+    """A shipped short name (``ecal25``), a shipped-style ``.pt`` with its ``.json`` card, or a training checkpoint."""
+    text = str(model)
+    p = Path(text)
+    if not p.exists() and os.sep not in text and not text.endswith((".pt", ".pth")):
+        card = model_card(text)
+        p = _weights_dir() / f"{text}.pt"
+        digest = sha256_file(p)
+        if digest != card["sha256"]:
+            raise ModelError(f"{p}: sha256 {digest[:12]}... does not match the model card ({card['sha256'][:12]}...)")
+        spec = ModelSpec.from_dict(card["spec"])
+        state = safe_load(p)
+    else:
+        obj = safe_load(p)
+        digest = sha256_file(p)
+        if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
+            spec = ModelSpec.from_dict(obj["spec"])
+            state = obj.get("generator_ema") or obj["generator"]
+        else:
+            card_path = p.with_suffix(".json")
+            if not card_path.exists():
+                raise ModelError(f"{p}: a bare state_dict needs its model card {card_path.name} next to it")
+            spec = ModelSpec.from_dict(json.loads(card_path.read_text())["spec"])
+            state = obj
+    if expect_arch is not None and spec.arch != expect_arch:
+        raise ModelError(f"{p}: holds a {spec.arch} model, expected {expect_arch}")
+    if not isinstance(state, dict):
+        raise ModelError(f"{p}: does not contain a generator state_dict")
+    gen = build_generator(spec)
+    load_state(gen, state, str(p))
+    gen.eval()
+    return LoadedGenerator(gen, spec, str(p), digest)

@@ -1,0 +1,129 @@
+"""What a generator is: architecture, window, pre-processing and trained range, plus its latent construction.
+
+A ``ModelSpec`` travels with every checkpoint and every exported model so that any engine can turn
+(energies, angles, seeds) into latent vectors and raw outputs back into GeV exactly the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from caloquant.errors import InputError, ModelError
+from caloquant.geometry import WINDOW_25, WINDOW_51, Window
+
+ARCHITECTURES = ("ecal25", "angle51")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Architecture name plus everything needed to condition it and decode its output."""
+
+    arch: str = "ecal25"
+    xscale: float = 100.0
+    xpower: float = 0.85
+    energy_range: tuple[float, float] = (10.0, 500.0)
+    angle_range_deg: tuple[float, float] = (90.0, 90.0)
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise ModelError(f"unknown architecture {self.arch!r}; expected one of {', '.join(ARCHITECTURES)}")
+
+    @property
+    def window(self) -> Window:
+        return WINDOW_25 if self.arch == "ecal25" else WINDOW_51
+
+    @property
+    def latent_size(self) -> int:
+        return 200 if self.arch == "ecal25" else 256
+
+    @property
+    def noise_size(self) -> int:
+        """Random numbers per shower (the angle model spends two latent entries on E and theta)."""
+        return self.latent_size if self.arch == "ecal25" else self.latent_size - 2
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["energy_range"] = list(self.energy_range)
+        d["angle_range_deg"] = list(self.angle_range_deg)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
+        try:
+            return cls(
+                arch=str(d["arch"]),
+                xscale=float(d["xscale"]),
+                xpower=float(d["xpower"]),
+                energy_range=(float(d["energy_range"][0]), float(d["energy_range"][1])),
+                angle_range_deg=(float(d["angle_range_deg"][0]), float(d["angle_range_deg"][1])),
+                extra=dict(d.get("extra", {})),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise ModelError(f"model metadata is incomplete or malformed ({e})") from None
+
+    # -- conditioning ---------------------------------------------------------------------------------
+
+    def check_conditions(self, energies: np.ndarray, angles_deg: np.ndarray | None, *,
+                         allow_extrapolation: bool = False) -> None:
+        """Refuse conditions outside the trained range unless extrapolation is allowed explicitly."""
+        e = np.asarray(energies, dtype=float)
+        if e.size and (not np.all(np.isfinite(e)) or np.any(e <= 0)):
+            raise InputError("energies must be finite and positive")
+        if allow_extrapolation or not e.size:
+            return
+        lo, hi = self.energy_range
+        if e.min() < lo - 1e-9 or e.max() > hi + 1e-9:
+            raise InputError(
+                f"energies {e.min():g}-{e.max():g} GeV are outside the model's trained range {lo:g}-{hi:g} GeV "
+                "(use --allow-extrapolation to generate anyway)"
+            )
+        if angles_deg is not None and self.arch == "angle51":
+            a = np.asarray(angles_deg, dtype=float)
+            alo, ahi = self.angle_range_deg
+            if a.size and (a.min() < alo - 1e-9 or a.max() > ahi + 1e-9):
+                raise InputError(
+                    f"angles {a.min():g}-{a.max():g} deg are outside the trained range {alo:g}-{ahi:g} deg "
+                    "(use --allow-extrapolation to generate anyway)"
+                )
+
+    def latent(self, energies: np.ndarray, angles_deg: np.ndarray | None, noise: np.ndarray) -> np.ndarray:
+        """Generator input from conditions and per-shower noise (shape (N, noise_size)), float32."""
+        e = np.asarray(energies, dtype=np.float32).reshape(-1, 1) / np.float32(100.0)
+        noise = np.asarray(noise, dtype=np.float32)
+        if self.arch == "ecal25":
+            return (noise * e).astype(np.float32)
+        if angles_deg is None:
+            angles_deg = np.full(len(e), 90.0)
+        theta = np.radians(np.asarray(angles_deg, dtype=np.float64)).astype(np.float32).reshape(-1, 1)
+        return np.concatenate([e, theta, noise], axis=1).astype(np.float32)
+
+    def to_physical(self, raw: np.ndarray) -> np.ndarray:
+        """Raw generator output ((xscale * E) ** xpower) to visible cell energy in GeV."""
+        raw = np.maximum(np.asarray(raw, dtype=np.float32), 0.0)
+        return (np.power(raw, np.float32(1.0 / self.xpower)) / np.float32(self.xscale)).astype(np.float32)
+
+    def to_training(self, cells_gev: np.ndarray) -> np.ndarray:
+        """Cell energies in GeV to the representation the GAN is trained on."""
+        return np.power(np.asarray(cells_gev, dtype=np.float32) * np.float32(self.xscale),
+                        np.float32(self.xpower)).astype(np.float32)
+
+
+def shower_noise(seed: int, indices: np.ndarray, size: int) -> np.ndarray:
+    """Standard-normal latent noise for each shower index, independent of batching and stream count."""
+    out = np.empty((len(indices), size), dtype=np.float32)
+    for row, idx in enumerate(np.asarray(indices, dtype=np.int64)):
+        out[row] = np.random.default_rng([int(seed), 0x3D6A, int(idx)]).standard_normal(size, dtype=np.float32)
+    return out
+
+
+DEFAULT_SPECS = {
+    "ecal25": ModelSpec("ecal25", xscale=100.0, xpower=0.85, energy_range=(10.0, 500.0),
+                        angle_range_deg=(90.0, 90.0)),
+    "angle51": ModelSpec("angle51", xscale=100.0, xpower=0.85, energy_range=(10.0, 500.0),
+                         angle_range_deg=(60.0, 120.0)),
+}
+

@@ -1,0 +1,119 @@
+"""3DGAN architectures: shapes and parameter counts against the reference tables (gan3d.md section 1)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from caloquant.errors import ModelError
+from caloquant.models import (
+    DEFAULT_SPECS,
+    AngleDiscriminator,
+    AngleGenerator,
+    EcalEnergyDiscriminator,
+    EcalEnergyGenerator,
+    build_generator,
+    count_parameters,
+    load_generator,
+    shower_noise,
+)
+from caloquant.models.gan3d import ecal_angle
+
+
+@pytest.mark.parametrize(
+    ("module", "total", "trainable"),
+    [
+        (EcalEnergyGenerator, 872_948, 872_808),
+        (EcalEnergyDiscriminator, 73_450, 73_402),
+        (AngleGenerator, 1_365_047, 1_364_983),
+        (AngleDiscriminator, 87_402, 87_354),
+    ],
+)
+def test_parameter_counts_match_reference(module: type, total: int, trainable: int) -> None:
+    m = module()
+    assert count_parameters(m) == total
+    assert count_parameters(m, include_buffers=False) == trainable
+
+
+def test_output_shapes() -> None:
+    with torch.no_grad():
+        g = EcalEnergyGenerator().eval()
+        x = g(torch.randn(3, 200))
+        assert x.shape == (3, 25, 25, 25) and bool((x >= 0).all())
+        out = EcalEnergyDiscriminator().eval()(x)
+        assert {k: tuple(v.shape) for k, v in out.items()} == {"logit": (3,), "energy": (3,), "ecal": (3,)}
+        ga = AngleGenerator().eval()
+        xa = ga(torch.randn(2, 256))
+        assert xa.shape == (2, 51, 51, 25)
+        outa = AngleDiscriminator().eval()(xa)
+        assert set(outa) == {"logit", "energy", "angle", "ecal"} and outa["angle"].shape == (2,)
+
+
+def test_ecal_sum_head_undoes_power() -> None:
+    img = torch.rand(2, 25, 25, 25)
+    out = EcalEnergyDiscriminator(power=0.85).eval()(img.pow(0.85))
+    assert torch.allclose(out["ecal"], img.flatten(1).sum(1), rtol=1e-4)
+
+
+def test_angle_head_measures_tilt() -> None:
+    """A line of deposits tilted in y by slope s per layer gives pi/2 - atan(s); a perpendicular one pi/2."""
+    img = torch.zeros(2, 51, 51, 25)
+    for z in range(25):
+        img[0, 25, 25, z] = 1.0
+        img[1, 25, 12 + z, z] = 1.0
+    ang = ecal_angle(img, 1.0)
+    assert ang[0].item() == pytest.approx(np.pi / 2, abs=1e-5)
+    # Every layer but the barycentre layer z=12 has slope 1 (pi/4); layer 12 has none (pi/2); weights are z.
+    expected = (288 * np.pi / 4 + 12 * np.pi / 2) / 300
+    assert ang[1].item() == pytest.approx(expected, abs=1e-4)
+    assert ecal_angle(torch.zeros(1, 51, 51, 25), 1.0).item() == 100.0
+
+
+def test_spec_latent_and_inverse_transform() -> None:
+    spec = DEFAULT_SPECS["ecal25"]
+    noise = shower_noise(7, np.arange(4), spec.noise_size)
+    lat = spec.latent(np.array([100.0, 200.0, 50.0, 10.0]), None, noise)
+    assert np.allclose(lat[1], 2.0 * noise[1]) and np.allclose(lat[3], 0.1 * noise[3])
+    cells = np.array([0.0, 1e-4, 0.2], dtype=np.float32)
+    assert np.allclose(spec.to_physical(spec.to_training(cells)), cells, rtol=1e-5)
+    aspec = DEFAULT_SPECS["angle51"]
+    lat = aspec.latent(np.array([100.0]), np.array([60.0]), shower_noise(1, np.arange(1), aspec.noise_size))
+    assert lat.shape == (1, 256) and lat[0, 0] == pytest.approx(1.0) and lat[0, 1] == pytest.approx(np.pi / 3)
+
+
+def test_noise_depends_only_on_seed_and_index() -> None:
+    a = shower_noise(3, np.arange(10), 200)
+    b = shower_noise(3, np.arange(5, 10), 200)
+    assert np.array_equal(a[5:], b)
+    assert not np.array_equal(a, shower_noise(4, np.arange(10), 200))
+
+
+def test_extrapolation_refused() -> None:
+    spec = DEFAULT_SPECS["ecal25"]
+    with pytest.raises(Exception, match="outside the model's trained range"):
+        spec.check_conditions(np.array([600.0]), None)
+    spec.check_conditions(np.array([600.0]), None, allow_extrapolation=True)
+
+
+def test_bad_weights_give_one_line_errors(tmp_path) -> None:
+    from caloquant.models.registry import CHECKPOINT_FORMAT
+
+    angle_ckpt = tmp_path / "angle.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "spec": DEFAULT_SPECS["angle51"].to_dict(),
+                "generator": AngleGenerator().state_dict()}, angle_ckpt)
+    with pytest.raises(ModelError, match="holds a angle51 model, expected ecal25"):
+        load_generator(angle_ckpt, expect_arch="ecal25")
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "spec": DEFAULT_SPECS["ecal25"].to_dict(),
+                "generator": AngleGenerator().state_dict()}, wrong)
+    with pytest.raises(ModelError, match="do not fit this architecture"):
+        load_generator(wrong)
+    truncated = tmp_path / "trunc.pt"
+    truncated.write_bytes(angle_ckpt.read_bytes()[:5000])
+    with pytest.raises(ModelError, match="not a readable PyTorch weights file"):
+        load_generator(truncated)
+    with pytest.raises(ModelError, match="unknown model"):
+        load_generator("nosuchmodel")
+    g = load_generator(angle_ckpt)
+    assert g.spec.arch == "angle51" and isinstance(g.module, type(build_generator(g.spec)))
