@@ -1,0 +1,49 @@
+"""ONNX / OpenVINO export agrees with PyTorch (OpenVINO FP32 needs INFERENCE_PRECISION_HINT=f32 explicitly)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from caloquant.errors import ModelError
+from caloquant.export import export_onnx, export_openvino, read_spec
+from caloquant.models import DEFAULT_SPECS, build_generator
+from caloquant.models.registry import CHECKPOINT_FORMAT
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    torch.manual_seed(1)
+    g = build_generator(DEFAULT_SPECS["ecal25"])
+    path = tmp_path_factory.mktemp("ckpt") / "g.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "spec": DEFAULT_SPECS["ecal25"].to_dict(), "generator": g.state_dict()},
+               path)
+    return path, g.eval()
+
+
+def test_onnx_and_openvino_match_torch(checkpoint, tmp_path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    ov = pytest.importorskip("openvino")
+    path, g = checkpoint
+    z = np.random.default_rng(0).standard_normal((7, 200)).astype(np.float32)  # batch != export batch
+    with torch.no_grad():
+        ref = g(torch.from_numpy(z)).numpy()
+    onnx_path = export_onnx(path, tmp_path / "g.onnx")
+    out = ort.InferenceSession(str(onnx_path)).run(None, {"latent": z})[0]
+    assert np.allclose(out, ref, atol=1e-5)
+    xml = export_openvino(path, tmp_path / "g.xml")
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    assert np.allclose(compiled(z)[0], ref, atol=1e-5)
+    spec, meta = read_spec(xml)
+    assert spec == DEFAULT_SPECS["ecal25"] and len(meta["source_sha256"]) == 64
+    (tmp_path / "g.spec.json").unlink()
+    assert read_spec(xml)[0] == spec  # falls back to the IR runtime info
+
+
+def test_export_errors(checkpoint, tmp_path) -> None:
+    path, _ = checkpoint
+    with pytest.raises(ModelError, match="must end in .xml"):
+        export_openvino(path, tmp_path / "g.ir")
+    with pytest.raises(ModelError, match="no caloquant model metadata"):
+        read_spec(tmp_path / "missing.onnx")
