@@ -83,6 +83,6 @@ def read_spec(path: str | os.PathLike[str]) -> tuple[ModelSpec, dict[str, Any]]:
 
         m = ov.Core().read_model(str(p))
         if m.has_rt_info(["caloquant", "meta"]):
-            meta = json.loads(str(m.get_rt_info(["caloquant", "meta"])))
+            meta = json.loads(m.get_rt_info(["caloquant", "meta"]).astype(str))
             return ModelSpec.from_dict(meta["spec"]), meta
     raise ModelError(f"{p}: no caloquant model metadata found (expected {side.name} next to it)")
