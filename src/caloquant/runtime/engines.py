@@ -1,0 +1,211 @@
+"""Inference engines behind one protocol: PyTorch eager (reference), OpenVINO and ONNX Runtime.
+
+An engine maps latent vectors (B, latent_size) to raw generator output (B, x, y, z) in the training
+representation. Every engine works on batches of exactly ``batch`` rows (a short last batch is padded with
+zeros and the padding dropped), so a shower's result depends on the batch size and precision only, never
+on how many streams run or in which order batches complete.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from caloquant.errors import InputError, ModelError
+from caloquant.models.spec import ModelSpec
+
+ENGINES = ("openvino", "torch", "onnxruntime")
+
+#: OpenVINO CPU precision hints per --precision word. FP32 must be explicit: on CPUs without native BF16
+#: OpenVINO 2026 still defaults to a bf16 hint on some parts, which costs about 1 % per cell.
+OV_HINTS = {"fp32": "f32", "bf16": "bf16"}
+
+#: Completion callback: the raw output of a batch, or the exception that stopped it.
+Done = Callable[[np.ndarray | BaseException], None]
+
+
+class Engine(Protocol):
+    """A compiled generator: synchronous and asynchronous inference on fixed-size batches."""
+
+    name: str
+    precision: str
+    spec: ModelSpec
+    batch: int
+    streams: int
+
+    def infer(self, latent: np.ndarray) -> np.ndarray:
+        """Raw output of up to ``batch`` latent rows, synchronously."""
+        ...
+
+    def submit(self, latent: np.ndarray, done: Done) -> None:
+        """Start inference of up to ``batch`` rows; ``done(raw or error)`` is called when finished (any thread)."""
+        ...
+
+    def wait(self) -> None:
+        """Block until every submitted batch has called its ``done``."""
+        ...
+
+
+def pad_batch(latent: np.ndarray, batch: int) -> np.ndarray:
+    """Latent rows padded with zero rows up to ``batch`` (the engines run fixed batch shapes)."""
+    n = latent.shape[0]
+    if n > batch:
+        raise InputError(f"{n} rows do not fit a batch of {batch}")
+    if n == batch:
+        return np.ascontiguousarray(latent, dtype=np.float32)
+    out = np.zeros((batch, latent.shape[1]), dtype=np.float32)
+    out[:n] = latent
+    return out
+
+
+def cpu_count() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class _ThreadedEngine(ABC):
+    """Asynchronous ``submit`` for engines with a thread-safe synchronous ``infer`` (torch, ONNX Runtime)."""
+
+    name: str
+    streams: int
+
+    def _start_pool(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=self.streams, thread_name_prefix=f"caloquant-{self.name}")
+        self._pending: list[Future[None]] = []
+
+    @abstractmethod
+    def infer(self, latent: np.ndarray) -> np.ndarray:
+        """Raw output of up to ``batch`` rows."""
+
+    def _run(self, latent: np.ndarray, done: Done) -> None:
+        try:
+            raw: np.ndarray | BaseException = self.infer(latent)
+        except Exception as e:  # noqa: BLE001 - handed to the caller through done()
+            raw = e
+        done(raw)
+
+    def submit(self, latent: np.ndarray, done: Done) -> None:
+        """Start inference of one batch on the next free stream (a worker thread)."""
+        self._pending = [f for f in self._pending if not f.done()]
+        self._pending.append(self._pool.submit(self._run, latent, done))
+
+    def wait(self) -> None:
+        """Block until every submitted batch is done."""
+        for fut in self._pending:
+            fut.result()
+        self._pending = []
+
+
+class TorchEngine(_ThreadedEngine):
+    """PyTorch eager in FP32: the reference every other engine is compared to."""
+
+    name = "torch"
+
+    def __init__(self, module: Any, spec: ModelSpec, *, batch: int, streams: int = 1, precision: str = "fp32") -> None:
+        import torch
+
+        if precision != "fp32":
+            raise InputError(f"engine torch runs fp32 only, not {precision!r} (use --engine openvino)")
+        self.module, self.spec, self.batch, self.streams, self.precision = module.eval(), spec, batch, streams, precision
+        if streams > 1:
+            torch.set_num_threads(max(1, cpu_count() // streams))
+        self._start_pool()
+
+    def infer(self, latent: np.ndarray) -> np.ndarray:
+        """Raw output of up to ``batch`` rows (padded to ``batch``)."""
+        import torch
+
+        n = latent.shape[0]
+        with torch.inference_mode():
+            return self.module(torch.from_numpy(pad_batch(latent, self.batch))).numpy()[:n]
+
+
+class OnnxRuntimeEngine(_ThreadedEngine):
+    """ONNX Runtime CPU session: FP32 export or a QDQ-quantized ``.onnx``; streams are concurrent ``run`` calls."""
+
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: Path, spec: ModelSpec, *, batch: int, streams: int = 1,
+                 precision: str = "fp32") -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ModelError("engine onnxruntime needs the onnxruntime package (pip install onnxruntime)") from None
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, cpu_count() // streams)
+        opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for bad files
+            raise ModelError(f"{onnx_path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:120]})") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.spec, self.batch, self.streams, self.precision = spec, batch, streams, precision
+        self._start_pool()
+
+    def infer(self, latent: np.ndarray) -> np.ndarray:
+        """Raw output of up to ``batch`` rows (padded to ``batch``)."""
+        n = latent.shape[0]
+        return self.session.run(None, {self.input_name: pad_batch(latent, self.batch)})[0][:n]
+
+
+class OpenVINOEngine:
+    """OpenVINO CPU with a static batch shape and an AsyncInferQueue of one request per stream."""
+
+    name = "openvino"
+
+    def __init__(self, model_xml: Path, spec: ModelSpec, *, batch: int, streams: int | None = None,
+                 precision: str = "fp32") -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        try:
+            model = core.read_model(str(model_xml))
+        except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError with long multi-line text
+            raise ModelError(f"{model_xml}: OpenVINO cannot read it ({str(e).splitlines()[0][:120]})") from None
+        model.reshape({model.inputs[0].any_name: [batch, spec.latent_size]})
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "THROUGHPUT"}
+        # an INT8 IR keeps FP32 between its quantized layers; bf16 only where asked for
+        config["INFERENCE_PRECISION_HINT"] = OV_HINTS.get(precision, "f32")
+        if streams is not None:
+            config["NUM_STREAMS"] = streams
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.streams = int(self.compiled.get_property("NUM_STREAMS"))
+        jobs = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self.spec, self.batch, self.precision = spec, batch, precision
+        self._queue = ov.AsyncInferQueue(self.compiled, max(jobs, self.streams))
+        self._queue.set_callback(self._callback)
+
+    @staticmethod
+    def _callback(request: Any, userdata: tuple[int, Done]) -> None:
+        n, done = userdata
+        try:
+            raw: np.ndarray | BaseException = request.get_output_tensor(0).data[:n].copy()
+        except Exception as e:  # noqa: BLE001 - OpenVINO threads must not raise; handed over through done()
+            raw = e
+        done(raw)
+
+    def infer(self, latent: np.ndarray) -> np.ndarray:
+        """Raw output of up to ``batch`` rows (padded to ``batch``), synchronously."""
+        out: list[np.ndarray | BaseException] = []
+        self.submit(latent, out.append)
+        self.wait()
+        if isinstance(out[0], BaseException):
+            raise out[0]
+        return out[0]
+
+    def submit(self, latent: np.ndarray, done: Done) -> None:
+        """Start one batch on the next idle infer request (blocks while all streams are busy)."""
+        self._queue.start_async({0: pad_batch(latent, self.batch)}, (latent.shape[0], done))
+
+    def wait(self) -> None:
+        """Block until every submitted batch is done."""
+        self._queue.wait_all()

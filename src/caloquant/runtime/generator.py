@@ -1,0 +1,257 @@
+"""One ``Generator`` over every engine: conditions and a seed in, physical showers (GeV, 3DGAN layout) out.
+
+The latent noise of shower ``i`` is drawn from ``(seed, i)`` alone (``caloquant.models.shower_noise``), so
+a shower does not depend on the stream count, and depends on the batch size only through float rounding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from caloquant import __version__
+from caloquant.data.formats import ShowerSet
+from caloquant.errors import GeometryMismatchError, InputError, ModelError
+from caloquant.models.registry import LoadedGenerator, load_generator, sha256_file
+from caloquant.models.spec import ModelSpec, shower_noise
+from caloquant.runtime.engines import (
+    ENGINES,
+    Done,
+    Engine,
+    OnnxRuntimeEngine,
+    OpenVINOEngine,
+    TorchEngine,
+    cpu_count,
+)
+
+PRECISIONS = ("fp32", "bf16", "int8")
+#: Batch used by ``batch="auto"``, per engine (docs/benchmarks.md, "Generation").
+AUTO_BATCH = {"openvino": 16, "torch": 16, "onnxruntime": 16}
+
+
+@dataclass
+class Generator:
+    """A compiled generator plus the identity of the weights and precision behind it."""
+
+    engine: Engine
+    model_sha256: str
+    source: str
+    precision_sha256: str = ""
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.engine.spec
+
+    def latent(self, energies: np.ndarray, angles_deg: np.ndarray | None, seed: int,
+               indices: np.ndarray) -> np.ndarray:
+        """Generator input for showers ``indices`` of the stream ``seed`` with these conditions."""
+        noise = shower_noise(seed, indices, self.spec.noise_size)
+        return self.spec.latent(energies, angles_deg, noise)
+
+    def run_batches(self, latents: Iterable[np.ndarray], *, in_flight: int | None = None) -> Iterator[np.ndarray]:
+        """Raw outputs of the latent batches, in order, with up to ``in_flight`` batches running at once."""
+        depth = in_flight or 2 * self.engine.streams
+        done: dict[int, np.ndarray | BaseException] = {}
+        ready = threading.Condition()
+
+        def finish(i: int) -> Done:
+            def cb(raw: np.ndarray | BaseException) -> None:
+                with ready:
+                    done[i] = raw
+                    ready.notify_all()
+            return cb
+
+        submitted = 0
+        it = iter(latents)
+        try:
+            for nxt in range(1 << 62):
+                while submitted - nxt < depth:
+                    batch = next(it, None)
+                    if batch is None:
+                        break
+                    self.engine.submit(batch, finish(submitted))
+                    submitted += 1
+                if nxt == submitted:
+                    return
+                with ready:
+                    ready.wait_for(lambda: nxt in done)
+                    raw = done.pop(nxt)
+                if isinstance(raw, BaseException):
+                    raise raw
+                yield raw
+        finally:
+            self.engine.wait()
+
+    def generate(self, energies: np.ndarray, angles_deg: np.ndarray | None = None, *, seed: int = 0,
+                 indices: np.ndarray | None = None, allow_extrapolation: bool = False) -> ShowerSet:
+        """Showers for these primary energies (GeV) and angles (deg); shower k uses noise (seed, indices[k])."""
+        energies = np.asarray(energies, dtype=np.float64).reshape(-1)
+        n = len(energies)
+        angles = self._angles(angles_deg, n)
+        self.spec.check_conditions(energies, angles, allow_extrapolation=allow_extrapolation)
+        idx = np.arange(n, dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(idx) != n:
+            raise InputError(f"{len(idx)} shower indices for {n} energies")
+        z = self.latent(energies, angles, seed, idx)
+        b = self.engine.batch
+        raw = list(self.run_batches(z[i:i + b] for i in range(0, n, b)))
+        ecal = self.spec.to_physical(np.concatenate(raw)) if raw else np.zeros((0, *self.spec.window.shape))
+        return ShowerSet(ecal, energies, np.radians(angles))
+
+    def _angles(self, angles_deg: np.ndarray | float | None, n: int) -> np.ndarray:
+        if angles_deg is None:
+            return np.full(n, 90.0)
+        a = np.broadcast_to(np.asarray(angles_deg, dtype=np.float64), (n,)).copy()
+        if self.spec.arch == "ecal25" and np.any(np.abs(a - 90.0) > 1e-9):
+            raise InputError("model ecal25 generates perpendicular showers only (--angle 90)")
+        return a
+
+
+def cache_dir() -> Path:
+    """Where exported and INT8 models are cached: $CALOQUANT_CACHE_DIR, else ~/.cache/caloquant."""
+    env = os.environ.get("CALOQUANT_CACHE_DIR")
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "caloquant"
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+def _exported(gen: LoadedGenerator, suffix: str) -> Path:
+    """The generator exported to IR (``.xml``) or ONNX, cached under its sha256 and the caloquant version."""
+    from caloquant.export import export_onnx, export_openvino
+
+    path = cache_dir() / "export" / f"{gen.sha256}-{__version__}" / f"model{suffix}"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (export_openvino if suffix == ".xml" else export_onnx)(gen, path)
+    return path
+
+
+def _int8_model(gen: LoadedGenerator, model: str) -> tuple[Path, str]:
+    """The tuner's INT8 IR for this model, built from its shipped recipe once and cached."""
+    hint = (f"no INT8 model for {model}: run `caloquant quantize --model {model} -o DIR` "
+            "and pass --precision DIR/model.xml")
+    recipe = Path(gen.source).with_suffix(".recipe.json")  # shipped next to the weights
+    if not recipe.exists():
+        raise ModelError(hint)
+    try:
+        from caloquant.quantize import apply_recipe  # type: ignore[attr-defined]
+    except ImportError:
+        raise ModelError(hint) from None
+    import openvino as ov
+
+    recipe_sha = sha256_file(recipe)
+    path = cache_dir() / "int8" / f"{gen.sha256[:16]}-{recipe_sha[:16]}" / "model.xml"
+    if not path.exists():
+        from caloquant._atomic import write_text_atomic
+
+        meta = {"spec": gen.spec.to_dict(), "source": gen.source, "source_sha256": gen.sha256,
+                "recipe": str(recipe), "recipe_sha256": recipe_sha}
+        ov_model = apply_recipe(gen, json.loads(recipe.read_text()))
+        ov_model.set_rt_info(json.dumps(meta), ["caloquant", "meta"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ov.save_model(ov_model, str(path), compress_to_fp16=False)
+        write_text_atomic(path.with_suffix(".spec.json"), json.dumps(meta, indent=2))
+    return path, recipe_sha
+
+
+def _tuned_model(gen: LoadedGenerator, path: Path, engine: str) -> str:
+    """Check that a tuned IR/ONNX file was made from this model and fits the engine; returns its engine."""
+    from caloquant.export import read_spec
+
+    if not path.exists():
+        raise ModelError(f"{path}: no such tuned model file (--precision takes fp32, bf16, int8 or a path)")
+    want = {".xml": "openvino", ".onnx": "onnxruntime"}.get(path.suffix)
+    if want is None:
+        raise ModelError(f"{path}: --precision PATH must be an OpenVINO .xml or an ONNX .onnx file")
+    if engine not in ("auto", want):
+        raise ModelError(f"{path}: a {path.suffix} model runs on --engine {want}, not {engine}")
+    spec, meta = read_spec(path)
+    if spec.arch != gen.spec.arch:
+        raise GeometryMismatchError(f"{path}: holds a {spec.arch} model ({spec.window}), but the model is "
+                                    f"{gen.spec.arch} ({gen.spec.window})")
+    if meta.get("source_sha256") not in (None, gen.sha256):
+        raise ModelError(f"{path}: was made from other weights (sha256 {str(meta['source_sha256'])[:12]}...) "
+                         f"than {gen.source} ({gen.sha256[:12]}...)")
+    return want
+
+
+def resolve_batch(batch: int | str, engine: str) -> int:
+    """``auto`` or a positive integer."""
+    if batch == "auto":
+        return AUTO_BATCH[engine]
+    try:
+        b = int(batch)
+    except ValueError:
+        raise InputError(f"--batch {batch!r}: use auto or a positive integer") from None
+    if b < 1:
+        raise InputError(f"--batch must be positive, got {b}")
+    return b
+
+
+def resolve_streams(streams: int | str) -> int | None:
+    """``auto`` (None: the engine decides) or a positive integer."""
+    if streams == "auto":
+        return None
+    try:
+        k = int(streams)
+    except ValueError:
+        raise InputError(f"--streams {streams!r}: use auto or a positive integer") from None
+    if k < 1:
+        raise InputError(f"--streams must be positive, got {k}")
+    return k
+
+
+def open_generator(model: str | os.PathLike[str] | LoadedGenerator, *, engine: str = "openvino",
+                   precision: str | os.PathLike[str] = "fp32", batch: int | str = "auto",
+                   streams: int | str = "auto") -> Generator:
+    """Load a model (shipped name or checkpoint) and compile it on an engine at a precision.
+
+    ``precision`` is fp32, bf16 (OpenVINO hint; emulated on CPUs without native BF16), int8 (the shipped
+    tuner recipe) or the path of a tuned OpenVINO ``.xml`` / QDQ ``.onnx`` made from the same weights.
+    ``streams``: ``auto`` lets OpenVINO's throughput hint choose; torch and ONNX Runtime use 1 by default.
+    """
+    gen = model if isinstance(model, LoadedGenerator) else load_generator(model)
+    name = str(model.source if isinstance(model, LoadedGenerator) else model)
+    word = str(precision)
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    k = resolve_streams(streams)
+    b = resolve_batch(batch, engine)
+    precision_sha = ""
+    if word not in PRECISIONS:
+        path = Path(word)
+        engine = _tuned_model(gen, path, engine)
+        precision_sha = sha256_file(path)
+        if engine == "openvino":
+            return Generator(OpenVINOEngine(path, gen.spec, batch=b, streams=k, precision=word),
+                             gen.sha256, gen.source, precision_sha)
+        return Generator(OnnxRuntimeEngine(path, gen.spec, batch=b, streams=k or 1, precision=word),
+                         gen.sha256, gen.source, precision_sha)
+    if engine == "torch":
+        return Generator(TorchEngine(gen.module, gen.spec, batch=b, streams=k or 1, precision=word),
+                         gen.sha256, gen.source)
+    if engine == "onnxruntime":
+        if word != "fp32":
+            raise InputError(f"engine onnxruntime runs fp32 or a QDQ .onnx path, not {word!r}")
+        return Generator(OnnxRuntimeEngine(_exported(gen, ".onnx"), gen.spec, batch=b, streams=k or 1),
+                         gen.sha256, gen.source)
+    if word == "int8":
+        xml, precision_sha = _int8_model(gen, name)
+    else:
+        xml = _exported(gen, ".xml")
+    return Generator(OpenVINOEngine(xml, gen.spec, batch=b, streams=k, precision=word), gen.sha256, gen.source,
+                     precision_sha)
+
+
+def describe(gen: Generator) -> dict[str, Any]:
+    """Engine, precision, batch and streams of a compiled generator (for logs and file attributes)."""
+    e = gen.engine
+    return {"engine": e.name, "precision": e.precision, "batch": e.batch, "streams": e.streams,
+            "cores": cpu_count(), "model_sha256": gen.model_sha256, "precision_sha256": gen.precision_sha256}
