@@ -28,6 +28,7 @@ app = typer.Typer(
 #: Stage modules, in data-flow order; each defines ``register(app)``.
 _COMMAND_MODULES = [
     "caloquant.cli.simulate",
+    "caloquant.cli.train",
     "caloquant.cli.validate",
     "caloquant.cli.demo",
 ]

@@ -25,19 +25,18 @@ class GlobalBatchNorm3d(nn.BatchNorm3d):
         from torch.distributed.nn.functional import all_reduce
 
         dims = [0, 2, 3, 4]
-        n_local = torch.tensor([float(x.numel() // x.shape[1])], dtype=x.dtype, device=x.device)
-        stats = torch.cat([x.sum(dims), (x * x).sum(dims), n_local])
-        stats = all_reduce(stats)
         c = x.shape[1]
+        shape = (1, c, 1, 1, 1)
+        n_local = torch.tensor([float(x.numel() // c)], dtype=x.dtype, device=x.device)
+        stats = all_reduce(torch.cat([x.sum(dims), n_local]))  # two passes: no E[x^2] - E[x]^2 cancellation
         count = stats[-1]
         mean = stats[:c] / count
-        var = stats[c : 2 * c] / count - mean * mean
+        var = all_reduce(((x - mean.view(shape)) ** 2).sum(dims)) / count
         with torch.no_grad():
             self.num_batches_tracked += 1
             unbiased = var * count / (count - 1)
             self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
             self.running_var.mul_(1 - self.momentum).add_(self.momentum * unbiased)
-        shape = (1, c, 1, 1, 1)
         y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         return y * self.weight.view(shape) + self.bias.view(shape)
 

@@ -1,0 +1,51 @@
+"""Training curves (losses and the physics metric) from a run directory's CSV logs."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from caloquant._atomic import atomic_path
+
+
+def _read(path: Path) -> dict[str, list[float]]:
+    cols: dict[str, list[float]] = {}
+    if not path.exists():
+        return cols
+    for row in csv.DictReader(path.open()):
+        for k, v in row.items():
+            cols.setdefault(k, []).append(float(v) if v not in ("", None) else float("nan"))
+    return cols
+
+
+def plot_training(run_dir: str | Path) -> Path:
+    """Write ``curves.png`` (losses vs step; moment metric and sampling-fraction error vs step)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = Path(run_dir)
+    losses, metrics = _read(run / "losses.csv"), _read(run / "metrics.csv")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in ("d_real", "d_fake", "g_adv", "g_phys"):
+        if key in losses:
+            ax1.plot(losses["step"], losses[key], label=key)
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("loss")
+    ax1.set_yscale("log")
+    ax1.legend()
+    if metrics:
+        ax2.plot(metrics["step"], metrics["moments_metric"], "o-", label="3DGAN moment metric")
+        ax2.plot(metrics["step"], metrics["sampling_fraction_mre"], "s-", label="sampling-fraction MRE")
+        ax2.axhline(0.06, color="grey", ls="--", lw=1, label="goal 0.06")
+        ax2.set_yscale("log")
+        ax2.legend()
+    ax2.set_xlabel("step")
+    ax2.set_ylabel("held-out metric")
+    fig.tight_layout()
+    out = run / "curves.png"
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return out

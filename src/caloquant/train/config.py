@@ -1,0 +1,78 @@
+"""Training configuration: defaults follow the Keras 3DGAN reference (gan3d.md section 2) unless noted."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from caloquant.errors import InputError
+
+OPTIMIZERS = ("rmsprop", "adam", "sgd")
+REFERENCE_LOSS_WEIGHTS = {"ecal25": (2.0, 0.1, 0.1), "angle51": (3.0, 0.1, 25.0, 0.1)}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; stored in every checkpoint so that a resume uses the same settings."""
+
+    arch: str = "ecal25"
+    batch_size: int = 128  # per rank; the global batch is batch_size * world_size
+    lr: float = 1e-3  # RMSprop, per the reference
+    optimizer: str = "rmsprop"  # rmsprop (reference), adam (Rehm's TF2 runs) or sgd
+    scale_lr: bool = True  # lr * world_size, reached linearly over warmup_steps
+    warmup_steps: int = 200
+    label_flip: float = 0.05
+    gen_steps: int = 2
+    loss_weights: tuple[float, ...] = ()  # empty: reference weights for the architecture
+    physics_weight: float = 1.0  # caloquant addition (0 = the reference recipe): batch moment matching
+    physics_groups: int = 4  # energy-sorted groups in which moments are matched
+    pretrain_steps: int = 0  # generator-only steps on the physics and ECAL-sum terms before the adversarial game
+    dropout: float = 0.2
+    ecal_cut: float = 10.0  # keep showers whose scaled ECAL sum (xscale * GeV) exceeds this
+    xscale: float = 100.0
+    xpower: float = 0.85
+    epochs: int = 60
+    max_steps: int = 0  # 0: no limit besides epochs
+    max_minutes: float = 0.0  # 0: no limit; otherwise stop (with a checkpoint) after this wall time
+    checkpoint_every: int = 100
+    eval_every: int = 0  # steps between physics evaluations; 0: once per epoch
+    eval_showers: int = 2000
+    holdout_fraction: float = 0.1
+    chunk_size: int = 1000  # rows per read block
+    mix_blocks: int = 4  # blocks shuffled together
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # 0: leave torch's default
+    channels_last: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.arch not in REFERENCE_LOSS_WEIGHTS:
+            raise InputError(f"unknown architecture {self.arch!r} (ecal25 or angle51)")
+        if not self.loss_weights:
+            self.loss_weights = REFERENCE_LOSS_WEIGHTS[self.arch]
+        self.loss_weights = tuple(float(w) for w in self.loss_weights)
+        if len(self.loss_weights) != len(REFERENCE_LOSS_WEIGHTS[self.arch]):
+            raise InputError(f"{self.arch} needs {len(REFERENCE_LOSS_WEIGHTS[self.arch])} loss weights, "
+                             f"got {len(self.loss_weights)}")
+        for name in ("batch_size", "gen_steps", "epochs", "chunk_size", "mix_blocks", "physics_groups"):
+            if getattr(self, name) <= 0:
+                raise InputError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.label_flip < 0.5:
+            raise InputError(f"label_flip must be in [0, 0.5), got {self.label_flip}")
+        if self.optimizer not in OPTIMIZERS:
+            raise InputError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.lr <= 0:
+            raise InputError(f"learning rate must be positive, got {self.lr}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise InputError(f"device must be auto, cpu or cuda, got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["loss_weights"] = list(self.loss_weights)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: (tuple(v) if k == "loss_weights" else v) for k, v in d.items() if k in names})

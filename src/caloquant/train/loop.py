@@ -1,0 +1,439 @@
+"""The 3DGAN training loop: reference schedule (D on real, D on fake, two G steps), exact resume, physics-based
+model selection, rank-0-only outputs. Every random draw derives from (seed, step), so a resumed run continues
+bit for bit where the interrupted one stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from caloquant._atomic import atomic_path, write_text_atomic
+from caloquant.data.dataset import ShowerDataset
+from caloquant.data.formats import ShowerSet, read_showers
+from caloquant.errors import InputError, Interrupted, ModelError
+from caloquant.models.registry import (
+    CHECKPOINT_FORMAT,
+    build_discriminator,
+    build_generator,
+    load_state,
+    safe_load,
+)
+from caloquant.models.spec import DEFAULT_SPECS, ModelSpec, shower_noise
+from caloquant.train.config import TrainConfig
+from caloquant.train.data import Batch, BatchStream, read_blocks, split_blocks
+from caloquant.train.distributed import DistContext, init_distributed
+from caloquant.train.losses import bce_logits, mape, physics_loss
+
+LOSS_FIELDS = ["step", "epoch", "showers", "seconds", "lr", "d_real", "d_fake", "g_adv", "g_aux", "g_ecal",
+               "g_phys", "showers_per_s"]
+METRIC_FIELDS = ["step", "epoch", "seconds", "moments_metric", "sampling_fraction_mre"]
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    elapsed: float = 0.0
+    best_metric: float = math.inf
+    best_step: int = -1
+
+
+@dataclass
+class TrainResult:
+    state: TrainState
+    out_dir: Path
+    finished: bool
+    last_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _spec_for(config: TrainConfig) -> ModelSpec:
+    base = DEFAULT_SPECS[config.arch]
+    return ModelSpec(base.arch, xscale=config.xscale, xpower=config.xpower, energy_range=base.energy_range,
+                     angle_range_deg=base.angle_range_deg)
+
+
+class Trainer:
+    """Owns models, optimizers, data stream and outputs of one (possibly distributed) training run."""
+
+    def __init__(self, config: TrainConfig, data: Any, out_dir: str | os.PathLike[str], *,
+                 val: str | os.PathLike[str] | None = None, resume: bool = False, progress: bool = True,
+                 ctx: DistContext | None = None) -> None:
+        self.cfg = config
+        self.ctx = ctx or init_distributed(config.device)
+        self.out = Path(out_dir)
+        self.progress = progress and self.ctx.is_main
+        if config.threads > 0:
+            torch.set_num_threads(config.threads)
+        self.spec = _spec_for(config)
+        ckpt_path = self.out / "checkpoint-last.pt"
+        ckpt: dict[str, Any] | None = None
+        if resume:
+            if not ckpt_path.exists():
+                raise InputError(f"{ckpt_path}: nothing to resume (no checkpoint in {self.out})")
+            ckpt = self._read_checkpoint(ckpt_path)
+            self.cfg = config = TrainConfig.from_dict({**ckpt["config"], **_runtime_overrides(config)})
+        elif ckpt_path.exists():
+            raise InputError(f"{self.out} already holds a training run (use --resume to continue it, "
+                             "or choose another --out)")
+        self.dataset = ShowerDataset(data)
+        self.train_blocks, hold_blocks = split_blocks(self.dataset, config.chunk_size,
+                                                      0.0 if val is not None else config.holdout_fraction)
+        self.stream = BatchStream(self.dataset, self.train_blocks, self.spec, batch_size=config.batch_size,
+                                  rank=self.ctx.rank, world_size=self.ctx.world_size, seed=config.seed,
+                                  mix_blocks=config.mix_blocks, ecal_cut=config.ecal_cut)
+        self.val = self._load_val(val, hold_blocks) if self.ctx.is_main else None
+
+        torch.manual_seed(config.seed)
+        dev = self.ctx.device
+        self.G = build_generator(self.spec).to(dev)
+        self.D = build_discriminator(self.spec, dropout=config.dropout).to(dev)
+        if config.channels_last:
+            self.D = self.D.to(memory_format=torch.channels_last_3d)
+        self.ctx.broadcast_module(self.G)
+        self.ctx.broadcast_module(self.D)
+        self.opt_g = make_optimizer(config, self.G)
+        self.opt_d = make_optimizer(config, self.D)
+        self.state = TrainState()
+        if ckpt is not None:
+            self._restore(ckpt)
+        if self.ctx.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self._trim_logs()
+
+    # -- data and evaluation -------------------------------------------------------------------------
+
+    def _load_val(self, val: str | os.PathLike[str] | None, hold_blocks: list[tuple[int, int, int]]
+                  ) -> ShowerSet | None:
+        if val is not None:
+            s = read_showers(val, 0, self.cfg.eval_showers)
+            if s.window != self.spec.window:
+                raise InputError(f"{val}: validation window {s.window} does not match the model ({self.spec.window})")
+            return s
+        if not hold_blocks:
+            return None
+        return read_blocks(self.dataset, hold_blocks, self.cfg.eval_showers)
+
+    def generate(self, energies: np.ndarray, thetas: np.ndarray, seed: int, batch: int = 256) -> np.ndarray:
+        """Physical showers (GeV) from the current generator, in eval mode, noise per shower index."""
+        self.G.eval()
+        noise = shower_noise(seed, np.arange(len(energies)), self.spec.noise_size)
+        lat = self.spec.latent(energies, np.degrees(thetas), noise)
+        out = []
+        with torch.no_grad():
+            for s in range(0, len(lat), batch):
+                z = torch.from_numpy(lat[s : s + batch]).to(self.ctx.device)
+                out.append(self.spec.to_physical(self.G(z).cpu().numpy()))
+        self.G.train()
+        return np.concatenate(out)
+
+    def evaluate(self) -> dict[str, float]:
+        """3DGAN moment metric and sampling-fraction error of generated vs held-out showers."""
+        from caloquant.validate import moments_metric, sampling_fraction_mre
+
+        assert self.val is not None
+        fake = ShowerSet(self.generate(self.val.energy, self.val.theta, seed=self.cfg.seed + 1_000_003),
+                         self.val.energy, self.val.theta)
+        return {"moments_metric": moments_metric(self.val, fake),
+                "sampling_fraction_mre": sampling_fraction_mre(self.val, fake)}
+
+    # -- one optimisation step -----------------------------------------------------------------------
+
+    def lr_at(self, step: int) -> float:
+        scale = self.ctx.world_size if self.cfg.scale_lr else 1
+        if scale == 1:
+            return self.cfg.lr
+        frac = 1.0 if self.cfg.warmup_steps <= 0 else min(1.0, step / self.cfg.warmup_steps)
+        return self.cfg.lr * (1.0 + (scale - 1) * frac)
+
+    def _draws(self, step: int, n_local: int) -> dict[str, np.ndarray]:
+        """This rank's slice of the step's global random draws (noise, label flips)."""
+        gb = n_local * self.ctx.world_size
+        rng = np.random.default_rng([self.cfg.seed, 0x6A11, step])
+        ns = self.spec.noise_size
+        noise = rng.standard_normal((1 + self.cfg.gen_steps, gb, ns), dtype=np.float32)
+        flips = rng.random((2, gb)) < self.cfg.label_flip
+        sl = slice(self.ctx.rank * n_local, (self.ctx.rank + 1) * n_local)
+        return {"noise": noise[:, sl], "flips": flips[:, sl]}
+
+    def _heads_loss(self, out: dict[str, torch.Tensor], labels: torch.Tensor, t: dict[str, torch.Tensor]
+                    ) -> tuple[torch.Tensor, dict[str, float]]:
+        w = self.cfg.loss_weights
+        adv = bce_logits(out["logit"], labels)
+        aux = mape(out["energy"], t["energy"])
+        ecal = mape(out["ecal"], t["ecal"])
+        loss = w[0] * adv + w[1] * aux + w[-1] * ecal
+        parts = {"adv": adv.item(), "aux": aux.item(), "ecal": ecal.item()}
+        if self.spec.arch == "angle51":
+            ang = (out["angle"] - t["theta"]).abs().mean()
+            loss = loss + w[2] * ang
+            parts["ang"] = ang.item()
+        return loss, parts
+
+    def _latent(self, noise: np.ndarray, t: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
+        lat = self.spec.latent(batch.energy * 100.0, np.degrees(batch.theta), noise)
+        return torch.from_numpy(lat).to(self.ctx.device)
+
+    def train_step(self, batch: Batch, step: int) -> dict[str, float]:
+        """One reference iteration on this rank's part of the global batch; gradients averaged over ranks."""
+        dev, n = self.ctx.device, len(batch.energy)
+        torch.manual_seed(self.cfg.seed * 1_000_003 + step * 4099 + self.ctx.rank)  # dropout masks
+        draws = self._draws(step, n)
+        lr = self.lr_at(step)
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        real = torch.from_numpy(batch.images).to(dev)
+        t = {"energy": torch.from_numpy(batch.energy).to(dev), "ecal": torch.from_numpy(batch.ecal).to(dev),
+             "theta": torch.from_numpy(batch.theta).to(dev)}
+        ones = torch.ones(n, device=dev)
+        flips = torch.from_numpy(draws["flips"]).to(dev)
+        stats: dict[str, float] = {"lr": lr}
+        pretraining = step < self.cfg.pretrain_steps
+
+        if not pretraining:
+            fake = self.G(self._latent(draws["noise"][0], t, batch)).detach()
+            for name, images, labels in (("d_real", real, torch.where(flips[0], 0.0, 1.0)),
+                                         ("d_fake", fake, torch.where(flips[1], 1.0, 0.0))):
+                self.opt_d.zero_grad(set_to_none=True)
+                loss, _ = self._heads_loss(self.D(images), labels, t)
+                loss.backward()
+                self.ctx.average_gradients(self.D)
+                self.opt_d.step()
+                stats[name] = loss.item()
+
+        for k in range(self.cfg.gen_steps):
+            self.opt_g.zero_grad(set_to_none=True)
+            gen = self.G(self._latent(draws["noise"][1 + k], t, batch))
+            phys = physics_loss(gen, real, t["energy"], self.spec.xpower, self.cfg.physics_groups)
+            if pretraining:
+                ecal = mape(gen.clamp_min(0).pow(1.0 / self.spec.xpower).flatten(1).sum(1), t["ecal"])
+                loss = self.cfg.loss_weights[-1] * ecal + max(self.cfg.physics_weight, 1.0) * phys
+                parts = {"ecal": ecal.item()}
+            else:
+                loss, parts = self._heads_loss(self.D(gen), ones, t)
+                loss = loss + self.cfg.physics_weight * phys
+            loss.backward()
+            self.ctx.average_gradients(self.G)
+            self.opt_g.step()
+            stats.update({f"g_{k}": v for k, v in parts.items()})
+            stats["g_phys"] = phys.item()
+        self.D.zero_grad(set_to_none=True)
+        return stats
+
+    # -- checkpoints -----------------------------------------------------------------------------------
+
+    def _read_checkpoint(self, path: Path) -> dict[str, Any]:
+        ckpt = safe_load(path)
+        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise ModelError(f"{path}: not a caloquant training checkpoint")
+        if ckpt["spec"]["arch"] != self.cfg.arch:
+            raise ModelError(f"{path}: checkpoint holds a {ckpt['spec']['arch']} model, not {self.cfg.arch}")
+        return ckpt
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        where = str(self.out / "checkpoint-last.pt")
+        load_state(self.G, ckpt["generator"], where)
+        load_state(self.D, ckpt["discriminator"], where)
+        try:
+            self.opt_g.load_state_dict(ckpt["opt_g"])
+            self.opt_d.load_state_dict(ckpt["opt_d"])
+        except (ValueError, KeyError) as e:
+            raise ModelError(f"{where}: optimizer state does not fit ({e})") from None
+        self.state = TrainState(**ckpt["state"])
+
+    def checkpoint(self, name: str = "checkpoint-last.pt") -> Path | None:
+        """Write model, optimizers, config and progress atomically (rank 0 only)."""
+        if not self.ctx.is_main:
+            return None
+        payload = {
+            "format": CHECKPOINT_FORMAT, "spec": self.spec.to_dict(), "config": self.cfg.to_dict(),
+            "state": vars(self.state).copy(), "generator": self.G.state_dict(),
+            "discriminator": self.D.state_dict(), "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(), "torch_version": str(torch.__version__),
+        }
+        path = self.out / name
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+        return path
+
+    def export_best_generator(self) -> Path:
+        """The best generator as a bare state_dict plus JSON card (the shipped-weights format)."""
+        import json
+
+        from caloquant.models.registry import sha256_file
+
+        src = self.out / "checkpoint-best.pt"
+        ckpt = self._read_checkpoint(src if src.exists() else self.out / "checkpoint-last.pt")
+        pt = self.out / "generator-best.pt"
+        with atomic_path(pt) as tmp:
+            torch.save(ckpt["generator"], tmp)
+        card = {"spec": ckpt["spec"], "sha256": sha256_file(pt), "step": ckpt["state"]["step"],
+                "best_metric": ckpt["state"]["best_metric"], "config": ckpt["config"]}
+        write_text_atomic(pt.with_suffix(".json"), json.dumps(card, indent=2))
+        return pt
+
+    # -- logs ------------------------------------------------------------------------------------------
+
+    def _trim_logs(self) -> None:
+        """Drop log rows written after the checkpoint we resume from (a crash between log and checkpoint)."""
+        for name in ("losses.csv", "metrics.csv"):
+            p = self.out / name
+            if not p.exists():
+                continue
+            rows = list(csv.DictReader(p.open()))
+            keep = [r for r in rows if int(r["step"]) <= self.state.step]
+            if len(keep) != len(rows):
+                fields = LOSS_FIELDS if name == "losses.csv" else METRIC_FIELDS
+                _write_csv(p, fields, keep)
+
+    def _log(self, name: str, fields: list[str], row: dict[str, Any]) -> None:
+        if not self.ctx.is_main:
+            return
+        p = self.out / name
+        new = not p.exists()
+        with p.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    def _plot(self) -> None:
+        from caloquant.plotting.training import plot_training
+
+        try:
+            plot_training(self.out)
+        except Exception as e:  # noqa: BLE001 - a plot must never stop training
+            print(f"caloquant: warning: could not draw training curves ({e})")
+
+    # -- the run -----------------------------------------------------------------------------------------
+
+    def _eval_and_select(self) -> dict[str, float]:
+        if not self.ctx.is_main or self.val is None:
+            return {}
+        m = self.evaluate()
+        self._log("metrics.csv", METRIC_FIELDS, {"step": self.state.step, "epoch": self.state.epoch,
+                                                 "seconds": round(self.state.elapsed, 1), **m})
+        if math.isfinite(m["moments_metric"]) and m["moments_metric"] < self.state.best_metric:
+            self.state.best_metric, self.state.best_step = m["moments_metric"], self.state.step
+            self.checkpoint("checkpoint-best.pt")
+        self._plot()
+        return m
+
+    def steps_per_epoch(self) -> int:
+        rows = sum(stop - start for _, start, stop in self.train_blocks)
+        return max(1, rows // (self.cfg.batch_size * self.ctx.world_size))
+
+    def run(self) -> TrainResult:
+        """Train until epochs, max_steps or max_minutes run out, or SIGINT (which checkpoints, then exits 130)."""
+        from caloquant.ui import progress_bar
+
+        cfg, st = self.cfg, self.state
+        stop_requested = {"flag": False}
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            stop_requested["flag"] = True
+
+        old = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
+        t0, done_at_start = time.perf_counter() - st.elapsed, st.step
+        last_metrics: dict[str, float] = {}
+        total = cfg.max_steps or cfg.epochs * self.steps_per_epoch()
+        finished = False
+        gb = cfg.batch_size * self.ctx.world_size
+        try:
+            with progress_bar(total, f"train {cfg.arch}", unit="showers", enabled=self.progress) as advance:
+                advance(min(st.step, total))
+                while st.epoch < cfg.epochs and not finished:
+                    it = self.stream.epoch(st.epoch, skip=st.batch_in_epoch)
+                    while True:
+                        batch = next(it, None)
+                        if not self.ctx.all_true(batch is not None):
+                            break
+                        assert batch is not None
+                        ts = time.perf_counter()
+                        stats = self.train_step(batch, st.step)
+                        st.step += 1
+                        st.batch_in_epoch += 1
+                        st.elapsed = time.perf_counter() - t0
+                        advance(1)
+                        if st.step % 10 == 0 or st.step == 1:
+                            self._log("losses.csv", LOSS_FIELDS, {
+                                "step": st.step, "epoch": st.epoch, "showers": st.step * gb,
+                                "seconds": round(st.elapsed, 1), "lr": stats["lr"],
+                                "d_real": stats.get("d_real", ""), "d_fake": stats.get("d_fake", ""),
+                                "g_adv": stats.get("g_0_adv", ""), "g_aux": stats.get("g_0_aux", ""),
+                                "g_ecal": stats.get("g_0_ecal", ""), "g_phys": stats["g_phys"],
+                                "showers_per_s": round(gb / max(time.perf_counter() - ts, 1e-9), 2)})
+                        if cfg.eval_every and st.step % cfg.eval_every == 0:
+                            last_metrics = self._eval_and_select() or last_metrics
+                        if st.step % cfg.checkpoint_every == 0:
+                            self.checkpoint()
+                        out_of_time = cfg.max_minutes > 0 and st.elapsed > cfg.max_minutes * 60
+                        if (cfg.max_steps and st.step >= cfg.max_steps) or out_of_time or stop_requested["flag"]:
+                            finished = bool(cfg.max_steps and st.step >= cfg.max_steps)
+                            break
+                    else:  # pragma: no cover - loop always exits by break
+                        pass
+                    if stop_requested["flag"] or (cfg.max_minutes > 0 and st.elapsed > cfg.max_minutes * 60):
+                        break
+                    if not finished:
+                        st.epoch += 1
+                        st.batch_in_epoch = 0
+                        if not cfg.eval_every:
+                            last_metrics = self._eval_and_select() or last_metrics
+                finished = finished or st.epoch >= cfg.epochs
+            if cfg.eval_every and st.step % cfg.eval_every != 0 and st.step > done_at_start:
+                last_metrics = self._eval_and_select() or last_metrics
+            self.checkpoint()
+            if self.ctx.is_main and (self.out / "checkpoint-last.pt").exists():
+                self.export_best_generator()
+                self._plot()
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
+        if stop_requested["flag"]:
+            raise Interrupted(f"training interrupted at step {st.step}; resume with --resume (out: {self.out})")
+        return TrainResult(st, self.out, finished, last_metrics)
+
+
+def make_optimizer(config: TrainConfig, module: torch.nn.Module) -> torch.optim.Optimizer:
+    """RMSprop with Keras defaults (rho 0.9, eps 1e-7) as in the reference; Adam or plain SGD on request."""
+    if config.optimizer == "adam":
+        return torch.optim.Adam(module.parameters(), lr=config.lr, betas=(0.5, 0.999))
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(module.parameters(), lr=config.lr)
+    return torch.optim.RMSprop(module.parameters(), lr=config.lr, alpha=0.9, eps=1e-7)
+
+
+def _runtime_overrides(config: TrainConfig) -> dict[str, Any]:
+    """Settings a resumed run may change: budgets, device, threads; never the model or the data order."""
+    keys = ("epochs", "max_steps", "max_minutes", "device", "threads", "checkpoint_every", "eval_every")
+    return {k: getattr(config, k) for k in keys}
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _write_csv(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def train(config: TrainConfig, data: Any, out_dir: str | os.PathLike[str], **kwargs: Any) -> TrainResult:
+    """Train a 3DGAN; see ``Trainer`` for the keyword options (val, resume, progress, ctx)."""
+    return Trainer(config, data, out_dir, **kwargs).run()
