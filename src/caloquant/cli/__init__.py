@@ -30,6 +30,7 @@ _COMMAND_MODULES = [
     "caloquant.cli.simulate",
     "caloquant.cli.train",
     "caloquant.cli.validate",
+    "caloquant.cli.generate",
     "caloquant.cli.demo",
 ]
 for _name in _COMMAND_MODULES:

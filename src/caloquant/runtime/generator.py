@@ -89,13 +89,23 @@ class Generator:
         finally:
             self.engine.wait()
 
-    def generate(self, energies: np.ndarray, angles_deg: np.ndarray | None = None, *, seed: int = 0,
+    def check_conditions(self, energies: np.ndarray, angles_deg: np.ndarray | float | None, *,
+                         allow_extrapolation: bool = False) -> np.ndarray:
+        """Refuse conditions the model cannot honour; returns the angles (deg) broadcast to the energies."""
+        e = np.asarray(energies, dtype=np.float64).reshape(-1)
+        a = np.full(len(e), 90.0) if angles_deg is None else np.broadcast_to(
+            np.asarray(angles_deg, dtype=np.float64), e.shape).copy()
+        if self.spec.arch == "ecal25" and np.any(np.abs(a - 90.0) > 1e-9):
+            raise InputError("model ecal25 generates perpendicular showers only (--angle 90)")
+        self.spec.check_conditions(e, a, allow_extrapolation=allow_extrapolation)
+        return a
+
+    def generate(self, energies: np.ndarray, angles_deg: np.ndarray | float | None = None, *, seed: int = 0,
                  indices: np.ndarray | None = None, allow_extrapolation: bool = False) -> ShowerSet:
         """Showers for these primary energies (GeV) and angles (deg); shower k uses noise (seed, indices[k])."""
         energies = np.asarray(energies, dtype=np.float64).reshape(-1)
         n = len(energies)
-        angles = self._angles(angles_deg, n)
-        self.spec.check_conditions(energies, angles, allow_extrapolation=allow_extrapolation)
+        angles = self.check_conditions(energies, angles_deg, allow_extrapolation=allow_extrapolation)
         idx = np.arange(n, dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
         if len(idx) != n:
             raise InputError(f"{len(idx)} shower indices for {n} energies")
@@ -104,14 +114,6 @@ class Generator:
         raw = list(self.run_batches(z[i:i + b] for i in range(0, n, b)))
         ecal = self.spec.to_physical(np.concatenate(raw)) if raw else np.zeros((0, *self.spec.window.shape))
         return ShowerSet(ecal, energies, np.radians(angles))
-
-    def _angles(self, angles_deg: np.ndarray | float | None, n: int) -> np.ndarray:
-        if angles_deg is None:
-            return np.full(n, 90.0)
-        a = np.broadcast_to(np.asarray(angles_deg, dtype=np.float64), (n,)).copy()
-        if self.spec.arch == "ecal25" and np.any(np.abs(a - 90.0) > 1e-9):
-            raise InputError("model ecal25 generates perpendicular showers only (--angle 90)")
-        return a
 
 
 def cache_dir() -> Path:
@@ -161,17 +163,18 @@ def _int8_model(gen: LoadedGenerator, model: str) -> tuple[Path, str]:
     return path, recipe_sha
 
 
-def _tuned_model(gen: LoadedGenerator, path: Path, engine: str) -> str:
-    """Check that a tuned IR/ONNX file was made from this model and fits the engine; returns its engine."""
+def _tuned_model(gen: LoadedGenerator, path: Path, engine: str) -> None:
+    """Check that a tuned IR/ONNX file was made from this model and fits the engine."""
     from caloquant.export import read_spec
 
     if not path.exists():
         raise ModelError(f"{path}: no such tuned model file (--precision takes fp32, bf16, int8 or a path)")
-    want = {".xml": "openvino", ".onnx": "onnxruntime"}.get(path.suffix)
-    if want is None:
+    if path.suffix not in (".xml", ".onnx"):
         raise ModelError(f"{path}: --precision PATH must be an OpenVINO .xml or an ONNX .onnx file")
-    if engine not in ("auto", want):
-        raise ModelError(f"{path}: a {path.suffix} model runs on --engine {want}, not {engine}")
+    if path.suffix == ".xml" and engine != "openvino":
+        raise ModelError(f"{path}: an OpenVINO IR runs on --engine openvino, not {engine}")
+    if engine == "torch":
+        raise ModelError(f"{path}: an ONNX model runs on --engine onnxruntime or openvino, not torch")
     spec, meta = read_spec(path)
     if spec.arch != gen.spec.arch:
         raise GeometryMismatchError(f"{path}: holds a {spec.arch} model ({spec.window}), but the model is "
@@ -179,7 +182,6 @@ def _tuned_model(gen: LoadedGenerator, path: Path, engine: str) -> str:
     if meta.get("source_sha256") not in (None, gen.sha256):
         raise ModelError(f"{path}: was made from other weights (sha256 {str(meta['source_sha256'])[:12]}...) "
                          f"than {gen.source} ({gen.sha256[:12]}...)")
-    return want
 
 
 def resolve_batch(batch: int | str, engine: str) -> int:
@@ -226,28 +228,25 @@ def open_generator(model: str | os.PathLike[str] | LoadedGenerator, *, engine: s
     b = resolve_batch(batch, engine)
     precision_sha = ""
     if word not in PRECISIONS:
-        path = Path(word)
-        engine = _tuned_model(gen, path, engine)
-        precision_sha = sha256_file(path)
-        if engine == "openvino":
-            return Generator(OpenVINOEngine(path, gen.spec, batch=b, streams=k, precision=word),
-                             gen.sha256, gen.source, precision_sha)
-        return Generator(OnnxRuntimeEngine(path, gen.spec, batch=b, streams=k or 1, precision=word),
-                         gen.sha256, gen.source, precision_sha)
-    if engine == "torch":
+        compiled = Path(word)
+        _tuned_model(gen, compiled, engine)
+        precision_sha = sha256_file(compiled)
+    elif engine == "torch":
         return Generator(TorchEngine(gen.module, gen.spec, batch=b, streams=k or 1, precision=word),
                          gen.sha256, gen.source)
-    if engine == "onnxruntime":
+    elif engine == "onnxruntime":
         if word != "fp32":
             raise InputError(f"engine onnxruntime runs fp32 or a QDQ .onnx path, not {word!r}")
-        return Generator(OnnxRuntimeEngine(_exported(gen, ".onnx"), gen.spec, batch=b, streams=k or 1),
-                         gen.sha256, gen.source)
-    if word == "int8":
-        xml, precision_sha = _int8_model(gen, name)
+        compiled = _exported(gen, ".onnx")
+    elif word == "int8":
+        compiled, precision_sha = _int8_model(gen, name)
     else:
-        xml = _exported(gen, ".xml")
-    return Generator(OpenVINOEngine(xml, gen.spec, batch=b, streams=k, precision=word), gen.sha256, gen.source,
-                     precision_sha)
+        compiled = _exported(gen, ".xml")
+    if engine == "openvino":
+        eng: Engine = OpenVINOEngine(compiled, gen.spec, batch=b, streams=k, precision=word)
+    else:
+        eng = OnnxRuntimeEngine(compiled, gen.spec, batch=b, streams=k or 1, precision=word)
+    return Generator(eng, gen.sha256, gen.source, precision_sha)
 
 
 def describe(gen: Generator) -> dict[str, Any]:

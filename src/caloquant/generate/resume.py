@@ -1,0 +1,101 @@
+"""Resumable output: ``OUT.h5.partial`` holds whole showers 0..k-1 in index order, committed chunk by chunk.
+
+Protocol: a chunk is appended, then the attribute ``showers_committed`` is set to the new row count and the
+file is flushed. On resume the datasets are cut back to ``showers_committed`` (a chunk written but not
+committed is dropped) and generation continues at that shower index with the same seed; since noise and
+conditions depend on (seed, index) only, the result equals an uninterrupted run. The run's identity (model
+and precision sha256, engine, seed, energies, angles, batch, N, layout) is stored as attributes and must
+match. When the last chunk is committed the file is renamed to ``OUT.h5``.
+
+SIGINT, a full disk and ordinary errors close the file cleanly. A hard kill (SIGKILL, power loss) in the
+middle of an HDF5 write can leave the partial file unreadable; resuming then says so and one starts again.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from caloquant.data.formats import ShowerWriter
+from caloquant.errors import DataFormatError, InputError
+from caloquant.geometry import Window
+
+COMMITTED = "showers_committed"
+#: Attributes that define a run: a resumed run must agree on all of them (the stream count is free).
+IDENTITY = ("model_sha256", "precision", "precision_sha256", "engine", "batch", "seed", "n", "energy_gev",
+            "spectrum", "angle_deg", "layout", "window")
+_DATASETS = {"3dgan": ("ECAL", "energy", "theta"), "calochallenge": ("showers", "incident_energies", "theta")}
+
+
+def partial_path(out: str | os.PathLike[str]) -> Path:
+    """Where a run into ``out`` keeps its committed showers until it completes."""
+    p = Path(out)
+    return p.with_name(p.name + ".partial")
+
+
+def identity_mismatch(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> str | None:
+    """The first identity attribute on which a stored run and a requested run differ, described; else None."""
+    for key in IDENTITY:
+        a, b = stored.get(key), wanted.get(key)
+        if str(a) != str(b):
+            return f"{key} is {a} in the interrupted run, {b} now"
+    return None
+
+
+class PartialShowerFile(ShowerWriter):
+    """A ShowerWriter on ``OUT.h5.partial`` that commits chunks, survives interruption and can be reopened."""
+
+    def __init__(self, out: str | os.PathLike[str], window: Window, *, layout: str, attrs: Mapping[str, Any],
+                 chunk_rows: int, resume: bool) -> None:
+        self.final = Path(out)
+        part = partial_path(out)
+        if part.exists() and not resume:
+            raise InputError(f"{part} holds an interrupted run: pass --resume to continue it, or delete it")
+        if not part.exists():
+            ShowerWriter(part, window, layout=layout, attrs={**attrs, COMMITTED: 0}, chunk_rows=chunk_rows).close()
+        self.path, self.window, self.layout = part, window, layout
+        try:
+            self._h5 = h5py.File(part, "a")
+        except OSError:
+            raise DataFormatError(f"{part}: the interrupted run's file is damaged and cannot be resumed; "
+                                  "delete it and start again") from None
+        try:
+            self._reopen(attrs)
+        except BaseException:
+            self._h5.close()
+            raise
+
+    def _reopen(self, attrs: Mapping[str, Any]) -> None:
+        h5 = self._h5
+        stored = dict(h5.attrs)
+        if COMMITTED not in stored or any(name not in h5 for name in _DATASETS.get(self.layout, ())):
+            raise DataFormatError(f"{self.path}: not a caloquant generate partial file; delete it and start again")
+        why = identity_mismatch(stored, attrs)
+        if why:
+            raise InputError(f"{self.path}: cannot resume a different run ({why}); delete it or use the same options")
+        self._ecal, self._energy, self._theta = (h5[name] for name in _DATASETS[self.layout])
+        self.n = int(stored[COMMITTED])
+        for ds in (self._ecal, self._energy, self._theta):
+            if ds.shape[0] != self.n:  # a chunk written but not committed
+                ds.resize(self.n, axis=0)
+
+    def commit(self) -> None:
+        """Record every appended row as committed and flush them to disk."""
+        self._h5.attrs[COMMITTED] = self.n
+        self._h5.flush()
+
+    def close(self) -> Path:
+        """Commit, close and move the completed file to its final name."""
+        self.commit()
+        self._h5.close()
+        os.replace(self.path, self.final)
+        return self.final
+
+    def abort(self) -> None:
+        """Close, keeping the committed showers for ``--resume`` (uncommitted rows are dropped on resume)."""
+        if self._h5.id.valid:
+            self._h5.close()

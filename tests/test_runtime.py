@@ -1,0 +1,143 @@
+"""Runtime engines agree with PyTorch; output is independent of streams (bitwise) and of batch (rounding)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from caloquant.errors import GeometryMismatchError, InputError, ModelError
+from caloquant.export import export_onnx, export_openvino
+from caloquant.models import DEFAULT_SPECS, build_generator, load_generator
+from caloquant.models.registry import CHECKPOINT_FORMAT
+from caloquant.runtime import measure_throughput, open_generator
+
+ov = pytest.importorskip("openvino")
+ENERGIES = np.linspace(10.0, 500.0, 21)
+
+
+def make_checkpoint(path, arch: str = "ecal25", seed: int = 1):
+    """A random-init generator checkpoint (the shipped weights are not needed to test the runtime)."""
+    torch.manual_seed(seed)
+    g = build_generator(DEFAULT_SPECS[arch])
+    torch.save({"format": CHECKPOINT_FORMAT, "spec": DEFAULT_SPECS[arch].to_dict(), "generator": g.state_dict()},
+               path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.set_num_threads(1)
+    return make_checkpoint(tmp_path_factory.mktemp("rt") / "g.pt")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("CALOQUANT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="module")
+def reference(ckpt):
+    return open_generator(ckpt, engine="torch", batch=8).generate(ENERGIES, seed=5)
+
+
+def test_torch_generator_is_the_model_with_inverse_transform(ckpt, reference) -> None:
+    loaded = load_generator(ckpt)
+    from caloquant.models import shower_noise
+
+    z = loaded.spec.latent(ENERGIES, None, shower_noise(5, np.arange(len(ENERGIES)), 200))
+    with torch.no_grad():
+        raw = loaded.module(torch.from_numpy(z)).numpy()
+    assert np.allclose(reference.ecal, loaded.spec.to_physical(raw), rtol=1e-5, atol=1e-8)
+    assert reference.ecal.shape == (21, 25, 25, 25) and reference.ecal.dtype == np.float32
+    assert np.allclose(reference.theta, np.pi / 2) and np.array_equal(reference.energy, ENERGIES)
+
+
+@pytest.mark.parametrize("engine", ["openvino", "onnxruntime"])
+def test_engines_agree_with_torch(ckpt, reference, engine) -> None:
+    if engine == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    out = open_generator(ckpt, engine=engine, batch=8, streams=1).generate(ENERGIES, seed=5)
+    assert np.allclose(out.ecal, reference.ecal, rtol=1e-4, atol=1e-6)
+
+
+def test_bf16_hint_is_close_but_not_fp32(ckpt, reference) -> None:
+    out = open_generator(ckpt, precision="bf16", batch=8).generate(ENERGIES, seed=5)
+    total, ref_total = out.ecal.sum((1, 2, 3)), reference.ecal.sum((1, 2, 3))
+    assert np.allclose(total, ref_total, rtol=0.05)
+
+
+def test_streams_bitwise_and_batch_within_rounding(ckpt) -> None:
+    one = open_generator(ckpt, batch=4, streams=1).generate(ENERGIES, seed=2)
+    two = open_generator(ckpt, batch=4, streams=2).generate(ENERGIES, seed=2)
+    assert np.array_equal(one.ecal, two.ecal)
+    other = open_generator(ckpt, batch=7, streams=2).generate(ENERGIES, seed=2)
+    assert np.allclose(other.ecal, one.ecal, rtol=1e-5, atol=1e-7)
+    part = open_generator(ckpt, batch=4, streams=2).generate(ENERGIES[5:9], seed=2, indices=np.arange(5, 9))
+    assert np.allclose(part.ecal, one.ecal[5:9], rtol=1e-5, atol=1e-7)  # noise is per shower index
+
+
+def test_tuned_model_path(ckpt, tmp_path, reference) -> None:
+    xml = export_openvino(ckpt, tmp_path / "model.xml")
+    out = open_generator(ckpt, precision=str(xml), batch=8).generate(ENERGIES, seed=5)
+    assert np.allclose(out.ecal, reference.ecal, rtol=1e-4, atol=1e-6)
+    pytest.importorskip("onnxruntime")
+    onnx = export_onnx(ckpt, tmp_path / "q.onnx")
+    gen = open_generator(ckpt, engine="onnxruntime", precision=str(onnx), batch=8)
+    assert gen.engine.name == "onnxruntime" and len(gen.precision_sha256) == 64
+    assert np.allclose(gen.generate(ENERGIES, seed=5).ecal, reference.ecal, rtol=1e-4, atol=1e-6)
+
+
+def test_tuned_model_mismatches(ckpt, tmp_path) -> None:
+    other = make_checkpoint(tmp_path / "other.pt", seed=2)
+    xml = export_openvino(other, tmp_path / "other.xml")
+    with pytest.raises(ModelError, match="made from other weights"):
+        open_generator(ckpt, precision=str(xml))
+    angle = export_openvino(make_checkpoint(tmp_path / "a.pt", "angle51"), tmp_path / "angle.xml")
+    with pytest.raises(GeometryMismatchError, match="angle51"):
+        open_generator(ckpt, precision=str(angle))
+    with pytest.raises(ModelError, match="runs on --engine openvino, not torch"):
+        open_generator(ckpt, engine="torch", precision=str(xml))
+    with pytest.raises(ModelError, match="no such tuned model"):
+        open_generator(ckpt, precision=str(tmp_path / "missing.xml"))
+
+
+def test_int8_without_recipe_explains_how_to_get_one(ckpt) -> None:
+    with pytest.raises(ModelError, match="caloquant quantize --model"):
+        open_generator(ckpt, precision="int8")
+
+
+def test_bad_options(ckpt) -> None:
+    with pytest.raises(InputError, match="unknown engine"):
+        open_generator(ckpt, engine="tensorrt")
+    with pytest.raises(InputError, match="--batch"):
+        open_generator(ckpt, batch="0")
+    with pytest.raises(InputError, match="--streams"):
+        open_generator(ckpt, streams="many")
+    with pytest.raises(InputError, match="fp32 only"):
+        open_generator(ckpt, engine="torch", precision="bf16")
+    with pytest.raises(ModelError, match="unknown model"):
+        open_generator("no_such_model")
+    gen = open_generator(ckpt, engine="torch", batch=4)
+    with pytest.raises(InputError, match="outside the model's trained range"):
+        gen.generate([5.0, 100.0])
+    with pytest.raises(InputError, match="perpendicular"):
+        gen.generate([100.0], 60.0)
+    assert len(gen.generate([5.0], allow_extrapolation=True)) == 1
+
+
+def test_angle_model_conditions(tmp_path) -> None:
+    ckpt = make_checkpoint(tmp_path / "a.pt", "angle51")
+    gen = open_generator(ckpt, batch=2, streams=1)
+    out = gen.generate([50.0, 100.0, 200.0], [60.0, 90.0, 120.0], seed=1)
+    assert out.ecal.shape == (3, 51, 51, 25) and np.allclose(np.degrees(out.theta), [60, 90, 120])
+    with pytest.raises(InputError, match="angles"):
+        gen.generate([50.0], [30.0])
+
+
+def test_measure_throughput(ckpt) -> None:
+    t = measure_throughput(ckpt, engine="torch", batch=2, seconds=0.0, min_batches=2, warmup=1)
+    assert t.showers == 4 and t.showers_per_s > 0 and t.ms_per_shower == pytest.approx(1000 / t.showers_per_s)
+    assert json.dumps(t.to_dict()) and t.peak_rss_mib > 0
