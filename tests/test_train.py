@@ -163,3 +163,18 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["train", str(empty), "-o", str(tmp_path / "out"), "-q"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no .h5" in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_cli_under_torchrun(data_file: Path, tmp_path: Path) -> None:
+    """`torchrun -m caloquant.cli train` with two gloo ranks: one run directory, written by rank 0 only."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(29700 + os.getpid() % 200), "-m", "caloquant.cli", "train", str(data_file), "--val", str(data_file),
+           "-o", str(out), "--batch", "2", "--max-steps", "2", "--eval-every", "2", "--eval-showers", "20",
+           "--device", "cpu", "--threads", "1", "--chunk", "50", "-q"]
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("finished: step 2") == 1
+    assert (out / "generator-best.pt").exists() and len((out / "metrics.csv").read_text().splitlines()) == 2

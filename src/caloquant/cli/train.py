@@ -34,6 +34,7 @@ def train_cmd(
     checkpoint_every: int = typer.Option(100, "--checkpoint-every", help="Steps between checkpoints."),
     eval_every: int = typer.Option(0, "--eval-every", help="Steps between physics evaluations (0: each epoch)."),
     eval_showers: int = typer.Option(2000, "--eval-showers", help="Held-out showers used by the evaluation."),
+    chunk: int = typer.Option(1000, "--chunk", help="Rows per read block (the unit of shuffling and sharding)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     threads: int = typer.Option(0, "--threads", help="CPU threads per rank (0: PyTorch default)."),
     seed: int = typer.Option(0, "--seed", help="Seed of initialisation, data order, noise and label flips."),
@@ -49,7 +50,7 @@ def train_cmd(
     cfg = TrainConfig(
         arch=arch, batch_size=batch, lr=lr, scale_lr=not no_scale_lr, warmup_steps=warmup, epochs=epochs,
         max_steps=max_steps, max_minutes=max_minutes, physics_weight=physics_weight, pretrain_steps=pretrain_steps,
-        checkpoint_every=checkpoint_every, eval_every=eval_every, eval_showers=eval_showers, device=device,
+        checkpoint_every=checkpoint_every, eval_every=eval_every, eval_showers=eval_showers, chunk_size=chunk, device=device,
         threads=threads, seed=seed,
     )
     try:

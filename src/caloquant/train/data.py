@@ -76,7 +76,7 @@ class BatchStream:
             raise GeometryMismatchError(
                 f"training files have window {dataset.window}, the {spec.arch} model needs {spec.window}")
         if len(blocks) < world_size:
-            raise DataFormatError(f"{len(blocks)} data blocks cannot feed {world_size} ranks")
+            raise DataFormatError(f"{len(blocks)} data blocks cannot feed {world_size} ranks (use a smaller --chunk)")
         self.dataset, self.blocks, self.spec = dataset, blocks, spec
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.seed, self.mix_blocks, self.ecal_cut = seed, mix_blocks, ecal_cut
