@@ -9,7 +9,6 @@ import signal
 import h5py
 import numpy as np
 import pytest
-import torch
 
 from caloquant.cli import main
 from caloquant.data import ShowerFile, read_showers
@@ -17,21 +16,9 @@ from caloquant.errors import InputError, Interrupted
 from caloquant.generate import PartialShowerFile, Packer, RequestBatcher, generate_to_file, pack, partial_path
 from caloquant.runtime import open_generator
 from caloquant.simulate import simulate
+from test_runtime import _cache, ckpt  # noqa: F401 - shared fixtures (random-init checkpoint, cache dir)
 
 pytest.importorskip("openvino")
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    from test_runtime import make_checkpoint
-
-    torch.set_num_threads(1)
-    return make_checkpoint(tmp_path_factory.mktemp("gen") / "g.pt")
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("CALOQUANT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 def _datasets(path) -> dict[str, np.ndarray]:
