@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,22 @@ def conditions(spectrum: Spectrum, angles: AngleRange, seed: int, start: int, n:
                   for i in range(start, start + n)]).reshape(n, 2)
     energy = np.array([spectrum.sample(x) for x in u[:, 0]])
     return energy, angles.low + u[:, 1] * (angles.high - angles.low)
+
+
+def _batches_in_order(generator: Generator, energies: Spectrum, angles: AngleRange, seed: int, start: int,
+                      n: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(raw output, energies, angles) of showers [start, n) batch by batch, in order, across all streams."""
+    b = generator.engine.batch
+    conds: deque[tuple[np.ndarray, np.ndarray]] = deque()
+
+    def latents() -> Iterator[np.ndarray]:
+        for first in range(start, n, b):
+            e, a = conditions(energies, angles, seed, first, min(b, n - first))
+            conds.append((e, a))
+            yield generator.latent(e, a, seed, np.arange(first, first + len(e)))
+
+    for raw in generator.run_batches(latents()):
+        yield (raw, *conds.popleft())
 
 
 @dataclass(frozen=True)
@@ -117,23 +134,24 @@ def generate_to_file(
     start = out.n
     t0 = time.perf_counter()
     try:
-        with deferred_sigint() as stop, progress_bar(n - start, "generate", enabled=progress) as advance:
-            for first in range(start, n, chunk):
-                k = min(chunk, n - first)
-                e, a = conditions(energies, angles, seed, first, k)
-                z = generator.latent(e, a, seed, np.arange(first, first + k))
-                raw = []
-                for part in generator.run_batches(z[i:i + eng.batch] for i in range(0, k, eng.batch)):
-                    raw.append(part)
-                    if stop.is_set():
-                        break
+        with deferred_sigint() as stop, progress_bar(n - start, "generate", enabled=progress) as advance, \
+                contextlib.closing(_batches_in_order(generator, energies, angles, seed, start, n)) as batches:
+            done: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+            for raw, e, a in batches:
                 if stop.is_set():  # the partial chunk is discarded; committed showers stay resumable
                     break
-                out.append(ShowerSet(spec.to_physical(np.concatenate(raw)), e, np.radians(a)))
-                out.commit()
-                advance(k)
-                if on_chunk is not None:
-                    on_chunk(out.n)
+                done.append((raw, e, a))
+                rows = sum(len(d[0]) for d in done)
+                if rows == chunk or out.n + rows == n:
+                    # batches keep running on the engine's streams while this chunk is written
+                    raws, es, angs = zip(*done)
+                    out.append(ShowerSet(spec.to_physical(np.concatenate(raws)), np.concatenate(es),
+                                         np.radians(np.concatenate(angs))))
+                    out.commit()
+                    done = []
+                    advance(rows)
+                    if on_chunk is not None:
+                        on_chunk(out.n)
         if stop.is_set():
             raise Interrupted(f"interrupted: {out.n} of {n} showers kept in {out.path}; rerun with --resume "
                               "to continue")
