@@ -5,7 +5,7 @@ when installed, else a random-init generator of the same architecture (speed doe
 Inference only (latent in, raw shower out); ``--end-to-end N`` also times ``caloquant generate`` into a file.
 
     .venv/bin/python bench/generate_speed.py [--arch ecal25] [--seconds 3] [--configs openvino:fp32 ...]
-        [--batches 1 16 128] [--streams 1 2 auto] [--end-to-end 2000] [--json OUT.json]
+        [--batches 1 16 128] [--streams 1 2 auto] [--ab-rounds 5] [--end-to-end 2000] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -48,6 +48,22 @@ def _one(model: str, engine: str, precision: str, batch: str, streams: str, seco
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _ab(model: str, engine: str, precision: str, batch: str, rounds: int, seconds: float) -> list[float]:
+    """Ratios streams=auto / streams=1, alternating the two compiled models round by round (same load)."""
+    from caloquant.runtime import measure_throughput, open_generator
+
+    one = open_generator(model, engine=engine, precision=precision, batch=batch, streams=1)
+    auto = open_generator(model, engine=engine, precision=precision, batch=batch, streams="auto")
+    ratios = []
+    for _ in range(rounds):
+        a = measure_throughput(one, seconds=seconds).showers_per_s
+        b = measure_throughput(auto, seconds=seconds).showers_per_s
+        ratios.append(b / a)
+        print(f"  round: streams=1 {a:,.1f}, streams=auto ({auto.engine.streams}) {b:,.1f} showers/s, "
+              f"ratio {b / a:.2f}", flush=True)
+    return ratios
+
+
 def _end_to_end(model: str, n: int, workdir: Path) -> list[dict]:
     rows = []
     for streams in ("1", "auto"):
@@ -68,6 +84,9 @@ def main() -> None:
     ap.add_argument("--streams", nargs="+", default=["1", "2", "auto"])
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--end-to-end", type=int, default=0, help="also time `caloquant generate` of N showers")
+    ap.add_argument("--ab-rounds", type=int, default=0,
+                    help="also compare streams=auto with 1 on the first config, alternating, R rounds")
+    ap.add_argument("--ab-batch", default="auto")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="caloquant_bench_"))
@@ -85,12 +104,18 @@ def main() -> None:
                 rows.append(r)
                 print(f"| {engine} | {precision} | {batch} | {streams} ({r['streams']}) | {r['showers_per_s']:,.1f} "
                       f"| {r['ms_per_shower']:.2f} | {r['peak_rss_mib']:,.0f} |", flush=True)
+    ratios = []
+    if args.ab_rounds:
+        engine, precision = args.configs[0].split(":")
+        print(f"interleaved streams=auto vs 1 ({engine} {precision}, batch {args.ab_batch}):")
+        ratios = _ab(model, engine, precision, args.ab_batch, args.ab_rounds, args.seconds)
+        print(f"  median ratio {sorted(ratios)[len(ratios) // 2]:.2f} (min {min(ratios):.2f}, max {max(ratios):.2f})")
     e2e = _end_to_end(model, args.end_to_end, workdir) if args.end_to_end else []
     for r in e2e:
         print(f"caloquant generate --n {r['showers']} --streams {r['streams']}: {r['seconds']:.1f} s "
               f"({r['showers'] / r['seconds']:,.1f} showers/s incl. start-up, noise, transform, gzip HDF5)")
     if args.json:
-        args.json.write_text(json.dumps({"model": model, "rows": rows, "end_to_end": e2e}, indent=2))
+        args.json.write_text(json.dumps({"model": model, "rows": rows, "ab_ratios": ratios, "end_to_end": e2e}, indent=2))
 
 
 if __name__ == "__main__":
