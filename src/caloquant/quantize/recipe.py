@@ -1,0 +1,72 @@
+"""Recipes: everything needed to rebuild a tuned model without searching (layer precisions, calibration,
+calibration data, source-model sha256, tool versions), and their replay with a hash check."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from caloquant.errors import InputError, ModelError
+from caloquant.quantize.openvino_backend import Calibration, Quantizer
+
+FORMAT = "caloquant-quant-recipe-v1"
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions of the tools that shape the quantized model."""
+    import nncf
+    import openvino as ov
+
+    from caloquant import __version__
+
+    return {"caloquant": __version__, "openvino": ov.get_version(), "nncf": nncf.__version__,
+            "numpy": np.__version__}
+
+
+def make_recipe(*, layers: list[str], int8: list[str], calibration: Calibration, calibration_data: dict[str, Any],
+                source_sha256: str, source: str, summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The recipe of one configuration (``calibration_data`` says how to regenerate the calibration inputs)."""
+    return {
+        "format": FORMAT, "source": source, "source_sha256": source_sha256,
+        "precision": {n: ("int8" if n in int8 else "fp32") for n in layers},
+        "calibration": calibration.to_dict(), "calibration_data": calibration_data,
+        "tools": tool_versions(), "tuning": summary or {},
+    }
+
+
+def read_recipe(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load and check a recipe file (one-line InputError when it is not one)."""
+    p = Path(path)
+    try:
+        recipe = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such recipe file") from None
+    except (OSError, ValueError) as e:
+        raise InputError(f"{p}: not a readable recipe ({e})") from None
+    if not isinstance(recipe, dict) or recipe.get("format") != FORMAT:
+        raise InputError(f"{p}: not a caloquant quantization recipe (format {FORMAT})")
+    for key in ("source_sha256", "precision", "calibration", "calibration_data"):
+        if key not in recipe:
+            raise InputError(f"{p}: recipe lacks {key!r}")
+    return recipe
+
+
+def build(model: Any, recipe: dict[str, Any], calibration: list[np.ndarray], source_sha256: str) -> Any:
+    """Rebuild the recipe's model from the FP32 ``model`` after checking the source hash."""
+    if source_sha256 != recipe["source_sha256"]:
+        raise ModelError(f"model sha256 {source_sha256[:12]}... does not match the recipe's "
+                         f"{str(recipe['source_sha256'])[:12]}...")
+    q = Quantizer(model, calibration)
+    missing = sorted(set(recipe["precision"]) ^ set(q.layers))
+    if missing:
+        raise ModelError(f"recipe layers do not match the model ({', '.join(missing[:3])} ...)")
+    int8 = [n for n, p in recipe["precision"].items() if p == "int8"]
+    try:
+        cal = Calibration(**recipe["calibration"])
+    except TypeError as e:
+        raise InputError(f"recipe calibration is malformed ({e})") from None
+    return q.build(int8, cal)
