@@ -30,6 +30,7 @@ _COMMAND_MODULES = [
     "caloquant.cli.simulate",
     "caloquant.cli.train",
     "caloquant.cli.validate",
+    "caloquant.cli.quantize",
     "caloquant.cli.generate",
     "caloquant.cli.demo",
 ]

@@ -1,0 +1,111 @@
+"""The ``caloquant quantize`` workflow for generators: tune (or replay a recipe) and write OUTDIR with
+model.xml/.bin, recipe.json, history.json and report.html."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from caloquant._atomic import write_text_atomic
+from caloquant.errors import AccuracyNotReachedError, ModelError
+from caloquant.quantize import GAN_CALIBRATION, apply_recipe, gan_calibration
+from caloquant.quantize import recipe as rec
+from caloquant.quantize.evaluators import PhysicsEvaluator
+from caloquant.quantize.openvino_backend import Calibration, save_model
+from caloquant.quantize.search import Criterion
+from caloquant.quantize.source import Source, resolve
+from caloquant.quantize.tuner import TuneResult, tune
+
+
+def torch_throughput(module: Any, example: np.ndarray, *, seconds: float = 2.0, min_runs: int = 3) -> float:
+    """Items per second of the PyTorch FP32 module at the example's batch size (median over timed runs)."""
+    import torch
+
+    x = torch.from_numpy(example)
+    times: list[float] = []
+    with torch.inference_mode():
+        module(x)
+        start = time.perf_counter()
+        while len(times) < min_runs or time.perf_counter() - start < seconds:
+            t0 = time.perf_counter()
+            module(x)
+            times.append(time.perf_counter() - t0)
+    return float(len(example) / np.median(times))
+
+
+def _save(model: Any, out: Path, src: Source) -> None:
+    meta = json.dumps({"spec": src.spec.to_dict() if src.spec else None, "source": src.source,
+                       "source_sha256": src.sha256, "precision": "int8-mixed"})
+    save_model(model, out / "model.xml", {"caloquant/meta": meta})
+    write_text_atomic(out / "model.spec.json", json.dumps(json.loads(meta), indent=2))
+
+
+def _physics_figures(ev: PhysicsEvaluator, result: TuneResult) -> list[tuple[str, Any]]:
+    from caloquant.plotting import figures
+
+    cands = [("FP32", result.outputs["fp32"]), ("tuned", result.outputs["tuned"]),
+             ("full INT8", result.outputs["full-int8"])]
+    return [("Profiles: reference MC vs FP32, tuned, full INT8", figures.profiles(ev.reference, cands)),
+            ("3DGAN moments vs primary energy", figures.moments_vs_energy(ev.reference, cands, ev.bins)),
+            ("Sampling fraction vs primary energy", figures.sampling_fraction_vs_energy(ev.reference, cands, ev.bins))]
+
+
+def quantize_generator(model: str | os.PathLike[str], outdir: str | os.PathLike[str], *,
+                       recipe: str | os.PathLike[str] | None = None, criterion: Criterion | None = None,
+                       max_candidates: int = 12, max_minutes: float = 10.0, batch: int = 128,
+                       n_showers: int = 2048, n_reference: int = 3000, seed: int = 1,
+                       log: Any = print) -> dict[str, Any]:
+    """Tune (or replay ``recipe``) a generator and write OUTDIR; returns the history summary (or the recipe)."""
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    src = resolve(model)
+    if src.spec is None:
+        raise ModelError(f"{src.source}: no caloquant generator metadata; tune other models through the Python "
+                         "API (caloquant.quantize.tune) with your own evaluator")
+    if recipe is not None:
+        r = rec.read_recipe(recipe)
+        _save(apply_recipe(model, r), out, src)
+        write_text_atomic(out / "recipe.json", json.dumps(r, indent=2))
+        return r
+    t0 = time.perf_counter()
+    ev = PhysicsEvaluator(src.spec, n_showers=n_showers, n_reference=n_reference, seed=seed, batch=batch)
+    setup_s = time.perf_counter() - t0
+    failure: AccuracyNotReachedError | None = None
+    try:
+        result = tune(src.model, gan_calibration(src.spec, GAN_CALIBRATION), ev, criterion=criterion, batch=batch,
+                      max_candidates=max_candidates, max_minutes=max_minutes, log=log)
+    except AccuracyNotReachedError as e:
+        failure, result = e, e.result  # type: ignore[attr-defined]
+    summary = result.summary()
+    context: dict[str, Any] = {"evaluation showers": n_showers, "reference-MC showers": n_reference,
+                               "evaluator setup (MC + features) s": round(setup_s, 1),
+                               "CPU cores": os.cpu_count()}
+    if src.module is not None:
+        pt = torch_throughput(src.module, ev.inputs[:batch])
+        summary["pytorch_fp32_throughput"] = pt
+        summary["speedup_vs_pytorch_fp32"] = result.best.throughput / pt
+        context["PyTorch FP32 items/s"] = round(pt, 1)
+        context["speed-up vs PyTorch FP32"] = f"{summary['speedup_vs_pytorch_fp32']:.2f}x"
+    summary["context"] = context
+    summary["sampling_fraction_mre"] = {c.kind + str(c.index): c.details.get("sampling_fraction_mre")
+                                        for c in result.history}
+    r = rec.make_recipe(layers=[lr.name for lr in result.layers], int8=result.best.int8,
+                        calibration=Calibration(**result.best.calibration), calibration_data=GAN_CALIBRATION,
+                        source_sha256=src.sha256, source=src.source,
+                        summary={k: summary[k] for k in ("metric", "criterion", "baseline_metric", "noise_floor",
+                                                         "accepted", "speedup_vs_fp32")}
+                        | {"candidate": result.best.to_dict()})
+    _save(result.model, out, src)
+    write_text_atomic(out / "recipe.json", json.dumps(r, indent=2))
+    write_text_atomic(out / "history.json", json.dumps(summary, indent=2, default=float))
+    from caloquant.plotting.tuning import write_tuning_report
+
+    write_tuning_report(summary, out / "report.html", _physics_figures(ev, result))
+    if failure is not None:
+        raise failure
+    return summary
