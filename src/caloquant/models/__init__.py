@@ -14,6 +14,7 @@ from caloquant.models.registry import (
     build_generator,
     load_generator,
     model_card,
+    sample_showers,
     sha256_file,
 )
 from caloquant.models.spec import DEFAULT_SPECS, ModelSpec, shower_noise
@@ -32,6 +33,7 @@ __all__ = [
     "count_parameters",
     "load_generator",
     "model_card",
+    "sample_showers",
     "sha256_file",
     "shower_noise",
 ]

@@ -15,12 +15,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from caloquant.errors import ModelError
 from caloquant.models.gan3d import AngleDiscriminator, AngleGenerator, EcalEnergyDiscriminator, EcalEnergyGenerator
-from caloquant.models.spec import ModelSpec
+from caloquant.models.spec import ModelSpec, shower_noise
 
 CHECKPOINT_FORMAT = "caloquant-checkpoint-v1"
 
@@ -125,3 +126,19 @@ def load_generator(model: str | os.PathLike[str], *, expect_arch: str | None = N
     load_state(gen, state, str(p))
     gen.eval()
     return LoadedGenerator(gen, spec, str(p), digest)
+
+
+def sample_showers(module: nn.Module, spec: ModelSpec, energies: np.ndarray, angles_deg: np.ndarray | None, *,
+                   seed: int, batch: int = 256, device: torch.device | str = "cpu") -> np.ndarray:
+    """Physical showers (GeV, (N, X, Y, Z)) from a PyTorch generator in eval mode, noise drawn per shower index."""
+    was_training = module.training
+    module.eval()
+    noise = shower_noise(seed, np.arange(len(energies)), spec.noise_size)
+    lat = spec.latent(energies, angles_deg, noise)
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(lat), batch):
+            z = torch.from_numpy(lat[s : s + batch]).to(device)
+            out.append(spec.to_physical(module(z).cpu().numpy()))
+    module.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, *spec.window.shape), np.float32)

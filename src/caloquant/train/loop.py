@@ -27,8 +27,9 @@ from caloquant.models.registry import (
     build_generator,
     load_state,
     safe_load,
+    sample_showers,
 )
-from caloquant.models.spec import DEFAULT_SPECS, ModelSpec, shower_noise
+from caloquant.models.spec import DEFAULT_SPECS, ModelSpec
 from caloquant.train.config import TrainConfig
 from caloquant.train.data import Batch, BatchStream, read_blocks, split_blocks
 from caloquant.train.distributed import DistContext, init_distributed
@@ -126,16 +127,8 @@ class Trainer:
 
     def generate(self, energies: np.ndarray, thetas: np.ndarray, seed: int, batch: int = 256) -> np.ndarray:
         """Physical showers (GeV) from the current generator, in eval mode, noise per shower index."""
-        self.G.eval()
-        noise = shower_noise(seed, np.arange(len(energies)), self.spec.noise_size)
-        lat = self.spec.latent(energies, np.degrees(thetas), noise)
-        out = []
-        with torch.no_grad():
-            for s in range(0, len(lat), batch):
-                z = torch.from_numpy(lat[s : s + batch]).to(self.ctx.device)
-                out.append(self.spec.to_physical(self.G(z).cpu().numpy()))
-        self.G.train()
-        return np.concatenate(out)
+        return sample_showers(self.G, self.spec, energies, np.degrees(thetas), seed=seed, batch=batch,
+                              device=self.ctx.device)
 
     def evaluate(self) -> dict[str, float]:
         """3DGAN moment metric and sampling-fraction error of generated vs held-out showers."""
