@@ -90,7 +90,7 @@ def _table(summary: dict[str, Any]) -> str:
 def write_tuning_report(summary: dict[str, Any], path: str | os.PathLike[str],
                         physics: Sequence[tuple[str, Figure]] = (), *, dpi: int = 90) -> Path:
     """Write the self-contained HTML tuning report (atomically) and return its path."""
-    figs = [("Throughput vs metric degradation (error bar: 95% upper bound)", scatter(summary)),
+    figs = [("Throughput vs metric degradation and its Pareto front (error bar: 95% upper bound)", scatter(summary)),
             ("Per-layer latency and sensitivity", layer_bars(summary["layers"])), *physics]
     extra = "".join(f"<li>{html.escape(k)}: {html.escape(str(v))}</li>" for k, v in summary.get("context", {}).items())
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>caloquant quantize</title><style>{_CSS}"

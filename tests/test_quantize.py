@@ -1,0 +1,168 @@
+"""The tuner end to end: generic CNN with a plain accuracy metric, recipe replay, bad inputs (one-line errors)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from caloquant.cli import main
+from caloquant.errors import AccuracyNotReachedError, InputError, ModelError
+from caloquant.models import DEFAULT_SPECS, build_generator
+from caloquant.models.registry import CHECKPOINT_FORMAT
+from caloquant.quantize import Criterion, PerItemEvaluator, apply_recipe, tune
+
+pytest.importorskip("nncf")
+
+
+def _images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, (n, 1, 16, 16)).astype(np.float32)
+    y = rng.integers(0, 2, n)
+    x[y == 1, :, :, :8] += 0.15  # class 1: brighter left half
+    x[y == 0, :, :, 8:] += 0.15
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def cnn_onnx(tmp_path_factory: pytest.TempPathFactory):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 2))
+    x, y = _images(256, 0)
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    for _ in range(30):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+        opt.step()
+    path = tmp_path_factory.mktemp("cnn") / "cnn.onnx"
+    torch.onnx.export(net.eval(), (torch.zeros(4, 1, 16, 16),), str(path), input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}}, dynamo=False)
+    return path
+
+
+def _accuracy(n: int = 512) -> PerItemEvaluator:
+    x, y = _images(n, 1)
+    return PerItemEvaluator(x, lambda logits: (logits.argmax(axis=1) == y).astype(float))
+
+
+def test_generic_cnn_reaches_accuracy_criterion(cnn_onnx) -> None:
+    calib = [_images(64, 2)[0]]
+    ev = _accuracy()
+    result = tune(cnn_onnx, calib, ev, criterion=Criterion(0.02, relative=False, higher_is_better=True),
+                  batch=64, max_candidates=6, timing_seconds=0.2)
+    assert result.accepted and 0.75 < result.fp32.metric < 1.0
+    assert result.best.upper95 <= 0.02 and len(result.best.int8) >= 1
+    assert len(result.history) <= 6 and {c.kind for c in result.history[:2]} == {"fp32", "full-int8"}
+    assert np.isfinite(result.noise_floor) and result.noise_floor > 0
+
+
+def test_recipe_replay_gives_identical_model_and_checks_hash(cnn_onnx, tmp_path) -> None:
+    from caloquant.models.registry import sha256_file
+    from caloquant.quantize import recipe as rec
+    from caloquant.quantize.openvino_backend import Calibration, quantizable_layers, read_model, save_model
+
+    model, sha = read_model(cnn_onnx), sha256_file(cnn_onnx)
+    layers = quantizable_layers(model)
+    r = rec.make_recipe(layers=layers, int8=layers[:2], calibration=Calibration("percentile", True, True),
+                        calibration_data={"kind": "user"}, source_sha256=sha, source=str(cnn_onnx))
+    calib = [_images(64, 2)[0]]
+    for k in range(2):
+        save_model(rec.build(read_model(cnn_onnx), r, calib, sha), tmp_path / f"m{k}.xml")
+    assert (tmp_path / "m0.bin").read_bytes() == (tmp_path / "m1.bin").read_bytes()
+    with pytest.raises(ModelError, match="does not match the recipe"):
+        rec.build(model, {**r, "source_sha256": "0" * 64}, calib, sha)
+
+
+def test_cli_recipe_hash_mismatch_is_one_line(gan_checkpoint, tmp_path, capsys) -> None:
+    from caloquant.quantize import recipe as rec
+    from caloquant.quantize.openvino_backend import Calibration
+
+    r = rec.make_recipe(layers=["a"], int8=["a"], calibration=Calibration(), calibration_data={"kind": "gan"},
+                        source_sha256="0" * 64, source="x")
+    (tmp_path / "r.json").write_text(json.dumps(r))
+    assert main(["quantize", "--model", str(gan_checkpoint), "-o", str(tmp_path / "o"), "--recipe",
+                 str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not match the recipe" in err and len(err.splitlines()) == 1
+
+
+def test_unreachable_criterion_reports_best_and_raises(cnn_onnx) -> None:
+    x, _ = _images(128, 3)
+    import openvino as ov
+
+    ref = ov.Core().compile_model(str(cnn_onnx), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)[0]
+    ev = PerItemEvaluator(x, lambda out: -((out - ref) ** 2).sum(axis=1), name="neg_mse")
+    with pytest.raises(AccuracyNotReachedError, match="no candidate met the criterion.*closest: candidate") as e:
+        tune(cnn_onnx, [x[:64]], ev, criterion=Criterion(1e-12, relative=False, higher_is_better=True),
+             batch=64, max_candidates=3, timing_seconds=0.1)
+    assert len(e.value.result.history) == 3 and not e.value.result.accepted
+
+
+def test_nan_evaluator_and_model_without_quantizable_layer(cnn_onnx, tmp_path) -> None:
+    x, _ = _images(64, 4)
+    ev = PerItemEvaluator(x, lambda out: np.full(len(out), np.nan))
+    with pytest.raises(InputError, match="evaluator returned nan"):
+        tune(cnn_onnx, [x], ev, max_candidates=3, timing_seconds=0.1)
+    relu = tmp_path / "relu.onnx"
+    torch.onnx.export(nn.ReLU(), (torch.zeros(2, 4),), str(relu), dynamo=False)
+    with pytest.raises(ModelError, match="no quantizable layer"):
+        tune(relu, [np.zeros((2, 4), np.float32)], _accuracy(), timing_seconds=0.1)
+
+
+@pytest.fixture(scope="module")
+def gan_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    torch.manual_seed(1)
+    g = build_generator(DEFAULT_SPECS["ecal25"])
+    path = tmp_path_factory.mktemp("gan") / "g.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "spec": DEFAULT_SPECS["ecal25"].to_dict(), "generator": g.state_dict()},
+               path)
+    return path
+
+
+@pytest.mark.slow
+def test_cli_quantize_then_recipe_replay_gives_identical_model(gan_checkpoint, tmp_path, capsys) -> None:
+    out, replay = tmp_path / "out", tmp_path / "replay"
+    rc = main(["quantize", "--model", str(gan_checkpoint), "-o", str(out), "--showers", "128", "--reference", "300",
+               "--max-candidates", "2", "--batch", "32", "-q"])
+    assert rc == 0, capsys.readouterr().err
+    for name in ("model.xml", "model.bin", "recipe.json", "history.json", "report.html"):
+        assert (out / name).exists()
+    history = json.loads((out / "history.json").read_text())
+    assert [c["kind"] for c in history["candidates"]] == ["fp32", "full-int8"]
+    assert "Pareto" in (out / "report.html").read_text()
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert set(recipe["precision"].values()) <= {"int8", "fp32"} and recipe["tools"]["nncf"]
+    assert main(["quantize", "--model", str(gan_checkpoint), "-o", str(replay), "--recipe",
+                 str(out / "recipe.json")]) == 0
+    assert (replay / "model.bin").read_bytes() == (out / "model.bin").read_bytes()
+    import openvino as ov
+
+    z = np.random.default_rng(0).standard_normal((8, 200)).astype(np.float32)
+    outs = [ov.Core().compile_model(str(d / "model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(z)[0]
+            for d in (out, replay)]
+    assert np.array_equal(outs[0], outs[1])
+    from caloquant.export import read_spec
+
+    assert read_spec(out / "model.xml")[0] == DEFAULT_SPECS["ecal25"]
+    assert apply_recipe(gan_checkpoint, recipe) is not None
+
+    recipe["source_sha256"] = "0" * 64
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(recipe))
+    capsys.readouterr()
+    assert main(["quantize", "--model", str(gan_checkpoint), "-o", str(replay), "--recipe", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not match the recipe" in err and len(err.splitlines()) == 1
+
+
+def test_cli_bad_inputs_one_line(cnn_onnx, tmp_path, capsys) -> None:
+    for args, text in ((["--model", str(cnn_onnx)], "no caloquant generator metadata"),
+                       (["--model", str(tmp_path / "nope.onnx")], "no such model file"),
+                       (["--model", str(cnn_onnx), "--recipe", str(tmp_path / "r.json")], "no caloquant generator")):
+        assert main(["quantize", *args, "-o", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert text in err and len(err.splitlines()) == 1 and "Traceback" not in err
