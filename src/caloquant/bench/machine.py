@@ -26,8 +26,18 @@ def cpu_info() -> tuple[str, set[str]]:
     return model, flags
 
 
+def memory_gib() -> float | None:
+    """Total memory in GiB from /proc/meminfo (None where it is not available)."""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    return None
+
+
 def describe() -> dict[str, object]:
-    """A JSON-ready description of this machine and the library versions."""
+    """A JSON-ready description of this machine, its load at the time and the library versions."""
     model, flags = cpu_info()
     versions = {}
     for pkg in PACKAGES:
@@ -39,17 +49,23 @@ def describe() -> dict[str, object]:
         "cpu": model,
         "isa": {f: (f in flags) for f in RELEVANT_FLAGS},
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "memory_gib": memory_gib(),
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(),
         "versions": versions,
     }
 
 
-def describe_markdown() -> str:
-    """One paragraph for docs/benchmarks.md."""
-    d = describe()
+def describe_markdown(d: dict[str, object] | None = None) -> str:
+    """One paragraph for docs/benchmarks.md, of ``d`` (a recorded ``describe()``) or of this machine now."""
+    d = describe() if d is None else d
     isa = d["isa"]
     assert isinstance(isa, dict)
     have = ", ".join(k for k, v in isa.items() if v) or "none of the listed"
     lack = ", ".join(k for k, v in isa.items() if not v) or "nothing"
     vers = ", ".join(f"{k} {v}" for k, v in dict(d["versions"]).items())  # type: ignore[arg-type]
-    return f"{d['cpu']}, {d['cores']} cores; ISA: {have} (missing: {lack}); Python {d['python']}; {vers}."
+    mem = f", {d['memory_gib']} GiB" if d.get("memory_gib") else ""
+    avg = d.get("load_average_1min")
+    load = f" (1-min load average {avg} when described)" if avg is not None else ""
+    return (f"{d['cpu']}, {d['cores']} cores{mem}{load}; ISA: {have} (missing: {lack}); Python {d['python']}; "
+            f"{vers}.")

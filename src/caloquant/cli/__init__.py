@@ -32,6 +32,7 @@ _COMMAND_MODULES = [
     "caloquant.cli.validate",
     "caloquant.cli.quantize",
     "caloquant.cli.generate",
+    "caloquant.cli.bench",
     "caloquant.cli.demo",
 ]
 for _name in _COMMAND_MODULES:

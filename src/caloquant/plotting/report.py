@@ -1,11 +1,14 @@
-"""One self-contained HTML validation report: the metric table and every figure as an embedded PNG."""
+"""Self-contained HTML pages (every figure an embedded PNG) and the validation report built on them."""
 
 from __future__ import annotations
 
 import base64
 import html
 import os
+from collections.abc import Sequence
 from pathlib import Path
+
+from matplotlib.figure import Figure
 
 from caloquant._atomic import write_text_atomic
 from caloquant.plotting import figures
@@ -18,6 +21,20 @@ _CSS = ("body{font-family:sans-serif;margin:2em;max-width:1300px}table{border-co
 
 def _fmt(x: float) -> str:
     return f"{x:.4g}"
+
+
+def figure_html(title: str, fig: Figure, *, dpi: int = 90, level: int = 2) -> str:
+    """A heading and the figure as an embedded ``data:image/png;base64`` image."""
+    data = base64.b64encode(figures.png_bytes(fig, dpi)).decode("ascii")
+    t = html.escape(title)
+    return f"<h{level}>{t}</h{level}><img alt='{t}' src='data:image/png;base64,{data}'>"
+
+
+def write_page(path: str | os.PathLike[str], title: str, parts: Sequence[str]) -> Path:
+    """Write one offline-readable HTML page (inline CSS, no external resources) atomically."""
+    head = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body>")
+    return write_text_atomic(path, "\n".join([head, *parts, "</body></html>"]))
 
 
 def _table(result: ValidationResult) -> str:
@@ -36,8 +53,8 @@ def _table(result: ValidationResult) -> str:
     return "".join(rows)
 
 
-def write_report(result: ValidationResult, path: str | os.PathLike[str], *, dpi: int = 90) -> Path:
-    """Write the HTML report of a validation result (atomically) and return its path."""
+def validation_parts(result: ValidationResult, *, dpi: int = 90) -> list[str]:
+    """HTML blocks of a validation result: description, metric tables and every physics figure."""
     ref = result.reference
     cands = [(name, cr.features) for name, cr in result.candidates.items()]
     seps = [cr.metrics["separation_power_mean"].details.get("per_feature", {}) for cr in result.candidates.values()]
@@ -49,13 +66,14 @@ def write_report(result: ValidationResult, path: str | os.PathLike[str], *, dpi:
         ("Cell-energy spectrum", figures.cell_spectrum(ref, cands)),
         ("Average shower images", figures.average_images(ref, cands)),
     ]
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>caloquant validation</title>"
-             f"<style>{_CSS}</style></head><body><h1>caloquant validation</h1>",
-             f"<p>Reference: {html.escape(ref.source)} ({len(ref):,} showers, window {ref.window}); "
+    parts = [f"<p>Reference: {html.escape(ref.source)} ({len(ref):,} showers, window {ref.window}); "
              f"energy bins: {html.escape(', '.join(result.bins.labels))}. Noise floor = same metric between two "
              "halves of the reference; pass rules in docs/validation.md.</p>", _table(result)]
-    for title, fig in figs:
-        data = base64.b64encode(figures.png_bytes(fig, dpi)).decode("ascii")
-        parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
-    parts.append("</body></html>")
-    return write_text_atomic(path, "\n".join(parts))
+    parts += [figure_html(title, fig, dpi=dpi) for title, fig in figs]
+    return parts
+
+
+def write_report(result: ValidationResult, path: str | os.PathLike[str], *, dpi: int = 90) -> Path:
+    """Write the HTML report of a validation result (atomically) and return its path."""
+    return write_page(path, "caloquant validation", ["<h1>caloquant validation</h1>",
+                                                     *validation_parts(result, dpi=dpi)])

@@ -1,0 +1,261 @@
+"""``caloquant bench``: every deployment of one generator and the reference MC side by side, measured in one run.
+
+Speed and peak memory of each row come from a process of its own (``caloquant.bench.worker``); the physics
+metric of every row is the tuner's (3DGAN moments against an independent reference-MC sample, lower is
+better) on identical conditions and noise, with a bootstrap error that includes the reference's statistics.
+A row that cannot be measured is kept with the reason and no figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from caloquant.bench.machine import describe
+from caloquant.bench.worker import LARGE_BATCH
+from caloquant.errors import CaloquantError, InputError
+
+#: Row keys in table order, with their display names.
+ROWS = {
+    "pytorch-fp32": "PyTorch FP32",
+    "openvino-fp32": "OpenVINO FP32",
+    "openvino-bf16": "OpenVINO BF16",
+    "full-int8": "full INT8 (TFLite-style)",
+    "tuned": "tuned mixed precision",
+    "nncf-ac": "NNCF accuracy control",
+    "mc": "reference MC",
+}
+
+
+@dataclass
+class BenchSettings:
+    """How long and on how many showers each row is measured."""
+
+    seconds: float = 3.0
+    n_showers: int = 2048
+    n_reference: int = 3000
+    n_boot: int = 200
+    seed: int = 1
+    rows: tuple[str, ...] = tuple(ROWS)
+
+    def check(self) -> None:
+        """One-line InputError for values the benchmark cannot use."""
+        unknown = [r for r in self.rows if r not in ROWS]
+        if unknown:
+            raise InputError(f"unknown bench rows {', '.join(unknown)}; choose from {', '.join(ROWS)}")
+        if self.seconds <= 0:
+            raise InputError(f"--seconds must be positive, got {self.seconds}")
+        if self.n_showers < 16 or self.n_reference < 16:
+            raise InputError("--showers and --reference must be at least 16")
+        if self.n_boot < 10:
+            raise InputError(f"bootstrap replicates must be at least 10, got {self.n_boot}")
+
+
+@dataclass
+class Row:
+    """One line of the table; figures are None where the row was not measured (``missing`` says why)."""
+
+    key: str
+    name: str
+    engine: str
+    precision: str
+    ms_per_shower_b1: float | None = None
+    ms_per_shower_b128: float | None = None
+    showers_per_s_single: float | None = None
+    showers_per_s_multistream: float | None = None
+    streams: int | None = None
+    peak_rss_mb: float | None = None
+    model_mb: float | None = None
+    metric: float | None = None
+    metric_error: float | None = None
+    speedup_vs_pytorch_fp32: float | None = None
+    speedup_vs_mc: float | None = None
+    missing: str | None = None
+
+
+@dataclass
+class BenchResult:
+    """The table with the machine it was measured on and the settings."""
+
+    model: str
+    machine: dict[str, Any]
+    settings: dict[str, Any]
+    created: str
+    rows: list[Row] = field(default_factory=list)
+
+    def row(self, key: str) -> Row | None:
+        """The row with this key, if the table has it."""
+        return next((r for r in self.rows if r.key == key), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON document: {"model", "created", "machine", "settings", "rows": [...]}."""
+        return {"model": self.model, "created": self.created, "machine": self.machine, "settings": self.settings,
+                "rows": [asdict(r) for r in self.rows]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
+
+
+@dataclass
+class _Plan:
+    """What a row runs: an engine and precision word or model path, and its model size."""
+
+    row: Row
+    precision_arg: str = ""
+    model_mb: float | None = None
+
+
+def _physics_evaluator(spec: Any, s: BenchSettings) -> Any:
+    from caloquant.quantize.evaluators import PhysicsEvaluator
+
+    return PhysicsEvaluator(spec, n_showers=s.n_showers, n_reference=s.n_reference, seed=s.seed, batch=LARGE_BATCH)
+
+
+def _score(ev: Any, outputs: Any, s: BenchSettings) -> tuple[float, float]:
+    """Metric and its bootstrap error (showers and reference resampled)."""
+    from caloquant.validate.metrics import bootstrap_counts
+
+    weights = bootstrap_counts(ev.n_items(outputs), s.n_boot, np.random.default_rng([s.seed, 5]))
+    reps = np.asarray(ev.metric(outputs, weights), dtype=float)
+    return float(ev.metric(outputs)[0]), float(np.nanstd(reps, ddof=1))
+
+
+def _generator_physics(gen: Any, engine: str, precision: str, ev: Any, s: BenchSettings) -> tuple[float, float]:
+    from caloquant.runtime import open_generator
+
+    g = open_generator(gen, engine=engine, precision=precision, batch=LARGE_BATCH, streams=1)
+
+    def infer(z: np.ndarray) -> np.ndarray:
+        return np.concatenate(list(g.run_batches(z[i:i + LARGE_BATCH] for i in range(0, len(z), LARGE_BATCH))))
+
+    return _score(ev, ev.outputs(infer), s)
+
+
+def _mc_physics(spec: Any, ev: Any, s: BenchSettings) -> tuple[float, float]:
+    from caloquant.simulate import simulate
+    from caloquant.validate import compute_features
+
+    mc = simulate(s.n_showers, spec.energy_range, window=spec.window, seed=s.seed + 2000)
+    return _score(ev, compute_features(mc), s)
+
+
+def _timings(config: dict[str, Any]) -> dict[str, Any]:
+    """Run the worker in a fresh process; CaloquantError with its last error line when it fails."""
+    proc = subprocess.run([sys.executable, "-m", "caloquant.bench.worker", json.dumps(config)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        raise CaloquantError(f"measurement failed: {lines[-1][:200] if lines else f'exit {proc.returncode}'}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _check_given(gen: Any, path: Path, what: str) -> None:
+    """A user-given IR must exist and come from the same weights (one-line error before anything is measured)."""
+    from caloquant.runtime import open_generator
+
+    if not path.exists():
+        raise InputError(f"{path}: no such {what} model file")
+    open_generator(gen, engine="openvino", precision=str(path), batch=1, streams=1)
+
+
+def _plans(model: str, gen: Any, tuned: Path | None, nncf: Path | None, workdir: Path,
+           rows: tuple[str, ...]) -> list[_Plan]:
+    """Build or locate the model file of every requested row; rows whose model cannot be had get ``missing``."""
+    from caloquant.bench import models
+    from caloquant.export import export_openvino
+
+    fp32_xml = export_openvino(gen, workdir / "openvino_fp32.xml")
+    plans = []
+    for key in rows:
+        engine = "mc" if key == "mc" else ("torch" if key == "pytorch-fp32" else "openvino")
+        plan = _Plan(Row(key, ROWS[key], engine, "fp32"))
+        try:
+            if key == "pytorch-fp32":
+                plan.model_mb = models.files_mib(models.save_weights(gen, workdir / "pytorch_fp32.pt"))
+                plan.precision_arg = "fp32"
+            elif key in ("openvino-fp32", "openvino-bf16"):
+                plan.precision_arg = str(fp32_xml) if key == "openvino-fp32" else "bf16"
+                plan.row.precision = key.split("-")[1]
+                plan.model_mb = models.ir_mib(fp32_xml)
+            elif key == "mc":
+                plan.row.precision = "fp64"
+            else:
+                plan.row.precision = "int8" if key == "full-int8" else "int8/fp32"
+                if key == "full-int8":
+                    xml = models.build_full_int8(model, gen, workdir / "full_int8.xml")
+                elif key == "tuned":
+                    xml = tuned or models.build_shipped_tuned(model, gen, workdir / "tuned.xml")
+                elif nncf is None:
+                    raise CaloquantError("no NNCF accuracy-control model given (--nncf MODEL.xml)")
+                else:
+                    xml = nncf
+                plan.precision_arg, plan.model_mb = str(xml), models.ir_mib(xml)
+        except (CaloquantError, ImportError) as e:
+            plan.row.missing = str(e)
+        plans.append(plan)
+    return plans
+
+
+def run_bench(model: str | os.PathLike[str], *, tuned: str | os.PathLike[str] | None = None,
+              nncf: str | os.PathLike[str] | None = None, settings: BenchSettings | None = None,
+              workdir: str | os.PathLike[str] | None = None, say: Callable[[str], None] = lambda _: None
+              ) -> BenchResult:
+    """Measure every row of the table for ``model`` (shipped name or checkpoint) in this run."""
+    from caloquant.models import load_generator
+    from caloquant.runtime.engines import cpu_count
+
+    s = settings or BenchSettings()
+    s.check()
+    gen = load_generator(model)
+    tuned_path, nncf_path = (Path(tuned) if tuned else None), (Path(nncf) if nncf else None)
+    for path, what in ((tuned_path, "tuned"), (nncf_path, "NNCF")):
+        if path is not None:
+            _check_given(gen, path, what)
+    cores = cpu_count()
+    machine = describe()
+    with tempfile.TemporaryDirectory(prefix="caloquant-bench-", dir=workdir) as tmp:
+        say("preparing the models of every row")
+        plans = _plans(str(model), gen, tuned_path, nncf_path, Path(tmp), s.rows)
+        say(f"reference MC for the physics metric ({s.n_reference:,} showers)")
+        ev = _physics_evaluator(gen.spec, s)
+        for k, plan in enumerate(plans, 1):
+            r = plan.row
+            if r.missing:
+                say(f"[{k}/{len(plans)}] {r.name}: not measured ({r.missing})")
+                continue
+            say(f"[{k}/{len(plans)}] {r.name}: speed and memory in a fresh process")
+            config = ({"kind": "mc", "energy": list(gen.spec.energy_range), "seconds": s.seconds, "cores": cores}
+                      if r.key == "mc" else {"kind": "generator", "model": gen.source, "engine": r.engine,
+                                             "precision": plan.precision_arg, "seconds": s.seconds, "cores": cores})
+            try:
+                t = _timings(config)
+            except CaloquantError as e:
+                r.missing = str(e)
+                continue
+            r.ms_per_shower_b1, r.ms_per_shower_b128 = t["b1"]["ms_per_shower"], t["large"]["ms_per_shower"]
+            r.showers_per_s_single = t["large"]["showers_per_s"]
+            r.showers_per_s_multistream, r.streams = t["multi"]["showers_per_s"], t["multi"]["streams"]
+            r.peak_rss_mb, r.model_mb = t["peak_rss_mib"], plan.model_mb
+            say(f"[{k}/{len(plans)}] {r.name}: physics on {s.n_showers:,} showers")
+            r.metric, r.metric_error = (_mc_physics(gen.spec, ev, s) if r.key == "mc" else
+                                        _generator_physics(gen, r.engine, plan.precision_arg, ev, s))
+    rows = [p.row for p in plans]
+    result = BenchResult(str(model), machine, asdict(s) | {"large_batch": LARGE_BATCH, "cores": cores,
+                                                           "metric": "3dgan_moments (lower is better)"},
+                         datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), rows)
+    for ref_key, attr in (("pytorch-fp32", "speedup_vs_pytorch_fp32"), ("mc", "speedup_vs_mc")):
+        ref = result.row(ref_key)
+        for r in rows:
+            if ref and ref.showers_per_s_multistream and r.showers_per_s_multistream:
+                setattr(r, attr, r.showers_per_s_multistream / ref.showers_per_s_multistream)
+    return result

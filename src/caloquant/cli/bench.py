@@ -1,0 +1,49 @@
+"""CLI: ``caloquant bench``, every deployment of a generator and the reference MC in one table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench_cmd)
+
+
+def bench_cmd(
+    model: str = typer.Option("ecal25", "--model", help="Shipped model name or checkpoint (.pt)."),
+    tuned: Path = typer.Option(None, "--tuned", help="Tuned IR (caloquant quantize OUTDIR/model.xml); default: the "
+                                                     "recipe shipped with the model."),
+    nncf: Path = typer.Option(None, "--nncf", help="NNCF accuracy-control IR of the same weights."),
+    json_out: Path = typer.Option(None, "--json", help="Write the table as JSON (atomically)."),
+    markdown: Path = typer.Option(None, "--markdown", help="Regenerate the marked block of this Markdown file "
+                                                           "(e.g. docs/benchmarks.md)."),
+    rows: str = typer.Option("all", "--rows", help="Rows to measure: all, or a comma-separated subset of "
+                                                   "pytorch-fp32, openvino-fp32, openvino-bf16, full-int8, tuned, "
+                                                   "nncf-ac, mc."),
+    seconds: float = typer.Option(3.0, "--seconds", help="Timed seconds per configuration."),
+    showers: int = typer.Option(2048, "--showers", help="Generated showers per row for the physics metric."),
+    reference: int = typer.Option(3000, "--reference", help="Reference-MC showers the metric compares against."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
+) -> None:
+    """Speed, memory, size and physics of PyTorch FP32, OpenVINO FP32/BF16, INT8 variants and the MC, side by side."""
+    from rich.console import Console
+
+    from caloquant._atomic import check_writable, write_text_atomic
+    from caloquant.bench.compare import ROWS, BenchSettings, run_bench
+    from caloquant.bench.tables import rich_table, update_markdown
+    from caloquant.ui import console
+
+    for out in (json_out, markdown):
+        if out is not None:
+            check_writable(out)
+    chosen = tuple(ROWS) if rows == "all" else tuple(r.strip() for r in rows.split(",") if r.strip())
+    settings = BenchSettings(seconds=seconds, n_showers=showers, n_reference=reference, rows=chosen)
+    result = run_bench(model, tuned=tuned, nncf=nncf, settings=settings,
+                       say=(lambda _: None) if quiet else (lambda msg: console.print(f"[bold]bench[/]: {msg}")))
+    Console(width=max(160, Console().width)).print(rich_table(result))
+    if json_out is not None:
+        write_text_atomic(json_out, result.to_json())
+    if markdown is not None:
+        update_markdown(markdown, result)
