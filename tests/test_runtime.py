@@ -109,6 +109,28 @@ def test_int8_without_recipe_explains_how_to_get_one(ckpt) -> None:
         open_generator(ckpt, precision="int8")
 
 
+def test_int8_recipe_is_applied_once_and_cached(tmp_path, monkeypatch) -> None:
+    import caloquant.quantize
+
+    ckpt = make_checkpoint(tmp_path / "m.pt", seed=3)
+    (tmp_path / "m.recipe.json").write_text("{}")
+    fp32_xml = export_openvino(ckpt, tmp_path / "fp32.xml")
+    calls = []
+    core = ov.Core()  # must outlive the model it reads (its frontend library owns parts of the model)
+
+    def fake_apply(model, recipe):  # stands in for the tuner: returns the FP32 model
+        calls.append((str(model), str(recipe)))
+        return core.read_model(str(fp32_xml))
+
+    monkeypatch.setattr(caloquant.quantize, "apply_recipe", fake_apply)
+    ref = open_generator(ckpt, engine="torch", batch=4).generate(ENERGIES[:4], seed=1)
+    for _ in range(2):
+        gen = open_generator(ckpt, precision="int8", batch=4)
+        assert np.allclose(gen.generate(ENERGIES[:4], seed=1).ecal, ref.ecal, rtol=1e-4, atol=1e-6)
+    assert calls == [(str(ckpt), str(tmp_path / "m.recipe.json"))]
+    assert gen.engine.precision == "int8" and len(gen.precision_sha256) == 64
+
+
 def test_bad_options(ckpt) -> None:
     with pytest.raises(InputError, match="unknown engine"):
         open_generator(ckpt, engine="tensorrt")

@@ -166,7 +166,7 @@ class OpenVINOEngine:
                  precision: str = "fp32") -> None:
         import openvino as ov
 
-        core = ov.Core()
+        self._core = core = ov.Core()  # kept alive with the compiled model and its frontend libraries
         try:
             model = core.read_model(str(model_xml))
         except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError with long multi-line text

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -143,24 +144,27 @@ def _int8_model(gen: LoadedGenerator, model: str) -> tuple[Path, str]:
     if not recipe.exists():
         raise ModelError(hint)
     try:
-        from caloquant.quantize import apply_recipe  # type: ignore[attr-defined]
+        from caloquant.quantize import apply_recipe
     except ImportError:
         raise ModelError(hint) from None
     import openvino as ov
 
     recipe_sha = sha256_file(recipe)
-    path = cache_dir() / "int8" / f"{gen.sha256[:16]}-{recipe_sha[:16]}" / "model.xml"
-    if not path.exists():
-        from caloquant._atomic import write_text_atomic
-
+    final = cache_dir() / "int8" / f"{gen.sha256[:16]}-{recipe_sha[:16]}"
+    if not (final / "model.xml").exists():
         meta = {"spec": gen.spec.to_dict(), "source": gen.source, "source_sha256": gen.sha256,
                 "recipe": str(recipe), "recipe_sha256": recipe_sha}
-        ov_model = apply_recipe(gen, json.loads(recipe.read_text()))
+        ov_model = apply_recipe(model, recipe)
         ov_model.set_rt_info(json.dumps(meta), ["caloquant", "meta"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ov.save_model(ov_model, str(path), compress_to_fp16=False)
-        write_text_atomic(path.with_suffix(".spec.json"), json.dumps(meta, indent=2))
-    return path, recipe_sha
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")  # complete directories only, then rename
+        tmp.mkdir(parents=True, exist_ok=True)
+        ov.save_model(ov_model, str(tmp / "model.xml"), compress_to_fp16=False)
+        (tmp / "model.spec.json").write_text(json.dumps(meta, indent=2))
+        try:
+            tmp.replace(final)
+        except OSError:  # another process cached it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final / "model.xml", recipe_sha
 
 
 def _tuned_model(gen: LoadedGenerator, path: Path, engine: str) -> None:
