@@ -8,18 +8,14 @@ import torch
 
 from caloquant.errors import ModelError
 from caloquant.export import export_onnx, export_openvino, read_spec
-from caloquant.models import DEFAULT_SPECS, build_generator
-from caloquant.models.registry import CHECKPOINT_FORMAT
+from caloquant.models import DEFAULT_SPECS
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory):
-    torch.manual_seed(1)
-    g = build_generator(DEFAULT_SPECS["ecal25"])
-    path = tmp_path_factory.mktemp("ckpt") / "g.pt"
-    torch.save({"format": CHECKPOINT_FORMAT, "spec": DEFAULT_SPECS["ecal25"].to_dict(), "generator": g.state_dict()},
-               path)
-    return path, g.eval()
+def checkpoint(gan_checkpoint):
+    from caloquant.models import load_generator
+
+    return gan_checkpoint, load_generator(gan_checkpoint).module.eval()
 
 
 def test_onnx_and_openvino_match_torch(checkpoint, tmp_path) -> None:

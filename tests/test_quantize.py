@@ -11,8 +11,7 @@ from torch import nn
 
 from caloquant.cli import main
 from caloquant.errors import AccuracyNotReachedError, InputError, ModelError
-from caloquant.models import DEFAULT_SPECS, build_generator
-from caloquant.models.registry import CHECKPOINT_FORMAT
+from caloquant.models import DEFAULT_SPECS
 from caloquant.quantize import Criterion, PerItemEvaluator, apply_recipe, tune
 
 pytest.importorskip("nncf")
@@ -111,16 +110,6 @@ def test_nan_evaluator_and_model_without_quantizable_layer(cnn_onnx, tmp_path) -
     torch.onnx.export(nn.ReLU(), (torch.zeros(2, 4),), str(relu), dynamo=False)
     with pytest.raises(ModelError, match="no quantizable layer"):
         tune(relu, [np.zeros((2, 4), np.float32)], _accuracy(), timing_seconds=0.1)
-
-
-@pytest.fixture(scope="module")
-def gan_checkpoint(tmp_path_factory: pytest.TempPathFactory):
-    torch.manual_seed(1)
-    g = build_generator(DEFAULT_SPECS["ecal25"])
-    path = tmp_path_factory.mktemp("gan") / "g.pt"
-    torch.save({"format": CHECKPOINT_FORMAT, "spec": DEFAULT_SPECS["ecal25"].to_dict(), "generator": g.state_dict()},
-               path)
-    return path
 
 
 @pytest.mark.slow

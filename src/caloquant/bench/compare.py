@@ -45,7 +45,7 @@ class BenchSettings:
     n_showers: int = 2048
     n_reference: int = 3000
     n_boot: int = 200
-    seed: int = 1
+    seed: int = 2  #: the tuner evaluates with seed 1: the table judges every model on showers none was tuned on
     rows: tuple[str, ...] = tuple(ROWS)
 
     def check(self) -> None:
@@ -159,17 +159,33 @@ def _timings(config: dict[str, Any]) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _check_given(gen: Any, path: Path, what: str) -> None:
-    """A user-given IR must exist and come from the same weights (one-line error before anything is measured)."""
+#: Rows whose model file may be given (else it is built in the run).
+GIVEN_ROWS = ("full-int8", "tuned", "nncf-ac")
+
+
+def _check_given(gen: Any, path: Path, key: str) -> None:
+    """A given IR must exist and come from the same weights (one-line error before anything is measured)."""
     from caloquant.runtime import open_generator
 
+    if key not in GIVEN_ROWS:
+        raise InputError(f"a model file can be given for the rows {', '.join(GIVEN_ROWS)}, not {key!r}")
     if not path.exists():
-        raise InputError(f"{path}: no such {what} model file")
+        raise InputError(f"{path}: no such model file (row {key})")
     open_generator(gen, engine="openvino", precision=str(path), batch=1, streams=1)
 
 
-def _plans(model: str, gen: Any, tuned: Path | None, nncf: Path | None, workdir: Path,
-           rows: tuple[str, ...]) -> list[_Plan]:
+def _built(key: str, model: str, gen: Any, workdir: Path) -> Path:
+    """Build the IR of an INT8 row: full INT8, the shipped tuned recipe, or the NNCF accuracy-control peer."""
+    from caloquant.bench import models
+
+    if key == "full-int8":
+        return models.build_full_int8(model, gen, workdir / "full_int8.xml")
+    if key == "tuned":
+        return models.build_shipped_tuned(model, gen, workdir / "tuned.xml")
+    return models.build_nncf_accuracy_control(model, gen, workdir / "nncf_ac.xml")
+
+
+def _plans(model: str, gen: Any, given: dict[str, Path], workdir: Path, rows: tuple[str, ...]) -> list[_Plan]:
     """Build or locate the model file of every requested row; rows whose model cannot be had get ``missing``."""
     from caloquant.bench import models
     from caloquant.export import export_openvino
@@ -191,14 +207,7 @@ def _plans(model: str, gen: Any, tuned: Path | None, nncf: Path | None, workdir:
                 plan.row.precision = "fp64"
             else:
                 plan.row.precision = "int8" if key == "full-int8" else "int8/fp32"
-                if key == "full-int8":
-                    xml = models.build_full_int8(model, gen, workdir / "full_int8.xml")
-                elif key == "tuned":
-                    xml = tuned or models.build_shipped_tuned(model, gen, workdir / "tuned.xml")
-                elif nncf is None:
-                    raise CaloquantError("no NNCF accuracy-control model given (--nncf MODEL.xml)")
-                else:
-                    xml = nncf
+                xml = given.get(key) or _built(key, model, gen, workdir)
                 plan.precision_arg, plan.model_mb = str(xml), models.ir_mib(xml)
         except (CaloquantError, ImportError) as e:
             plan.row.missing = str(e)
@@ -206,26 +215,28 @@ def _plans(model: str, gen: Any, tuned: Path | None, nncf: Path | None, workdir:
     return plans
 
 
-def run_bench(model: str | os.PathLike[str], *, tuned: str | os.PathLike[str] | None = None,
-              nncf: str | os.PathLike[str] | None = None, settings: BenchSettings | None = None,
-              workdir: str | os.PathLike[str] | None = None, say: Callable[[str], None] = lambda _: None
-              ) -> BenchResult:
-    """Measure every row of the table for ``model`` (shipped name or checkpoint) in this run."""
+def run_bench(model: str | os.PathLike[str], *, given: dict[str, str | os.PathLike[str]] | None = None,
+              settings: BenchSettings | None = None, workdir: str | os.PathLike[str] | None = None,
+              say: Callable[[str], None] = lambda _: None) -> BenchResult:
+    """Measure every row of the table for ``model`` (shipped name or checkpoint) in this run.
+
+    ``given`` maps the rows full-int8, tuned and nncf-ac to IR files of the same weights; rows not given are
+    built here (tuned: from the recipe shipped with the model, else the row is missing).
+    """
     from caloquant.models import load_generator
     from caloquant.runtime.engines import cpu_count
 
     s = settings or BenchSettings()
     s.check()
     gen = load_generator(model)
-    tuned_path, nncf_path = (Path(tuned) if tuned else None), (Path(nncf) if nncf else None)
-    for path, what in ((tuned_path, "tuned"), (nncf_path, "NNCF")):
-        if path is not None:
-            _check_given(gen, path, what)
+    paths = {k: Path(v) for k, v in (given or {}).items()}
+    for key, path in paths.items():
+        _check_given(gen, path, key)
     cores = cpu_count()
     machine = describe()
     with tempfile.TemporaryDirectory(prefix="caloquant-bench-", dir=workdir) as tmp:
-        say("preparing the models of every row")
-        plans = _plans(str(model), gen, tuned_path, nncf_path, Path(tmp), s.rows)
+        say("preparing the model of every row (building INT8 models, NNCF accuracy control: minutes)")
+        plans = _plans(str(model), gen, paths, Path(tmp), s.rows)
         say(f"reference MC for the physics metric ({s.n_reference:,} showers)")
         ev = _physics_evaluator(gen.spec, s)
         for k, plan in enumerate(plans, 1):

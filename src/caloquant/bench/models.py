@@ -1,10 +1,11 @@
-"""The model files behind the benchmark rows: PyTorch weights, the FP32 IR, full INT8 and the tuned IR."""
+"""The model files behind the benchmark rows: PyTorch weights, FP32 IR, full INT8, tuned and NNCF peer IRs."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from caloquant.errors import ModelError
 from caloquant.models.registry import LoadedGenerator
@@ -54,9 +55,38 @@ def build_shipped_tuned(model: str | os.PathLike[str], gen: LoadedGenerator, out
     return _save_ir(apply_recipe(model, recipe), gen, out_xml, "int8-mixed")
 
 
-def _save_ir(ov_model: object, gen: LoadedGenerator, out_xml: Path, precision: str) -> Path:
+def _save_ir(ov_model: Any, gen: LoadedGenerator, out_xml: Path, precision: str) -> Path:
     from caloquant.quantize.openvino_backend import save_model
 
     meta = json.dumps({"spec": gen.spec.to_dict(), "source": gen.source, "source_sha256": gen.sha256,
                        "precision": precision})
     return save_model(ov_model, out_xml, {"caloquant/meta": meta})
+
+
+def build_nncf_accuracy_control(model: str | os.PathLike[str], gen: LoadedGenerator, out_xml: Path, *,
+                                tolerance: float = 0.05, n_showers: int = 1024, n_reference: int = 3000,
+                                seed: int = 1, batch: int = 128) -> Path:
+    """NNCF ``quantize_with_accuracy_control`` on the tuner's calibration data, evaluator and relative tolerance.
+
+    The evaluator (showers, reference MC, seed) is the one ``caloquant quantize`` tunes with by default, so the
+    peer and our tuner see the same data; NNCF maximises, hence the negated moment metric.
+    """
+    import nncf
+    import numpy as np
+
+    from caloquant.quantize import GAN_CALIBRATION, PhysicsEvaluator, gan_calibration
+    from caloquant.quantize.source import resolve
+
+    src = resolve(model)
+    ev = PhysicsEvaluator(gen.spec, n_showers=n_showers, n_reference=n_reference, seed=seed, batch=batch)
+    batches = [ev.inputs[i:i + batch] for i in range(0, len(ev.inputs), batch)]
+
+    def validate(compiled: Any, data: Any) -> tuple[float, None]:
+        outs = np.concatenate([np.array(compiled(x)[0]) for x in data])
+        return -float(ev.metric(ev.outputs(lambda _: outs))[0]), None
+
+    calibration = gan_calibration(gen.spec, GAN_CALIBRATION)
+    q = nncf.quantize_with_accuracy_control(src.model, nncf.Dataset(calibration), nncf.Dataset(batches), validate,
+                                            max_drop=tolerance, drop_type=nncf.DropType.RELATIVE,
+                                            subset_size=len(calibration))
+    return _save_ir(q, gen, out_xml, "int8-nncf-accuracy-control")

@@ -69,10 +69,14 @@ def markdown_block(result: BenchResult) -> str:
         "(in brackets; one per core). The reference MC has no batch: its columns time `simulate` calls of 1 and "
         f"{s['large_batch']} showers, uniform energies over the model's range, one process, "
         "then one process per core. OpenVINO FP32 runs with `INFERENCE_PRECISION_HINT=f32`; BF16 is the same IR "
-        "with the bf16 hint. Speed-ups compare the N-stream throughputs. 3dgan_moments (lower is better) is the "
-        f"tuner's metric on {s['n_showers']:,} showers from identical conditions and noise against "
-        f"{s['n_reference']:,} independent reference-MC showers, +- its bootstrap error ({s['n_boot']} replicates, "
-        "reference resampled too); the reference-MC row compares an independent MC sample, i.e. the floor.",
+        "with the bf16 hint. Full INT8: every convolution and MatMul in INT8 with min/max ranges (TFLite-style); "
+        "tuned: the accepted model of `caloquant quantize`; NNCF accuracy control: "
+        "`nncf.quantize_with_accuracy_control` with the tuner's calibration data, metric, evaluation showers and "
+        "5 % relative tolerance. Speed-ups compare the N-stream throughputs. 3dgan_moments (lower is better) is "
+        f"the tuner's metric on {s['n_showers']:,} showers (seed {s['seed']}, which no tuner saw) from identical "
+        f"conditions and noise against {s['n_reference']:,} independent reference-MC showers, +- its bootstrap "
+        f"error ({s['n_boot']} replicates, reference resampled too); the reference-MC row scores an independent MC "
+        "sample, i.e. the floor.",
         END,
     ])
 

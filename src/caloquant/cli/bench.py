@@ -15,7 +15,10 @@ def bench_cmd(
     model: str = typer.Option("ecal25", "--model", help="Shipped model name or checkpoint (.pt)."),
     tuned: Path = typer.Option(None, "--tuned", help="Tuned IR (caloquant quantize OUTDIR/model.xml); default: the "
                                                      "recipe shipped with the model."),
-    nncf: Path = typer.Option(None, "--nncf", help="NNCF accuracy-control IR of the same weights."),
+    full_int8: Path = typer.Option(None, "--full-int8", help="Full-INT8 IR of the same weights; default: built "
+                                                             "here (all layers, min/max ranges)."),
+    nncf: Path = typer.Option(None, "--nncf", help="NNCF accuracy-control IR of the same weights; default: built "
+                                                   "here with the tuner's data, metric and 5% tolerance."),
     json_out: Path = typer.Option(None, "--json", help="Write the table as JSON (atomically)."),
     markdown: Path = typer.Option(None, "--markdown", help="Regenerate the marked block of this Markdown file "
                                                            "(e.g. docs/benchmarks.md)."),
@@ -40,7 +43,8 @@ def bench_cmd(
             check_writable(out)
     chosen = tuple(ROWS) if rows == "all" else tuple(r.strip() for r in rows.split(",") if r.strip())
     settings = BenchSettings(seconds=seconds, n_showers=showers, n_reference=reference, rows=chosen)
-    result = run_bench(model, tuned=tuned, nncf=nncf, settings=settings,
+    given = {k: v for k, v in (("full-int8", full_int8), ("tuned", tuned), ("nncf-ac", nncf)) if v is not None}
+    result = run_bench(model, given=given, settings=settings,
                        say=(lambda _: None) if quiet else (lambda msg: console.print(f"[bold]bench[/]: {msg}")))
     Console(width=max(160, Console().width)).print(rich_table(result))
     if json_out is not None:

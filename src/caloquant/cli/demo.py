@@ -13,14 +13,24 @@ def register(app: typer.Typer) -> None:
 
 def demo_cmd(
     out: Path = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>)."),
+    model: str = typer.Option("ecal25", "--model", help="Shipped model name or checkpoint (.pt)."),
     n_reference: int = typer.Option(5000, "--n-reference", help="Reference MC showers."),
-    seed: int = typer.Option(2026, "--seed", help="Seed of every random stage."),
+    n_validate: int = typer.Option(2000, "--n-validate", help="Generated showers per model for the validation."),
+    tune_showers: int = typer.Option(1024, "--tune-showers", help="Showers per tuner candidate evaluation."),
+    tune_minutes: float = typer.Option(4.0, "--tune-minutes", help="Tuner time budget in minutes."),
+    bench_seconds: float = typer.Option(2.0, "--bench-seconds", help="Timed seconds per bench configuration."),
+    bench_showers: int = typer.Option(1024, "--bench-showers", help="Showers per bench row for the physics metric."),
+    no_classifier: bool = typer.Option(False, "--no-classifier", help="Skip the classifier AUC in the validation."),
+    seed: int = typer.Option(2026, "--seed", help="Seed of the reference MC and the validation showers."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Run the end-to-end demo: simulate, (generate, quantize, validate, bench as they exist) into one folder."""
+    """Run the end-to-end demo: simulate, tune, validate, bench, and write runs/<timestamp>/report.html."""
+    from caloquant.bench.compare import BenchSettings
     from caloquant.bench.demo import DemoConfig, run_demo
 
-    cfg = DemoConfig(n_reference=n_reference, seed=seed, progress=not quiet)
+    cfg = DemoConfig(model=model, n_reference=n_reference, n_validate=n_validate, tune_showers=tune_showers,
+                     tune_minutes=tune_minutes, classifier=not no_classifier, seed=seed, progress=not quiet,
+                     bench=BenchSettings(seconds=bench_seconds, n_showers=bench_showers))
     if out is not None:
         cfg.out_dir = out
     run_demo(cfg)

@@ -1,0 +1,78 @@
+"""`caloquant bench`: one table of every deployment, its JSON shape and the Markdown block it regenerates."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from caloquant.bench.compare import BenchSettings, run_bench
+from caloquant.bench.tables import BEGIN, END, NOT_MEASURED, markdown_table, replace_block, update_markdown
+from caloquant.cli import main
+from caloquant.errors import InputError
+
+ISSUE_KEYS = ("name", "ms_per_shower_b1", "ms_per_shower_b128", "showers_per_s_multistream", "peak_rss_mb",
+              "model_mb", "metric", "metric_error")
+
+
+def test_replace_block_keeps_text_around_the_markers() -> None:
+    text = f"intro\n{BEGIN}\nold table\n{END}\noutro\n"
+    new = replace_block(text, f"{BEGIN}\nnew\n{END}")
+    assert new == f"intro\n{BEGIN}\nnew\n{END}\noutro\n"
+    assert replace_block("only text\n", f"{BEGIN}\nx\n{END}").startswith("only text\n\n" + BEGIN)
+    with pytest.raises(InputError, match="markers"):
+        replace_block(f"{END}\n{BEGIN}\n", f"{BEGIN}\nx\n{END}")
+
+
+@pytest.fixture(scope="module")
+def bench_result(gan_checkpoint):
+    settings = BenchSettings(seconds=0.2, n_showers=64, n_reference=200, n_boot=20,
+                             rows=("pytorch-fp32", "openvino-fp32", "full-int8", "tuned", "mc"))
+    return run_bench(gan_checkpoint, settings=settings)
+
+
+def test_bench_measures_every_row_in_one_run(bench_result) -> None:
+    doc = json.loads(bench_result.to_json())
+    assert doc["machine"]["cores"] >= 1 and "versions" in doc["machine"]
+    rows = {r["name"]: r for r in doc["rows"]}
+    assert list(rows) == ["PyTorch FP32", "OpenVINO FP32", "full INT8 (TFLite-style)", "tuned mixed precision",
+                          "reference MC"]
+    for name in ("PyTorch FP32", "OpenVINO FP32", "full INT8 (TFLite-style)", "reference MC"):
+        row = rows[name]
+        assert set(ISSUE_KEYS) <= set(row) and row["missing"] is None, name
+        for key in ISSUE_KEYS[1:]:
+            if name == "reference MC" and key == "model_mb":
+                continue
+            assert row[key] is not None and math.isfinite(row[key]) and row[key] >= 0, (name, key)
+        assert row["ms_per_shower_b1"] > 0 and row["peak_rss_mb"] > 10
+    assert rows["PyTorch FP32"]["speedup_vs_pytorch_fp32"] == pytest.approx(1.0)
+    assert rows["reference MC"]["speedup_vs_mc"] == pytest.approx(1.0)
+    # INT8 stores weights in a quarter of the bytes; the IR keeps some FP32 constants (biases, scales)
+    assert rows["full INT8 (TFLite-style)"]["model_mb"] < 0.5 * rows["OpenVINO FP32"]["model_mb"]
+    # OpenVINO FP32 computes what PyTorch computes: the same metric within float rounding
+    assert rows["OpenVINO FP32"]["metric"] == pytest.approx(rows["PyTorch FP32"]["metric"], rel=1e-3)
+    # a random checkpoint has no shipped recipe: the row stays, says why, and has no figures
+    tuned = rows["tuned mixed precision"]
+    assert "recipe.json is not shipped" in tuned["missing"] and tuned["metric"] is None
+    # an independent MC sample is the floor: far below an untrained generator
+    assert rows["reference MC"]["metric"] < 0.25 * rows["PyTorch FP32"]["metric"]
+
+
+def test_markdown_block_regenerated_in_place(bench_result, tmp_path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"# Benchmarks\n\nhand-written\n\n{BEGIN}\nstale\n{END}\n\n## Later section\n")
+    update_markdown(doc, bench_result)
+    text = doc.read_text()
+    assert "stale" not in text and "hand-written" in text and text.endswith("## Later section\n")
+    assert text.count(BEGIN) == 1 and markdown_table(bench_result) in text
+    assert f"| tuned mixed precision | {NOT_MEASURED} |" in text
+
+
+def test_bench_cli_bad_rows_one_line(gan_checkpoint, tmp_path, capsys) -> None:
+    assert main(["bench", "--model", str(gan_checkpoint), "--rows", "pytorch-fp32,tflite", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tflite" in err[0]
+    assert main(["bench", "--model", str(gan_checkpoint), "--tuned", str(tmp_path / "none.xml"), "-q"]) == 2
+    assert "no such model file" in capsys.readouterr().err
+    assert main(["bench", "--model", "no-such-model", "-q"]) == 2
