@@ -11,6 +11,7 @@ from torch import nn
 
 from caloquant.cli import main
 from caloquant.errors import AccuracyNotReachedError, InputError, ModelError
+from caloquant.export import inference_hint
 from caloquant.models import DEFAULT_SPECS
 from caloquant.quantize import Criterion, PerItemEvaluator, apply_recipe, tune
 
@@ -52,11 +53,16 @@ def test_generic_cnn_reaches_accuracy_criterion(cnn_onnx) -> None:
     calib = [_images(64, 2)[0]]
     ev = _accuracy()
     result = tune(cnn_onnx, calib, ev, criterion=Criterion(0.02, relative=False, higher_is_better=True),
-                  batch=64, max_candidates=6, timing_seconds=0.2)
+                  batch=64, max_candidates=6, timing_seconds=0.2, bf16=True)
     assert result.accepted and 0.75 < result.fp32.metric < 1.0
     assert result.best.upper95 <= 0.02 and len(result.best.int8) >= 1
     assert len(result.history) <= 6 and {c.kind for c in result.history[:2]} == {"fp32", "full-int8"}
     assert np.isfinite(result.noise_floor) and result.noise_floor > 0
+    # the slot kept back: the best passing INT8 set once more with its non-INT8 ops in BF16
+    last = result.history[-1]
+    assert last.kind == "bf16-fallback" and last.fallback == "bf16"
+    assert last.int8 in [c.int8 for c in result.history[1:-1] if c.passed and c.fallback == "fp32"]
+    assert inference_hint(result.model) == ("bf16" if result.best.fallback == "bf16" else "f32")
 
 
 def test_recipe_replay_gives_identical_model_and_checks_hash(cnn_onnx, tmp_path) -> None:
@@ -74,6 +80,14 @@ def test_recipe_replay_gives_identical_model_and_checks_hash(cnn_onnx, tmp_path)
     assert (tmp_path / "m0.bin").read_bytes() == (tmp_path / "m1.bin").read_bytes()
     with pytest.raises(ModelError, match="does not match the recipe"):
         rec.build(model, {**r, "source_sha256": "0" * 64}, calib, sha)
+    assert inference_hint(rec.build(read_model(cnn_onnx), r, calib, sha)) == "f32"
+    r16 = rec.make_recipe(layers=layers, int8=layers[:2], calibration=Calibration(), calibration_data={},
+                          source_sha256=sha, source=str(cnn_onnx), fallback="bf16")
+    assert set(r16["precision"].values()) == {"int8", "bf16"}
+    save_model(rec.build(read_model(cnn_onnx), r16, calib, sha), tmp_path / "bf16.xml")
+    assert inference_hint(read_model(tmp_path / "bf16.xml")) == "bf16"  # travels with the saved IR
+    with pytest.raises(InputError, match="recipe precisions"):
+        rec.build(model, {**r16, "precision": dict.fromkeys(layers, "fp16")}, calib, sha)
 
 
 def test_cli_recipe_hash_mismatch_is_one_line(gan_checkpoint, tmp_path, capsys) -> None:

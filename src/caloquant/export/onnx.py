@@ -18,6 +18,14 @@ from caloquant.models.spec import ModelSpec
 INPUT_NAME = "latent"
 OUTPUT_NAME = "shower"
 OPSET = 17
+#: Runtime-info key of a quantized IR: the OpenVINO inference precision (f32 or bf16) of its non-INT8 ops,
+#: i.e. the precision the tuner judged it in; every consumer compiles it that way.
+PRECISION_KEY = ["caloquant", "inference_precision"]
+
+
+def inference_hint(model: Any) -> str:
+    """The OpenVINO inference-precision hint an ov.Model was judged in (f32 unless it records bf16)."""
+    return model.get_rt_info(PRECISION_KEY).astype(str) if model.has_rt_info(PRECISION_KEY) else "f32"
 
 
 def _as_loaded(model: LoadedGenerator | str | os.PathLike[str]) -> LoadedGenerator:

@@ -22,6 +22,8 @@ QUANTIZABLE_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData
 #: FP32 (and INT8) candidates must never run in the CPU plugin's default bf16 inference precision.
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 RANGES = ("minmax", "mean_minmax", "percentile", "mse")
+#: Inference precision of a candidate's non-INT8 computation: the recipe word and the OpenVINO hint.
+FALLBACKS = {"fp32": "f32", "bf16": "bf16"}
 
 
 @dataclass(frozen=True)
@@ -146,11 +148,28 @@ class Quantizer:
         return q
 
 
-def compile_model(model: Any, config: dict[str, Any] | None = None) -> Any:
-    """Compile on CPU in FP32 inference precision (plus ``config``)."""
+def native_bf16() -> bool:
+    """Whether this CPU runs BF16 natively (AVX512-BF16 or AMX); elsewhere OpenVINO would only emulate it."""
     import openvino as ov
 
-    return ov.Core().compile_model(model, "CPU", {**F32, **(config or {})})
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def set_fallback(model: Any, fallback: str) -> Any:
+    """Record in the model's runtime info the precision its non-INT8 computation was judged in."""
+    if fallback not in FALLBACKS:
+        raise InputError(f"fallback precision must be one of {', '.join(FALLBACKS)}, got {fallback!r}")
+    from caloquant.export import PRECISION_KEY
+
+    model.set_rt_info(FALLBACKS[fallback], PRECISION_KEY)
+    return model
+
+
+def compile_model(model: Any, config: dict[str, Any] | None = None, fallback: str = "fp32") -> Any:
+    """Compile on CPU with the non-INT8 computation in ``fallback`` precision (FP32 by default), plus ``config``."""
+    import openvino as ov
+
+    return ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": FALLBACKS[fallback], **(config or {})})
 
 
 def batch_runner(compiled: Any, batch: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -170,9 +189,10 @@ def batch_runner(compiled: Any, batch: int) -> Callable[[np.ndarray], np.ndarray
     return run
 
 
-def throughput(model: Any, example: np.ndarray, *, seconds: float = 2.0, min_runs: int = 3) -> float:
+def throughput(model: Any, example: np.ndarray, *, seconds: float = 2.0, min_runs: int = 3,
+               fallback: str = "fp32") -> float:
     """Items per second of one infer request at the example's batch size (median over timed runs)."""
-    request = compile_model(model, {"PERFORMANCE_HINT": "LATENCY"}).create_infer_request()
+    request = compile_model(model, {"PERFORMANCE_HINT": "LATENCY"}, fallback).create_infer_request()
     request.infer({0: example})
     times: list[float] = []
     start = time.perf_counter()

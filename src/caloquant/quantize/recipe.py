@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from caloquant.errors import InputError, ModelError
-from caloquant.quantize.openvino_backend import Calibration, Quantizer
+from caloquant.quantize.openvino_backend import FALLBACKS, Calibration, Quantizer, set_fallback
 
 FORMAT = "caloquant-quant-recipe-v1"
 
@@ -28,11 +28,16 @@ def tool_versions() -> dict[str, str]:
 
 
 def make_recipe(*, layers: list[str], int8: list[str], calibration: Calibration, calibration_data: dict[str, Any],
-                source_sha256: str, source: str, summary: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The recipe of one configuration (``calibration_data`` says how to regenerate the calibration inputs)."""
+                source_sha256: str, source: str, summary: dict[str, Any] | None = None,
+                fallback: str = "fp32") -> dict[str, Any]:
+    """The recipe of one configuration (``calibration_data`` says how to regenerate the calibration inputs).
+
+    ``precision`` maps every quantizable layer to int8 or to the fallback precision (fp32 or bf16), which also
+    applies to the ops between layers; ``fallback`` repeats it for readers.
+    """
     return {
         "format": FORMAT, "source": source, "source_sha256": source_sha256,
-        "precision": {n: ("int8" if n in int8 else "fp32") for n in layers},
+        "precision": {n: ("int8" if n in int8 else fallback) for n in layers}, "fallback": fallback,
         "calibration": calibration.to_dict(), "calibration_data": calibration_data,
         "tools": tool_versions(), "tuning": summary or {},
     }
@@ -65,8 +70,13 @@ def build(model: Any, recipe: dict[str, Any], calibration: list[np.ndarray], sou
     if missing:
         raise ModelError(f"recipe layers do not match the model ({', '.join(missing[:3])} ...)")
     int8 = [n for n, p in recipe["precision"].items() if p == "int8"]
+    fallback = str(recipe.get("fallback", "fp32"))
+    odd = sorted({p for p in recipe["precision"].values()} - {"int8", fallback})
+    if fallback not in FALLBACKS or odd:
+        raise InputError(f"recipe precisions must be int8 or one fallback of {', '.join(FALLBACKS)} "
+                         f"(found {', '.join(odd) or fallback})")
     try:
         cal = Calibration(**recipe["calibration"])
     except TypeError as e:
         raise InputError(f"recipe calibration is malformed ({e})") from None
-    return q.build(int8, cal)
+    return set_fallback(q.build(int8, cal), fallback)

@@ -19,7 +19,9 @@ from caloquant.quantize.openvino_backend import (
     batch_runner,
     compile_model,
     layer_times,
+    native_bf16,
     output_nmse,
+    set_fallback,
     throughput,
 )
 from caloquant.quantize.search import Criterion, LayerCost
@@ -48,6 +50,7 @@ class Candidate:
     latency_ms: float
     details: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    fallback: str = "fp32"  #: precision of every non-INT8 op (fp32, or bf16 where the CPU runs it natively)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,16 +132,18 @@ class _Run:
         self.weights: np.ndarray | None = None
         self.base_reps = np.empty(0)
         self.base_value = float("nan")
+        self.reserved = 0  #: candidates kept back, once one passes, for the final BF16-fallback trial
 
     def budget_left(self) -> bool:
-        return len(self.history) < self.max_candidates and time.perf_counter() < self.deadline
+        keep = self.reserved if _best(self.history) is not None else 0
+        return len(self.history) < self.max_candidates - keep and time.perf_counter() < self.deadline
 
-    def evaluate(self, int8: Sequence[str], cal: Calibration, kind: str) -> Candidate:
+    def evaluate(self, int8: Sequence[str], cal: Calibration, kind: str, fallback: str = "fp32") -> Candidate:
         from caloquant.validate.metrics import bootstrap_counts
 
         t0 = time.perf_counter()
         model = self.q.build(list(int8), cal)
-        outputs = self.ev.outputs(batch_runner(compile_model(model), self.batch))
+        outputs = self.ev.outputs(batch_runner(compile_model(model, fallback=fallback), self.batch))
         value = float(self.ev.metric(outputs)[0])
         if not np.isfinite(value):
             raise InputError(f"the evaluator returned {value} for the {kind} candidate; it must return finite values")
@@ -154,14 +159,15 @@ class _Run:
             err, upper = search.paired_bound(self.base_reps, reps, deg)
         if not self.history:
             err, upper = 0.0, 0.0
-        speed = throughput(model, self.example, seconds=self.seconds)
+        speed = throughput(model, self.example, seconds=self.seconds, fallback=fallback)
         cand = Candidate(len(self.history), kind, sorted(int8, key=self.q.layers.index), cal.to_dict(), value,
                          float(np.std(reps[np.isfinite(reps)], ddof=1)), deg, err, upper,
                          self.criterion.passes(upper, self.base_value) if self.history else True, speed,
-                         1000.0 * self.batch / speed, self.ev.details(outputs), time.perf_counter() - t0)
+                         1000.0 * self.batch / speed, self.ev.details(outputs), time.perf_counter() - t0, fallback)
         self.history.append(cand)
         self.outputs[cand.index] = outputs
-        self.log(f"[{cand.index:2d}] {kind:<10} {cal.label:<16} int8 {len(int8)}/{len(self.q.layers)}  "
+        self.log(f"[{cand.index:2d}] {kind:<13} {cal.label:<16} int8 {len(int8)}/{len(self.q.layers)} "
+                 f"else {fallback}  "
                  f"{self.ev.name} {value:.4g}  degradation {deg:+.3g} (95% UB {upper:+.3g})  "
                  f"{'PASS' if cand.passed else 'fail'}  {speed:.1f} items/s")
         return cand
@@ -175,8 +181,11 @@ def _best(history: Sequence[Candidate]) -> Candidate | None:
 def tune(model: Any, calibration: Sequence[np.ndarray], evaluator: Evaluator, *, criterion: Criterion | None = None,
          batch: int = 128, objective: str = "throughput", max_candidates: int = 12, max_minutes: float = 10.0,
          n_boot: int = 200, variants: Sequence[Calibration] = VARIANTS, timing_seconds: float = 2.0,
-         log: Callable[[str], None] = lambda _: None) -> TuneResult:
-    """Find the fastest INT8/FP32 mix of ``model`` (ov.Model, ONNX or IR path) that passes ``criterion``.
+         bf16: bool | None = None, log: Callable[[str], None] = lambda _: None) -> TuneResult:
+    """Find the fastest INT8/BF16/FP32 mix of ``model`` (ov.Model, ONNX or IR path) that passes ``criterion``.
+
+    ``bf16``: also try the best passing INT8 set with its non-INT8 computation in BF16 (default: when the CPU
+    runs BF16 natively and the measured per-layer BF16 times beat FP32 on the fallback layers).
 
     Raises AccuracyNotReachedError (carrying the result as ``.result``) when no candidate passes.
     """
@@ -217,14 +226,19 @@ def tune(model: Any, calibration: Sequence[np.ndarray], evaluator: Evaluator, *,
     for n in layers:
         reports[n].nmse = output_nmse(y_fp32, batch_runner(compile_model(q.build([n], cal)), batch)(x))
 
+    try_bf16 = native_bf16() if bf16 is None else bf16
+    run.reserved = int(try_bf16)
     stop = "full INT8 passes and no layer is slower in INT8"
     if not (ref.passed and all(r.gain >= 0 for r in reports.values())):
         stop = _search(run, layers, reports, cal, ref, allowed, variants)
+    run.reserved = 0
+    if try_bf16:
+        _bf16_fallback(run, reports, forced=bf16 is True)
     best = _best(run.history)
     accepted = best is not None
     if best is None:
         best = min(run.history[1:], key=lambda c: c.upper95)
-    final = q.build(best.int8, Calibration(**best.calibration))
+    final = set_fallback(q.build(best.int8, Calibration(**best.calibration)), best.fallback)
     result = TuneResult(final, best, accepted, run.history, [reports[n] for n in layers], criterion,
                         evaluator.name, fp32.metric, fp32.metric_error, allowed, objective, batch,
                         (time.perf_counter() - start) / 60.0, stop,
@@ -237,6 +251,23 @@ def tune(model: Any, calibration: Sequence[np.ndarray], evaluator: Evaluator, *,
         err.result = result  # type: ignore[attr-defined]
         raise err
     return result
+
+
+def _bf16_fallback(run: _Run, reports: dict[str, LayerReport], *, forced: bool) -> None:
+    """Try the best passing INT8 set with every non-INT8 op in BF16, when the measured layer times say it pays.
+
+    OpenVINO's CPU plugin takes one inference precision per compiled model, so BF16 covers the FP32 fallback
+    layers and the ops between layers (batch norms, activations, upsampling) together.
+    """
+    best = _best(run.history)
+    if best is None or not run.budget_left():
+        return
+    fallback = [r for n, r in reports.items() if n not in best.int8]
+    saving = sum(r.t_fp32 - r.t_bf16 for r in fallback)
+    if forced or (fallback and saving > 0):
+        run.evaluate(best.int8, Calibration(**best.calibration), "bf16-fallback", fallback="bf16")
+    else:
+        run.log(f"BF16 fallback not tried: the {len(fallback)} FP32 layers would save {1e3 * saving:.2f} ms/batch")
 
 
 def _search(run: _Run, layers: list[str], reports: dict[str, LayerReport], cal: Calibration, ref: Candidate,

@@ -99,7 +99,7 @@ def quantize_generator(model: str | os.PathLike[str], outdir: str | os.PathLike[
                         source_sha256=src.sha256, source=src.source,
                         summary={k: summary[k] for k in ("metric", "criterion", "baseline_metric", "noise_floor",
                                                          "accepted", "speedup_vs_fp32")}
-                        | {"candidate": result.best.to_dict()})
+                        | {"candidate": result.best.to_dict()}, fallback=result.best.fallback)
     _save(result.model, out, src)
     write_text_atomic(out / "recipe.json", json.dumps(r, indent=2))
     write_text_atomic(out / "history.json", json.dumps(summary, indent=2, default=float))

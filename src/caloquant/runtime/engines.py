@@ -166,6 +166,8 @@ class OpenVINOEngine:
                  precision: str = "fp32") -> None:
         import openvino as ov
 
+        from caloquant.export import inference_hint
+
         self._core = core = ov.Core()  # kept alive with the compiled model and its frontend libraries
         try:
             model = core.read_model(str(model_xml))
@@ -173,8 +175,8 @@ class OpenVINOEngine:
             raise ModelError(f"{model_xml}: OpenVINO cannot read it ({str(e).splitlines()[0][:120]})") from None
         model.reshape({model.inputs[0].any_name: [batch, spec.latent_size]})
         config: dict[str, Any] = {"PERFORMANCE_HINT": "THROUGHPUT"}
-        # an INT8 IR keeps FP32 between its quantized layers; bf16 only where asked for
-        config["INFERENCE_PRECISION_HINT"] = OV_HINTS.get(precision, "f32")
+        # a quantized IR runs in the precision the tuner judged it in (f32 unless its rt_info says bf16)
+        config["INFERENCE_PRECISION_HINT"] = OV_HINTS.get(precision) or inference_hint(model)
         if streams is not None:
             config["NUM_STREAMS"] = streams
         self.compiled = core.compile_model(model, "CPU", config)
