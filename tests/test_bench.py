@@ -76,3 +76,16 @@ def test_bench_cli_bad_rows_one_line(gan_checkpoint, tmp_path, capsys) -> None:
     assert main(["bench", "--model", str(gan_checkpoint), "--tuned", str(tmp_path / "none.xml"), "-q"]) == 2
     assert "no such model file" in capsys.readouterr().err
     assert main(["bench", "--model", "no-such-model", "-q"]) == 2
+
+
+def test_bench_cli_writes_json_and_every_markdown(gan_checkpoint, tmp_path) -> None:
+    mds = [tmp_path / "a.md", tmp_path / "b.md"]
+    mds[1].write_text(f"keep\n{BEGIN}\nold\n{END}\n")
+    rc = main(["bench", "--model", str(gan_checkpoint), "--rows", "mc", "--seconds", "0.1", "--showers", "16",
+               "--reference", "16", "--json", str(tmp_path / "b.json"), "--markdown", str(mds[0]),
+               "--markdown", str(mds[1]), "-q"])
+    assert rc == 0
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert [r["name"] for r in doc["rows"]] == ["reference MC"] and doc["rows"][0]["showers_per_s_multistream"] > 0
+    assert "| reference MC |" in mds[0].read_text()
+    assert mds[1].read_text().startswith("keep\n" + BEGIN) and "old" not in mds[1].read_text()

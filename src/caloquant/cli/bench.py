@@ -20,8 +20,8 @@ def bench_cmd(
     nncf: Path = typer.Option(None, "--nncf", help="NNCF accuracy-control IR of the same weights; default: built "
                                                    "here with the tuner's data, metric and 5% tolerance."),
     json_out: Path = typer.Option(None, "--json", help="Write the table as JSON (atomically)."),
-    markdown: Path = typer.Option(None, "--markdown", help="Regenerate the marked block of this Markdown file "
-                                                           "(e.g. docs/benchmarks.md)."),
+    markdown: list[Path] = typer.Option(None, "--markdown", help="Regenerate the marked block of this Markdown "
+                                                                 "file (repeatable: docs/benchmarks.md, README.md)."),
     rows: str = typer.Option("all", "--rows", help="Rows to measure: all, or a comma-separated subset of "
                                                    "pytorch-fp32, openvino-fp32, openvino-bf16, full-int8, tuned, "
                                                    "nncf-ac, mc."),
@@ -38,7 +38,7 @@ def bench_cmd(
     from caloquant.bench.tables import rich_table, update_markdown
     from caloquant.ui import console
 
-    for out in (json_out, markdown):
+    for out in (json_out, *(markdown or [])):
         if out is not None:
             check_writable(out)
     chosen = tuple(ROWS) if rows == "all" else tuple(r.strip() for r in rows.split(",") if r.strip())
@@ -49,5 +49,5 @@ def bench_cmd(
     Console(width=max(160, Console().width)).print(rich_table(result))
     if json_out is not None:
         write_text_atomic(json_out, result.to_json())
-    if markdown is not None:
-        update_markdown(markdown, result)
+    for md in markdown or []:
+        update_markdown(md, result)
