@@ -79,7 +79,11 @@ def main() -> None:
     cand = [(args.name, result.candidates[args.name].features)]
     for stem, fig in (("profiles", figures.profiles(result.reference, cand)),
                       ("moments", figures.moments_vs_energy(result.reference, cand, result.bins)),
-                      ("sampling_fraction", figures.sampling_fraction_vs_energy(result.reference, cand, result.bins))):
+                      ("sampling_fraction", figures.sampling_fraction_vs_energy(result.reference, cand, result.bins)),
+                      ("images", figures.average_images(result.reference, cand)),
+                      ("features", figures.feature_histograms(
+                          result.reference, cand,
+                          [result.candidates[args.name].metrics["separation_power_mean"].details.get("per_feature", {})]))):
         (img / f"{args.name}_{stem}.png").write_bytes(figures.png_bytes(fig))
     print(json.dumps({"sha256": card["sha256"], "training": {k: v for k, v in training.items() if k != "config"}},
                      indent=2))
