@@ -58,6 +58,8 @@ def test_generic_cnn_reaches_accuracy_criterion(cnn_onnx) -> None:
     assert result.best.upper95 <= 0.02 and len(result.best.int8) >= 1
     assert len(result.history) <= 6 and {c.kind for c in result.history[:2]} == {"fp32", "full-int8"}
     assert np.isfinite(result.noise_floor) and result.noise_floor > 0
+    configs = [(frozenset(c.int8), tuple(sorted(c.calibration.items())), c.fallback) for c in result.history]
+    assert len(set(configs)) == len(configs)  # no configuration is evaluated twice
     # the slot kept back: the best passing INT8 set once more with its non-INT8 ops in BF16
     last = result.history[-1]
     assert last.kind == "bf16-fallback" and last.fallback == "bf16"

@@ -134,6 +134,11 @@ class _Run:
         self.base_value = float("nan")
         self.reserved = 0  #: candidates kept back, once one passes, for the final BF16-fallback trial
 
+    def seen(self, int8: Sequence[str], cal: Calibration, fallback: str = "fp32") -> bool:
+        """Whether this configuration was evaluated already (never spend a candidate twice)."""
+        return any(set(c.int8) == set(int8) and Calibration(**c.calibration) == cal and c.fallback == fallback
+                   for c in self.history)
+
     def budget_left(self) -> bool:
         keep = self.reserved if _best(self.history) is not None else 0
         return len(self.history) < self.max_candidates - keep and time.perf_counter() < self.deadline
@@ -309,7 +314,7 @@ def _search(run: _Run, layers: list[str], reports: dict[str, LayerReport], cal: 
     if not fallback or reports[fallback[0]].gain <= 0:
         return "best passing candidate can no longer improve"
     for v in (BASELINE_CALIBRATION, *variants):
-        if v == cal:
+        if v == cal or run.seen([*best.int8, fallback[0]], v):
             continue
         if not run.budget_left():
             return "budget exhausted"
