@@ -6,6 +6,7 @@ Figures are built without pyplot, so importing this module never changes a noteb
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -28,6 +29,8 @@ HIST_FEATURES = ("sampling_fraction", "mu_x", "mu_z", "sigma2_x", "sigma2_z", "l
 @contextmanager
 def hep_style() -> Iterator[None]:
     """mplhep ROOT style for the figures made inside, without touching global settings."""
+    # the ROOT style lists font families absent from most machines; matplotlib's fallback is fine, its log is noise
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     with matplotlib.style.context(mplhep.style.ROOT), matplotlib.style.context({"font.size": 11}):
         yield
 

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 from matplotlib.figure import Figure
 
 from caloquant.bench.compare import BenchResult
@@ -25,9 +26,10 @@ def speed_vs_physics(result: BenchResult) -> Figure:
     with hep_style():
         fig = _figure(9, 5.5)
         ax = fig.add_subplot()
-        for r in rows:
+        colors = matplotlib.colormaps["tab10"].colors
+        for k, r in enumerate(rows):
             ax.errorbar(r.showers_per_s_multistream, r.metric, yerr=r.metric_error, fmt="s" if r.key == "mc" else "o",
-                        ms=7, capsize=3, label=r.name)
+                        ms=7, capsize=3, label=r.name, color=colors[k % len(colors)])
         ax.set_xscale("log")
         ax.set_xlabel(f"showers/s, batch {result.settings['large_batch']}, {result.settings['cores']} streams")
         ax.set_ylabel("3DGAN moment metric vs reference MC (lower is better)")
