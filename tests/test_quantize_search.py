@@ -12,6 +12,7 @@ from caloquant.quantize.search import (
     Criterion,
     LayerCost,
     choose,
+    greedy_revert,
     paired_bound,
     pareto_front,
     predicted_degradation,
@@ -61,3 +62,10 @@ def test_pareto_front() -> None:
     speed = [1.0, 3.0, 2.0, 3.0, 4.0]
     deg = [0.0, 0.5, 0.1, 0.2, 0.9]
     assert pareto_front(speed, deg) == [0, 2, 3, 4]
+
+
+def test_greedy_revert_walks_the_sensitivity_chain_and_skips_tried_sets() -> None:
+    layers = [LayerCost("a", 1.0, 0.1), LayerCost("b", 1.0, 0.5), LayerCost("c", 1.0, 0.3)]
+    assert greedy_revert(layers) == frozenset("ac")  # b removes most degradation: reverted first
+    assert greedy_revert(layers, exclude=[frozenset("ac")]) == frozenset("a")  # then c
+    assert greedy_revert(layers, exclude=[frozenset("ac"), frozenset("a")]) is None  # never the empty set

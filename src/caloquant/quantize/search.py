@@ -118,6 +118,21 @@ def choose(layers: Sequence[LayerCost], full_degradation: float, allowed: float,
     return chosen
 
 
+def greedy_revert(layers: Sequence[LayerCost], *, exclude: Collection[frozenset[str]] = ()) -> frozenset[str] | None:
+    """Next untried INT8 set of the chain that reverts layers most sensitive first (full INT8 minus 1, 2, ...).
+
+    The fallback when the cost model predicts no set to pass (its margin is learnt from noisy measurements):
+    measured sensitivities still rank the layers. Never returns the empty set (that is FP32).
+    """
+    current = {c.name for c in layers}
+    for c in sorted(layers, key=lambda c: -c.sensitivity):
+        current.discard(c.name)
+        s = frozenset(current)
+        if s and s not in exclude:
+            return s
+    return None
+
+
 def pareto_front(speed: Sequence[float], degradation: Sequence[float]) -> list[int]:
     """Indices of points not dominated (faster and less degraded), sorted by speed."""
     pts = [(s, d, i) for i, (s, d) in enumerate(zip(speed, degradation)) if np.isfinite(s) and np.isfinite(d)]

@@ -297,14 +297,16 @@ def _search(run: _Run, layers: list[str], reports: dict[str, LayerReport], cal: 
     while True:
         if not run.budget_left():
             return "budget exhausted"
-        chosen = search.choose(costs, ref.degradation, allowed, margin=margin, exclude=tried)
+        chosen, kind = search.choose(costs, ref.degradation, allowed, margin=margin, exclude=tried), "search"
         best = _best(run.history)
+        if chosen is None and best is None:  # nothing predicted to pass yet: revert the most sensitive layers
+            chosen, kind = search.greedy_revert(costs, exclude=tried), "greedy"
         if chosen is None or (best is not None and search.predicted_gain(chosen, costs)
                               <= search.predicted_gain(best.int8, costs)):
             break
         tried.add(chosen)
-        c = run.evaluate(sorted(chosen), cal, "search")
-        if not c.passed:
+        c = run.evaluate(sorted(chosen), cal, kind)
+        if not c.passed and kind == "search":
             margin = max(margin, c.upper95 - search.predicted_degradation(chosen, costs, ref.degradation))
     # Calibration variants where they can save the fastest fallback layer of the best candidate.
     best = _best(run.history)
