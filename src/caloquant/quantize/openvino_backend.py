@@ -19,10 +19,9 @@ from caloquant.errors import InputError, ModelError
 #: OpenVINO op types that NNCF quantizes as weighted layers.
 QUANTIZABLE_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData",
                      "MatMul")
-#: FP32 (and INT8) candidates must never run in the CPU plugin's default bf16 inference precision.
-F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 RANGES = ("minmax", "mean_minmax", "percentile", "mse")
-#: Inference precision of a candidate's non-INT8 computation: the recipe word and the OpenVINO hint.
+#: Inference precision of a candidate's non-INT8 computation: the recipe word and the OpenVINO hint. Always set
+#: explicitly: the CPU plugin's default is bf16 wherever the CPU has it, which FP32 candidates must never get.
 FALLBACKS = {"fp32": "f32", "bf16": "bf16"}
 
 
