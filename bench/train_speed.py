@@ -1,62 +1,196 @@
-"""Benchmark: 3DGAN training throughput (showers/s of full reference iterations) on this machine.
+"""Benchmark: 3DGAN training throughput of the reference step, per device, precision and batch, with TFLOP/s.
 
-Times ``Trainer.train_step`` (D on real, D on fake, two G steps) on MC showers for each combination of
-memory format and thread count, after one warm-up step, and prints a markdown table.
+Times ``Trainer.train_step`` (D on real, D on fake, two G steps) the way ``Trainer.run`` drives it (losses read
+back every ``log_every`` steps) after warm-up steps, for each configuration, in one process, on MC showers.
+The FLOPs of one step are counted from the models (``torch.utils.flop_counter``, forward and backward) and
+the achieved rate is printed next to the device's data-sheet peak.
 
-    .venv/bin/python bench/train_speed.py [--arch ecal25] [--batch 32] [--steps 3] [--threads 1,2]
+The ``before`` configuration reproduces the trainer as it was before the fast step: fp32 without TF32 or
+cuDNN autotuning, batches read from HDF5 and copied per step, every loss read back each step.
+
+    python bench/train_speed.py --device cpu --configs before,fp32,bf16 --batch 32 --steps 3
+    python bench/train_speed.py --device cuda --configs before,fp32,bf16 --batch 128,512,1024 \\
+        --markdown docs/benchmarks.md
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
+import json
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from caloquant.data import read_showers
+from caloquant.bench.machine import describe_markdown
 from caloquant.simulate import simulate_to_file
 from caloquant.train import TrainConfig, Trainer
-from caloquant.train.data import preprocess
+from caloquant.train.hardware import count_flops, device_name, peak_tflops
+
+BEGIN, END = "<!-- train_speed: begin -->", "<!-- train_speed: end -->"
 
 
-def measure(data: Path, arch: str, batch: int, steps: int, threads: int, channels_last: bool,
-            pretrain: bool) -> float:
-    """Showers per second of train_step, averaged over ``steps`` after a warm-up step."""
-    torch.set_num_threads(threads)
-    cfg = TrainConfig(arch=arch, batch_size=batch, channels_last=channels_last, threads=threads,
-                      pretrain_steps=10**9 if pretrain else 0, device="cpu")
+@dataclass(frozen=True)
+class Setting:
+    """One benchmarked configuration of the trainer."""
+
+    name: str
+    precision: str
+    resident: str
+    log_every: int
+    fast_backends: bool
+    compile: bool = False
+
+
+SETTINGS = {
+    "before": Setting("before", "fp32", "off", 1, fast_backends=False),
+    "fp32": Setting("fp32", "fp32", "auto", 10, fast_backends=True),
+    "bf16": Setting("bf16", "bf16", "auto", 10, fast_backends=True),
+    "bf16-compile": Setting("bf16-compile", "bf16", "auto", 10, fast_backends=True, compile=True),
+}
+
+
+@contextlib.contextmanager
+def backends(fast: bool) -> Iterator[None]:
+    """Switch TF32 and cuDNN autotuning off for the ``before`` setting (the trainer turns them on)."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    if not fast:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+         torch.backends.cudnn.benchmark) = saved
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def flops_per_shower(data: Path, arch: str, device: str) -> float:
+    """FLOPs of one reference iteration per shower, counted on a small batch."""
+    cfg = TrainConfig(arch=arch, batch_size=4, device=device, precision="fp32", resident="off", chunk_size=64)
     with tempfile.TemporaryDirectory() as out:
         tr = Trainer(cfg, data, out, val=data, progress=False)
-        b = preprocess(read_showers(data, 0, batch), tr.spec, cfg.ecal_cut)
-        tr.train_step(b, 0)
+        batch = next(iter(tr.stream.epoch(0)))
+        with count_flops() as total:
+            tr.train_step(batch, 0)
+        return total() / cfg.batch_size
+
+
+def measure(data: Path, arch: str, device: str, setting: Setting, batch: int, warmup: int, steps: int,
+            threads: int) -> dict[str, float]:
+    """Showers/s and seconds per step of ``setting`` at ``batch``, after ``warmup`` steps."""
+    cfg = TrainConfig(arch=arch, batch_size=batch, device=device, precision=setting.precision,
+                      resident=setting.resident, compile=setting.compile, log_every=setting.log_every,
+                      threads=threads, chunk_size=max(batch, 256))
+    with tempfile.TemporaryDirectory() as out, backends(setting.fast_backends):
+        tr = Trainer(cfg, data, out, val=data, progress=False)
+        source = tr.resident if tr.resident is not None else tr.stream
+
+        def batches() -> Iterator[object]:
+            epoch = 0
+            while True:
+                yield from source.epoch(epoch)
+                epoch += 1
+
+        it = batches()
+        dev = tr.ctx.device
+        t_start = time.perf_counter()
+        for s in range(warmup):
+            [float(v) for v in tr.train_step(next(it), s).values()]
+        sync(dev)
+        warm_s = time.perf_counter() - t_start
         t0 = time.perf_counter()
         for s in range(steps):
-            tr.train_step(b, s + 1)
-        return batch * steps / (time.perf_counter() - t0)
+            stats = tr.train_step(next(it), warmup + s)
+            if (s + 1) % setting.log_every == 0:
+                [float(v) for v in stats.values()]
+        sync(dev)
+        dt = time.perf_counter() - t0
+    peak_mem = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else float("nan")
+    return {"showers_per_s": batch * steps / dt, "ms_per_step": 1e3 * dt / steps, "warmup_s": warm_s,
+            "precision": tr.precision, "resident": tr.resident is not None, "peak_gib": peak_mem}
+
+
+def replace_block(path: Path, block: str) -> None:
+    """Put ``block`` between the train_speed markers of ``path`` (appended when the markers are absent)."""
+    text = path.read_text() if path.exists() else ""
+    begin, end = text.find(BEGIN), text.find(END)
+    if begin < 0 or end < begin:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    else:
+        text = text[:begin] + block + text[end + len(END):]
+    path.write_text(text)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="ecal25")
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch", default="128", help="comma-separated batch sizes")
+    ap.add_argument("--configs", default="before,fp32,bf16", help=f"comma-separated, of {', '.join(SETTINGS)}")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--showers", type=int, default=0, help="MC showers to train on (default: 4 batches of the "
+                    "largest size, at least 1024)")
+    ap.add_argument("--markdown", type=Path, help="write the table between the train_speed markers of this file")
+    ap.add_argument("--json", type=Path, help="write the measurements as JSON")
     args = ap.parse_args()
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    batches = [int(b) for b in args.batch.split(",")]
     window = "25x25x25" if args.arch == "ecal25" else "51x51x25"
     angle = "90" if args.arch == "ecal25" else "60:120"
+    rows = []
     with tempfile.TemporaryDirectory() as d:
         data = Path(d) / "mc.h5"
-        simulate_to_file(data, max(args.batch, 64), "10:500", angle=angle, window=window, seed=1, progress=False)
-        print(f"| {args.arch}, batch {args.batch} | threads | channels_last | showers/s |")
-        print("|---|---|---|---|")
-        for threads in (int(t) for t in args.threads.split(",")):
-            for cl in (False, True):
-                sps = measure(data, args.arch, args.batch, args.steps, threads, cl, pretrain=False)
-                print(f"| adversarial iteration | {threads} | {cl} | {sps:.2f} |", flush=True)
-            sps = measure(data, args.arch, args.batch, args.steps, threads, True, pretrain=True)
-            print(f"| generator-only physics step | {threads} | True | {sps:.2f} |", flush=True)
+        n = args.showers or max(1024, 4 * max(batches))
+        simulate_to_file(data, n, "10:500", angle=angle, window=window, seed=1, progress=False)
+        flops = flops_per_shower(data, args.arch, str(device))
+        name = device_name(device)
+        print(f"{name}: {flops / 1e9:.1f} GFLOP per shower per reference step", flush=True)
+        header = ("| setting | precision | batch | data resident | showers/s | ms/step | TFLOP/s | peak TFLOP/s "
+                  "| speed-up vs before |")
+        print(header + "\n|---|---|---|---|---|---|---|---|---|", flush=True)
+        base: float | None = None
+        for b in batches:
+            for key in args.configs.split(","):
+                setting = SETTINGS[key]
+                try:
+                    m = measure(data, args.arch, str(device), setting, b, args.warmup, args.steps, args.threads)
+                except Exception as e:  # noqa: BLE001 - one failing setting (e.g. compile) must not lose the others
+                    print(f"| {key} | - | {b} | - | failed: {type(e).__name__}: {str(e)[:100]} |", flush=True)
+                    continue
+                if key == "before" and base is None:
+                    base = m["showers_per_s"]
+                tflops = m["showers_per_s"] * flops / 1e12
+                peak = peak_tflops(device, m["precision"])
+                ratio = f"{m['showers_per_s'] / base:.1f}x" if base else "-"
+                row = (f"| {key} | {m['precision']} | {b} | {'yes' if m['resident'] else 'no'} | "
+                       f"{m['showers_per_s']:,.0f} | {m['ms_per_step']:.1f} | {tflops:.2f} | "
+                       f"{f'{peak:.0f}' if peak else '-'} | {ratio} |")
+                print(row, flush=True)
+                rows.append({"setting": key, "batch": b, **m, "tflops": tflops, "row": row})
+    if args.json:
+        args.json.write_text(json.dumps({"device": name, "gflop_per_shower": flops / 1e9, "rows": rows}, indent=2))
+    if args.markdown:
+        when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        cmd = "python " + " ".join(["bench/train_speed.py", *sys.argv[1:]])
+        table = "\n".join([header, "|---|---|---|---|---|---|---|---|---|", *(r["row"] for r in rows)])
+        block = (f"{BEGIN}\n### {args.arch} training step on {name}\n\n`{cmd}` ({when}; {args.warmup} warm-up and "
+                 f"{args.steps} timed steps per row; {flops / 1e9:.1f} GFLOP per shower per reference step, counted "
+                 f"from the models, forward and backward). Host: {describe_markdown()}\n\n{table}\n{END}")
+        replace_block(args.markdown, block)
 
 
 if __name__ == "__main__":

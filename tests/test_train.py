@@ -19,7 +19,12 @@ from caloquant.models import load_generator
 from caloquant.train import TrainConfig, Trainer, train
 from caloquant.train.data import BatchStream, preprocess, split_blocks
 
-TINY = dict(batch_size=2, checkpoint_every=2, eval_showers=40, chunk_size=50, threads=1, seed=3)
+TINY = dict(batch_size=2, checkpoint_every=2, eval_showers=40, chunk_size=50, threads=1, seed=3, precision="fp32")
+
+
+def _cfg(**kw: object) -> TrainConfig:
+    """TINY with overrides."""
+    return TrainConfig(**{**TINY, **kw})  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +92,7 @@ from caloquant.train import TrainConfig, Trainer
 from caloquant.train.data import preprocess
 from caloquant.train.distributed import init_distributed, shutdown_distributed
 data, out, per_rank = sys.argv[1], sys.argv[2], int(sys.argv[3])
-cfg = TrainConfig(batch_size=per_rank, dropout=0.0, optimizer="sgd", lr=1e-4, channels_last=False, physics_weight=0.0, scale_lr=False, chunk_size=50,
+cfg = TrainConfig(batch_size=per_rank, dropout=0.0, optimizer="sgd", lr=1e-4, channels_last=False, physics_weight=0.0, scale_lr=False, chunk_size=50, precision="fp32",
                   threads=1, seed=5, device="cpu")
 ctx = init_distributed("cpu")
 tr = Trainer(cfg, data, out, ctx=ctx, progress=False, val=data)
@@ -178,3 +183,125 @@ def test_cli_under_torchrun(data_file: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("finished: step 2") == 1
     assert (out / "generator-best.pt").exists() and len((out / "metrics.csv").read_text().splitlines()) == 2
+
+
+def test_resident_stream_yields_the_streamed_batches(data_file: Path) -> None:
+    """Device-resident training rows give, batch for batch, what the HDF5 stream gives (so resume stays exact)."""
+    from caloquant.data.dataset import ShowerDataset
+    from caloquant.models import DEFAULT_SPECS
+    from caloquant.train.data import ResidentStream
+
+    ds = ShowerDataset(data_file)
+    blocks, _ = split_blocks(ds, 40, 0.0)
+    for rank in range(2):
+        stream = BatchStream(ds, blocks, DEFAULT_SPECS["ecal25"], batch_size=7, rank=rank, world_size=2, seed=4,
+                             mix_blocks=2, ecal_cut=10.0)
+        resident = ResidentStream(stream, torch.device("cpu"))
+        for epoch, skip in ((0, 0), (1, 3)):
+            streamed, held = list(stream.epoch(epoch, skip)), list(resident.epoch(epoch, skip))
+            assert len(streamed) == len(held) > 0
+            for a, b in zip(streamed, held):
+                for f in ("images", "energy", "theta", "ecal"):
+                    assert np.array_equal(getattr(a, f), getattr(b, f).numpy()), f
+
+
+def test_resident_and_streamed_training_are_identical(data_file: Path, tmp_path: Path) -> None:
+    runs = []
+    for resident in ("on", "off"):
+        tr = Trainer(_cfg(max_steps=3, pretrain_steps=1, resident=resident),
+                     data_file, tmp_path / resident, progress=False)
+        assert (tr.resident is not None) == (resident == "on")
+        tr.run()
+        runs.append(_params(tr.G))
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_losses_are_read_back_only_when_logged(data_file: Path, tmp_path: Path) -> None:
+    """The step returns device tensors; the loop logs (and syncs) every log_every steps."""
+    tr = Trainer(_cfg(max_steps=5, log_every=2), data_file, tmp_path / "r",
+                 progress=False)
+    batch = next(iter(tr.stream.epoch(0)))
+    stats = tr.train_step(batch, 0)
+    assert all(isinstance(v, torch.Tensor) for k, v in stats.items() if k != "lr")
+    tr.run()
+    steps = [int(line.split(",")[0]) for line in (tmp_path / "r" / "losses.csv").read_text().splitlines()[1:]]
+    assert steps == [1, 2, 4]
+
+
+def _bf16_fast() -> bool:
+    from caloquant.train.hardware import cpu_has_native_bf16
+
+    return cpu_has_native_bf16()
+
+
+NEEDS_NATIVE_BF16 = pytest.mark.skipif(not _bf16_fast(), reason="this CPU has no AVX512-BF16/AMX-BF16: bf16 "
+                                       "convolutions are emulated (about 40x slower than fp32), too slow here")
+
+
+def _first_step(data_file: Path, tmp_path: Path, **kw: object) -> dict[str, dict[str, float]]:
+    values = {}
+    for precision in ("fp32", "bf16"):
+        tr = Trainer(_cfg(precision=precision, dropout=0.0, **kw), data_file, tmp_path / precision, progress=False)
+        assert tr.precision == precision
+        batch = next(iter(tr.stream.epoch(0)))
+        values[precision] = {k: float(v) for k, v in tr.train_step(batch, 0).items()}
+    return values
+
+
+# bf16 autocast keeps 8 mantissa bits (relative rounding 2**-9 = 0.2%) in convolutions that accumulate in fp32;
+# through the 4-5 layers of G (and D) that is of order 1% on the loss values of one step (the losses themselves
+# are computed in fp32). 5% leaves room for the ReLU/LeakyReLU kinks; a broken bf16 path (an unscaled or
+# truncated output, a wrong layout) is off by far more.
+BF16_REL = 0.05
+
+
+def test_bf16_generator_step_is_close_to_fp32(data_file: Path, tmp_path: Path) -> None:
+    """The generator-only (pre-training) step, cheap enough to run in bf16 on every CPU."""
+    values = _first_step(data_file, tmp_path, pretrain_steps=1, batch_size=2)
+    for key, ref in values["fp32"].items():
+        assert values["bf16"][key] == pytest.approx(ref, rel=BF16_REL, abs=1e-3), key
+
+
+@NEEDS_NATIVE_BF16
+def test_bf16_adversarial_step_is_close_to_fp32(data_file: Path, tmp_path: Path) -> None:
+    values = _first_step(data_file, tmp_path, batch_size=8)
+    for key, ref in values["fp32"].items():
+        assert values["bf16"][key] == pytest.approx(ref, rel=BF16_REL, abs=1e-3), key
+
+
+@NEEDS_NATIVE_BF16
+def test_bf16_resume_is_exact(data_file: Path, tmp_path: Path) -> None:
+    """bf16 kernels are deterministic on one machine, so resume is still bit for bit."""
+    straight = Trainer(_cfg(max_steps=3, precision="bf16", pretrain_steps=1), data_file, tmp_path / "a",
+                       progress=False)
+    straight.run()
+    Trainer(_cfg(max_steps=1, precision="bf16", pretrain_steps=1), data_file, tmp_path / "b", progress=False).run()
+    resumed = Trainer(_cfg(max_steps=3, precision="bf16", pretrain_steps=1), data_file, tmp_path / "b",
+                      resume=True, progress=False)
+    resumed.run()
+    assert torch.equal(_params(straight.G), _params(resumed.G))
+
+
+def test_ema_generator_is_evaluated_and_exported(data_file: Path, tmp_path: Path) -> None:
+    cfg = _cfg(max_steps=2, eval_every=2, ema_decay=0.5, select="fpd")
+    res = train(cfg, data_file, tmp_path / "ema", progress=False)
+    ckpt = torch.load(tmp_path / "ema" / "checkpoint-last.pt", weights_only=True)
+    g, ema = ckpt["generator"], ckpt["generator_ema"]
+    assert any(not torch.equal(g[k], ema[k]) for k in g if g[k].is_floating_point())
+    exported = torch.load(tmp_path / "ema" / "generator-best.pt", weights_only=True)
+    assert all(torch.equal(exported[k], ema[k]) for k in ema)
+    header, row = (tmp_path / "ema" / "metrics.csv").read_text().splitlines()[:2]
+    assert header.endswith("fpd") and res.state.best_metric == pytest.approx(float(row.split(",")[-1]))
+
+
+def test_init_generator_and_lr_scaling(data_file: Path, tmp_path: Path) -> None:
+    first = train(_cfg(max_steps=1), data_file, tmp_path / "a", progress=False)
+    src = first.out_dir / "generator-best.pt"
+    tr = Trainer(_cfg(init_generator=str(src), reference_batch=1, warmup_steps=4), data_file, tmp_path / "b", progress=False)
+    loaded = torch.load(src, weights_only=True)
+    assert all(torch.equal(v, loaded[k]) for k, v in tr.G.state_dict().items())
+    # global batch 2 at reference batch 1: lr doubles, reached linearly over the warm-up
+    assert tr.lr_at(0) == pytest.approx(1e-3) and tr.lr_at(2) == pytest.approx(1.5e-3)
+    assert tr.lr_at(10) == pytest.approx(2e-3)
+    with pytest.raises(InputError, match="precision must be"):
+        TrainConfig(precision="fp16")

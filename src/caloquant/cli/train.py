@@ -36,6 +36,20 @@ def train_cmd(
     eval_showers: int = typer.Option(2000, "--eval-showers", help="Held-out showers used by the evaluation."),
     chunk: int = typer.Option(1000, "--chunk", help="Rows per read block (the unit of shuffling and sharding)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    precision: str = typer.Option("auto", "--precision", help="fp32, bf16 (autocast) or auto: bf16 on CUDA and on "
+                                  "CPUs with native BF16 (AVX512-BF16, AMX), fp32 elsewhere."),
+    resident: str = typer.Option("auto", "--resident", help="Hold the training rows on the device: on, off, or "
+                                 "auto (when they take under half its free memory)."),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the generator and discriminator."),
+    ema: float = typer.Option(0.0, "--ema", help="Decay of a moving average of the generator weights, which is "
+                              "then evaluated and exported (0: off; e.g. 0.999)."),
+    init_generator: str = typer.Option("", "--init-generator", help="Start the generator from these weights "
+                                       "(shipped name or .pt) and fine-tune; the discriminator starts fresh."),
+    reference_batch: int = typer.Option(0, "--reference-batch", help="Global batch at which --lr applies; larger "
+                                        "global batches scale the LR linearly (0: --batch)."),
+    log_every: int = typer.Option(10, "--log-every", help="Steps between loss read-backs and log rows."),
+    select: str = typer.Option("moments", "--select", help="Held-out metric that picks the best checkpoint: "
+                               "moments (3DGAN moment metric) or fpd (Frechet physics distance)."),
     threads: int = typer.Option(0, "--threads", help="CPU threads per rank (0: PyTorch default)."),
     seed: int = typer.Option(0, "--seed", help="Seed of initialisation, data order, noise and label flips."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
@@ -51,7 +65,9 @@ def train_cmd(
         arch=arch, batch_size=batch, lr=lr, scale_lr=not no_scale_lr, warmup_steps=warmup, epochs=epochs,
         max_steps=max_steps, max_minutes=max_minutes, physics_weight=physics_weight, pretrain_steps=pretrain_steps,
         checkpoint_every=checkpoint_every, eval_every=eval_every, eval_showers=eval_showers, chunk_size=chunk, device=device,
-        threads=threads, seed=seed,
+        threads=threads, seed=seed, precision=precision, resident=resident, compile=compile_, ema_decay=ema,
+        init_generator=init_generator, reference_batch=reference_batch, log_every=log_every,
+        select=select,
     )
     try:
         result = train(cfg, data, out, val=val, resume=resume, progress=not quiet)
@@ -62,4 +78,4 @@ def train_cmd(
         best = f"{st.best_metric:.4f} at step {st.best_step}" if st.best_step >= 0 else "not evaluated"
         status = "finished" if result.finished else "paused (resume with --resume)"
         typer.echo(f"{status}: step {st.step}, epoch {st.epoch}, {st.elapsed / 60:.1f} min; "
-                   f"best moment metric {best}; outputs in {out}")
+                   f"best {'FPD' if cfg.select == 'fpd' else 'moment metric'} {best}; outputs in {out}")

@@ -8,6 +8,8 @@ from typing import Any
 from caloquant.errors import InputError
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
+PRECISIONS = ("auto", "fp32", "bf16")
+RESIDENT = ("auto", "on", "off")
 REFERENCE_LOSS_WEIGHTS = {"ecal25": (2.0, 0.1, 0.1), "angle51": (3.0, 0.1, 25.0, 0.1)}
 
 
@@ -19,7 +21,8 @@ class TrainConfig:
     batch_size: int = 128  # per rank; the global batch is batch_size * world_size
     lr: float = 1e-3  # RMSprop, per the reference
     optimizer: str = "rmsprop"  # rmsprop (reference), adam (Rehm's TF2 runs) or sgd
-    scale_lr: bool = True  # lr * world_size, reached linearly over warmup_steps
+    scale_lr: bool = True  # lr * global batch / reference batch, reached linearly over warmup_steps
+    reference_batch: int = 0  # the global batch at which lr applies; 0: batch_size (lr scales with world size)
     warmup_steps: int = 200
     label_flip: float = 0.05
     gen_steps: int = 2
@@ -44,6 +47,13 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0  # 0: leave torch's default
     channels_last: bool = True
+    precision: str = "auto"  # fp32, bf16 (autocast), auto: bf16 on CUDA and on CPUs with native BF16
+    resident: str = "auto"  # hold the pre-processed training rows on the device: on, off, auto (when they fit)
+    compile: bool = False  # torch.compile the generator and discriminator
+    log_every: int = 10  # steps between loss read-backs (the only host syncs of the step loop)
+    ema_decay: float = 0.0  # exponential moving average of the generator (0: off); evaluated and exported
+    select: str = "moments"  # held-out metric that picks the best checkpoint: moments or fpd
+    init_generator: str = ""  # start the generator from these weights (shipped name or .pt); D starts fresh
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -60,6 +70,16 @@ class TrainConfig:
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0.0 <= self.label_flip < 0.5:
             raise InputError(f"label_flip must be in [0, 0.5), got {self.label_flip}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.resident not in RESIDENT:
+            raise InputError(f"resident must be one of {', '.join(RESIDENT)}, got {self.resident!r}")
+        if self.select not in ("moments", "fpd"):
+            raise InputError(f"select must be moments or fpd, got {self.select!r}")
+        if self.log_every <= 0 or self.reference_batch < 0:
+            raise InputError("log_every must be positive and reference_batch non-negative")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.optimizer not in OPTIMIZERS:
             raise InputError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.lr <= 0:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from caloquant.data.dataset import ShowerDataset
 from caloquant.data.formats import ShowerFile, ShowerSet
@@ -81,17 +82,96 @@ class BatchStream:
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.seed, self.mix_blocks, self.ecal_cut = seed, mix_blocks, ecal_cut
 
+    def groups(self, epoch: int) -> Iterator[tuple[list[int], int]]:
+        """This rank's groups of block indices for ``epoch``, each with its group number (the shuffle seed)."""
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.blocks))
+        mine = [int(k) for k in order[self.rank :: self.world_size]]
+        for g in range(0, len(mine), self.mix_blocks):
+            yield mine[g : g + self.mix_blocks], g
+
+    def batch_rows(self, epoch: int, group: int, n_rows: int) -> Iterator[np.ndarray]:
+        """Row indices (into the group's kept rows) of each full batch of one group."""
+        perm = np.random.default_rng([self.seed, epoch, self.rank, group]).permutation(n_rows)
+        for s in range(0, n_rows - self.batch_size + 1, self.batch_size):
+            yield perm[s : s + self.batch_size]
+
     def epoch(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
         """Batches of ``epoch`` for this rank, skipping the first ``skip`` (for exact resume)."""
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.blocks))
-        mine = [self.blocks[k] for k in order[self.rank :: self.world_size]]
         emitted = 0
-        for g in range(0, len(mine), self.mix_blocks):
-            group = mine[g : g + self.mix_blocks]
-            batch = preprocess(read_blocks(self.dataset, group), self.spec, self.ecal_cut)
-            perm = np.random.default_rng([self.seed, epoch, self.rank, g]).permutation(len(batch.energy))
-            for s in range(0, len(perm) - self.batch_size + 1, self.batch_size):
+        for members, g in self.groups(epoch):
+            batch = preprocess(read_blocks(self.dataset, [self.blocks[k] for k in members]), self.spec,
+                               self.ecal_cut)
+            for idx in self.batch_rows(epoch, g, len(batch.energy)):
                 if emitted >= skip:
-                    idx = perm[s : s + self.batch_size]
                     yield Batch(batch.images[idx], batch.energy[idx], batch.theta[idx], batch.ecal[idx])
+                emitted += 1
+
+
+@dataclass
+class TensorBatch:
+    """A training batch as tensors on the training device."""
+
+    images: torch.Tensor
+    energy: torch.Tensor
+    theta: torch.Tensor
+    ecal: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.energy.shape[0])
+
+
+def to_tensors(batch: Batch | TensorBatch, device: torch.device) -> TensorBatch:
+    """Move a numpy batch to ``device`` (pinned, asynchronous copies on CUDA); tensor batches pass through."""
+    if isinstance(batch, TensorBatch):
+        return batch
+
+    def move(a: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        if device.type == "cuda":
+            return t.pin_memory().to(device, non_blocking=True)
+        return t
+
+    return TensorBatch(move(batch.images), move(batch.energy), move(batch.theta), move(batch.ecal))
+
+
+def resident_bytes(stream: BatchStream, dtype: torch.dtype = torch.float32) -> int:
+    """Memory the stream's training rows would take when held resident (upper bound: before the ECAL cut)."""
+    rows = sum(stop - start for _, start, stop in stream.blocks)
+    item = torch.empty((), dtype=dtype).element_size()
+    return rows * (stream.spec.window.n_cells + 3) * item
+
+
+class ResidentStream:
+    """The same batches as ``BatchStream``, from the pre-processed training rows held once on the device.
+
+    Rows are read and pre-processed once (every training block: a rank's share changes from epoch to epoch),
+    stored block by block in one tensor,
+    and each batch is gathered on the device: no file reads, no host-to-device copies after the start.
+    ``epoch`` yields, batch for batch, what ``BatchStream.epoch`` yields (tested), so resume stays exact.
+    """
+
+    def __init__(self, stream: BatchStream, device: torch.device) -> None:
+        self.stream, self.device = stream, device
+        mine = range(len(stream.blocks))  # a rank's share of the blocks changes every epoch: hold them all
+        self.offsets: dict[int, tuple[int, int]] = {}
+        parts: list[Batch] = []
+        total = 0
+        for k in mine:
+            b = preprocess(read_blocks(stream.dataset, [stream.blocks[k]]), stream.spec, stream.ecal_cut)
+            self.offsets[k] = (total, len(b.energy))
+            total += len(b.energy)
+            parts.append(b)
+        cat = Batch(*(np.concatenate([getattr(b, f) for b in parts]) for f in ("images", "energy", "theta", "ecal")))
+        self.data = to_tensors(cat, device)
+
+    def epoch(self, epoch: int, skip: int = 0) -> Iterator[TensorBatch]:
+        """Batches of ``epoch`` for this rank as device tensors, skipping the first ``skip``."""
+        emitted = 0
+        d = self.data
+        for members, g in self.stream.groups(epoch):
+            rows = np.concatenate([np.arange(o, o + n) for o, n in (self.offsets[k] for k in members)])
+            for idx in self.stream.batch_rows(epoch, g, len(rows)):
+                if emitted >= skip:
+                    sel = torch.from_numpy(rows[idx]).to(self.device)
+                    yield TensorBatch(d.images[sel], d.energy[sel], d.theta[sel], d.ecal[sel])
                 emitted += 1

@@ -5,6 +5,7 @@ bit for bit where the interrupted one stopped.
 
 from __future__ import annotations
 
+import copy
 import csv
 import math
 import os
@@ -31,13 +32,25 @@ from caloquant.models.registry import (
 )
 from caloquant.models.spec import DEFAULT_SPECS, ModelSpec
 from caloquant.train.config import TrainConfig
-from caloquant.train.data import Batch, BatchStream, read_blocks, split_blocks
+from caloquant.train.data import (
+    Batch,
+    BatchStream,
+    ResidentStream,
+    TensorBatch,
+    read_blocks,
+    resident_bytes,
+    split_blocks,
+    to_tensors,
+)
 from caloquant.train.distributed import DistContext, init_distributed
+from caloquant.train.hardware import autocast, configure_backends, resolve_precision
 from caloquant.train.losses import bce_logits, mape, physics_loss
 
+#: Held-out metric that picks the best checkpoint, by ``TrainConfig.select``.
+SELECT_BY = {"moments": "moments_metric", "fpd": "fpd"}
 LOSS_FIELDS = ["step", "epoch", "showers", "seconds", "lr", "d_real", "d_fake", "g_adv", "g_aux", "g_ecal",
                "g_phys", "showers_per_s"]
-METRIC_FIELDS = ["step", "epoch", "seconds", "moments_metric", "sampling_fraction_mre"]
+METRIC_FIELDS = ["step", "epoch", "seconds", "moments_metric", "sampling_fraction_mre", "fpd"]
 
 
 @dataclass
@@ -94,23 +107,56 @@ class Trainer:
                                   rank=self.ctx.rank, world_size=self.ctx.world_size, seed=config.seed,
                                   mix_blocks=config.mix_blocks, ecal_cut=config.ecal_cut)
         self.val = self._load_val(val, hold_blocks) if self.ctx.is_main else None
+        self._val_features: Any = None
+
+        dev = self.ctx.device
+        configure_backends(dev)
+        self.precision = resolve_precision(config.precision, dev)
+        self._amp = autocast(dev, self.precision)
+        self.resident = ResidentStream(self.stream, dev) if self._fits_on_device() else None
 
         torch.manual_seed(config.seed)
-        dev = self.ctx.device
         self.G = build_generator(self.spec).to(dev)
         self.D = build_discriminator(self.spec, dropout=config.dropout).to(dev)
+        if config.init_generator and ckpt is None:
+            self._init_generator(config.init_generator)
         if config.channels_last:
             self.D = self.D.to(memory_format=torch.channels_last_3d)
         self.ctx.broadcast_module(self.G)
         self.ctx.broadcast_module(self.D)
         self.opt_g = make_optimizer(config, self.G)
         self.opt_d = make_optimizer(config, self.D)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if config.ema_decay > 0 else None
         self.state = TrainState()
         if ckpt is not None:
             self._restore(ckpt)
+        # compiled callables share parameters with the modules, which stay the objects that are saved
+        self._g = torch.compile(self.G) if config.compile else self.G
+        self._d = torch.compile(self.D) if config.compile else self.D
         if self.ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             self._trim_logs()
+
+    # -- set-up ----------------------------------------------------------------------------------------
+
+    def _fits_on_device(self) -> bool:
+        """Whether to hold the training rows resident: on, off, or auto (under half the free memory)."""
+        if self.cfg.resident != "auto":
+            return self.cfg.resident == "on"
+        need = resident_bytes(self.stream)
+        dev = self.ctx.device
+        if dev.type == "cuda":
+            free = torch.cuda.mem_get_info(dev)[0]
+        else:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return need < 0.5 * free
+
+    def _init_generator(self, source: str) -> None:
+        """Start from trained generator weights (fine-tuning); the discriminator still starts fresh."""
+        from caloquant.models.registry import load_generator
+
+        loaded = load_generator(source, expect_arch=self.spec.arch)
+        self.G.load_state_dict(loaded.module.state_dict())
 
     # -- data and evaluation -------------------------------------------------------------------------
 
@@ -125,25 +171,40 @@ class Trainer:
             return None
         return read_blocks(self.dataset, hold_blocks, self.cfg.eval_showers)
 
+    @property
+    def generator(self) -> torch.nn.Module:
+        """The generator that is evaluated and exported: the moving average when enabled, else the trained one."""
+        return self.G_ema if self.G_ema is not None else self.G
+
     def generate(self, energies: np.ndarray, thetas: np.ndarray, seed: int, batch: int = 256) -> np.ndarray:
         """Physical showers (GeV) from the current generator, in eval mode, noise per shower index."""
-        return sample_showers(self.G, self.spec, energies, np.degrees(thetas), seed=seed, batch=batch,
+        return sample_showers(self.generator, self.spec, energies, np.degrees(thetas), seed=seed, batch=batch,
                               device=self.ctx.device)
 
     def evaluate(self) -> dict[str, float]:
-        """3DGAN moment metric and sampling-fraction error of generated vs held-out showers."""
-        from caloquant.validate import moments_metric, sampling_fraction_mre
+        """3DGAN moment metric, sampling-fraction error and FPD of generated vs held-out showers.
+
+        The FPD here is the Frechet distance of the CaloChallenge feature vectors at the held-out sample's
+        size (no 1/N extrapolation): biased upwards, but consistent from one evaluation to the next.
+        """
+        from caloquant.validate import compute_features, frechet_at_size, moments_metric, sampling_fraction_mre
 
         assert self.val is not None
         fake = ShowerSet(self.generate(self.val.energy, self.val.theta, seed=self.cfg.seed + 1_000_003),
                          self.val.energy, self.val.theta)
-        return {"moments_metric": moments_metric(self.val, fake),
-                "sampling_fraction_mre": sampling_fraction_mre(self.val, fake)}
+        if self._val_features is None:
+            self._val_features = compute_features(self.val)
+        feats = compute_features(fake)
+        dist = frechet_at_size(self._val_features.classifier_vector(), feats.classifier_vector())
+        return {"moments_metric": moments_metric(self._val_features, feats),
+                "sampling_fraction_mre": sampling_fraction_mre(self._val_features, feats), "fpd": dist}
 
     # -- one optimisation step -----------------------------------------------------------------------
 
     def lr_at(self, step: int) -> float:
-        scale = self.ctx.world_size if self.cfg.scale_lr else 1
+        """Linear LR scaling with the global batch (relative to reference_batch), reached over the warm-up."""
+        reference = self.cfg.reference_batch or self.cfg.batch_size
+        scale = self.cfg.batch_size * self.ctx.world_size / reference if self.cfg.scale_lr else 1.0
         if scale == 1:
             return self.cfg.lr
         frac = 1.0 if self.cfg.warmup_steps <= 0 else min(1.0, step / self.cfg.warmup_steps)
@@ -159,68 +220,92 @@ class Trainer:
         sl = slice(self.ctx.rank * n_local, (self.ctx.rank + 1) * n_local)
         return {"noise": noise[:, sl], "flips": flips[:, sl]}
 
-    def _heads_loss(self, out: dict[str, torch.Tensor], labels: torch.Tensor, t: dict[str, torch.Tensor]
-                    ) -> tuple[torch.Tensor, dict[str, float]]:
+    def _heads_loss(self, out: dict[str, torch.Tensor], labels: torch.Tensor, t: TensorBatch
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Weighted discriminator-head losses in fp32, with their detached parts (read back only when logged)."""
+        out = {k: v.float() for k, v in out.items()}
         w = self.cfg.loss_weights
         adv = bce_logits(out["logit"], labels)
-        aux = mape(out["energy"], t["energy"])
-        ecal = mape(out["ecal"], t["ecal"])
+        aux = mape(out["energy"], t.energy)
+        ecal = mape(out["ecal"], t.ecal)
         loss = w[0] * adv + w[1] * aux + w[-1] * ecal
-        parts = {"adv": adv.item(), "aux": aux.item(), "ecal": ecal.item()}
+        parts = {"adv": adv.detach(), "aux": aux.detach(), "ecal": ecal.detach()}
         if self.spec.arch == "angle51":
-            ang = (out["angle"] - t["theta"]).abs().mean()
+            ang = (out["angle"] - t.theta).abs().mean()
             loss = loss + w[2] * ang
-            parts["ang"] = ang.item()
+            parts["ang"] = ang.detach()
         return loss, parts
 
-    def _latent(self, noise: np.ndarray, t: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
-        lat = self.spec.latent(batch.energy * 100.0, np.degrees(batch.theta), noise)
-        return torch.from_numpy(lat).to(self.ctx.device)
+    def _latent(self, noise: torch.Tensor, b: TensorBatch) -> torch.Tensor:
+        """Generator input built on the device, as ``ModelSpec.latent`` builds it (E/100 times noise, or
+        [E/100, theta, noise] for the angle model)."""
+        if self.spec.arch == "ecal25":
+            return noise * b.energy.view(-1, 1)
+        return torch.cat([b.energy.view(-1, 1), b.theta.view(-1, 1), noise], 1)
 
-    def train_step(self, batch: Batch, step: int) -> dict[str, float]:
-        """One reference iteration on this rank's part of the global batch; gradients averaged over ranks."""
-        dev, n = self.ctx.device, len(batch.energy)
+    def _update_ema(self) -> None:
+        if self.G_ema is None:
+            return
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1.0 - self.cfg.ema_decay)
+            for mine, theirs in zip(self.G_ema.buffers(), self.G.buffers()):
+                mine.copy_(theirs)
+
+    def train_step(self, batch: Batch | TensorBatch, step: int) -> dict[str, torch.Tensor | float]:
+        """One reference iteration on this rank's part of the global batch; gradients averaged over ranks.
+
+        Losses come back as device tensors: reading them (``float(v)``) waits for the device, so the run
+        loop does it only every ``log_every`` steps.
+        """
+        dev = self.ctx.device
+        b = to_tensors(batch, dev)
+        n = len(b)
         torch.manual_seed(self.cfg.seed * 1_000_003 + step * 4099 + self.ctx.rank)  # dropout masks
         draws = self._draws(step, n)
         lr = self.lr_at(step)
         for opt in (self.opt_g, self.opt_d):
             for group in opt.param_groups:
                 group["lr"] = lr
-        real = torch.from_numpy(batch.images).to(dev)
-        t = {"energy": torch.from_numpy(batch.energy).to(dev), "ecal": torch.from_numpy(batch.ecal).to(dev),
-             "theta": torch.from_numpy(batch.theta).to(dev)}
-        ones = torch.ones(n, device=dev)
+        noise = torch.from_numpy(draws["noise"]).to(dev)
         flips = torch.from_numpy(draws["flips"]).to(dev)
-        stats: dict[str, float] = {"lr": lr}
+        ones = torch.ones(n, device=dev)
+        stats: dict[str, torch.Tensor | float] = {"lr": lr}
         pretraining = step < self.cfg.pretrain_steps
 
         if not pretraining:
-            fake = self.G(self._latent(draws["noise"][0], t, batch)).detach()
-            for name, images, labels in (("d_real", real, torch.where(flips[0], 0.0, 1.0)),
+            with torch.no_grad(), self._amp():
+                fake = self._g(self._latent(noise[0], b)).float()
+            for name, images, labels in (("d_real", b.images, torch.where(flips[0], 0.0, 1.0)),
                                          ("d_fake", fake, torch.where(flips[1], 1.0, 0.0))):
                 self.opt_d.zero_grad(set_to_none=True)
-                loss, _ = self._heads_loss(self.D(images), labels, t)
+                with self._amp():
+                    out = self._d(images)
+                loss, _ = self._heads_loss(out, labels, b)
                 loss.backward()
                 self.ctx.average_gradients(self.D)
                 self.opt_d.step()
-                stats[name] = loss.item()
+                stats[name] = loss.detach()
 
         for k in range(self.cfg.gen_steps):
             self.opt_g.zero_grad(set_to_none=True)
-            gen = self.G(self._latent(draws["noise"][1 + k], t, batch))
-            phys = physics_loss(gen, real, t["energy"], self.spec.xpower, self.cfg.physics_groups)
+            with self._amp():
+                gen = self._g(self._latent(noise[1 + k], b)).float()
+            phys = physics_loss(gen, b.images, b.energy, self.spec.xpower, self.cfg.physics_groups)
             if pretraining:
-                ecal = mape(gen.clamp_min(0).pow(1.0 / self.spec.xpower).flatten(1).sum(1), t["ecal"])
+                ecal = mape(gen.clamp_min(0).pow(1.0 / self.spec.xpower).flatten(1).sum(1), b.ecal)
                 loss = self.cfg.loss_weights[-1] * ecal + max(self.cfg.physics_weight, 1.0) * phys
-                parts = {"ecal": ecal.item()}
+                parts = {"ecal": ecal.detach()}
             else:
-                loss, parts = self._heads_loss(self.D(gen), ones, t)
+                with self._amp():
+                    out = self._d(gen)
+                loss, parts = self._heads_loss(out, ones, b)
                 loss = loss + self.cfg.physics_weight * phys
             loss.backward()
             self.ctx.average_gradients(self.G)
             self.opt_g.step()
             stats.update({f"g_{k}": v for k, v in parts.items()})
-            stats["g_phys"] = phys.item()
+            stats["g_phys"] = phys.detach()
+        self._update_ema()
         self.D.zero_grad(set_to_none=True)
         return stats
 
@@ -238,6 +323,8 @@ class Trainer:
         where = str(self.out / "checkpoint-last.pt")
         load_state(self.G, ckpt["generator"], where)
         load_state(self.D, ckpt["discriminator"], where)
+        if self.G_ema is not None:
+            load_state(self.G_ema, ckpt.get("generator_ema") or ckpt["generator"], where)
         try:
             self.opt_g.load_state_dict(ckpt["opt_g"])
             self.opt_d.load_state_dict(ckpt["opt_d"])
@@ -255,6 +342,8 @@ class Trainer:
             "discriminator": self.D.state_dict(), "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(), "torch_version": str(torch.__version__),
         }
+        if self.G_ema is not None:
+            payload["generator_ema"] = self.G_ema.state_dict()
         path = self.out / name
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
@@ -270,7 +359,7 @@ class Trainer:
         ckpt = self._read_checkpoint(src if src.exists() else self.out / "checkpoint-last.pt")
         pt = self.out / "generator-best.pt"
         with atomic_path(pt) as tmp:
-            torch.save(ckpt["generator"], tmp)
+            torch.save(ckpt.get("generator_ema") or ckpt["generator"], tmp)
         card = {"spec": ckpt["spec"], "sha256": sha256_file(pt), "step": ckpt["state"]["step"],
                 "best_metric": ckpt["state"]["best_metric"], "config": ckpt["config"]}
         write_text_atomic(pt.with_suffix(".json"), json.dumps(card, indent=2))
@@ -317,8 +406,9 @@ class Trainer:
         m = self.evaluate()
         self._log("metrics.csv", METRIC_FIELDS, {"step": self.state.step, "epoch": self.state.epoch,
                                                  "seconds": round(self.state.elapsed, 1), **m})
-        if math.isfinite(m["moments_metric"]) and m["moments_metric"] < self.state.best_metric:
-            self.state.best_metric, self.state.best_step = m["moments_metric"], self.state.step
+        score = m[SELECT_BY[self.cfg.select]]
+        if math.isfinite(score) and score < self.state.best_metric:
+            self.state.best_metric, self.state.best_step = score, self.state.step
             self.checkpoint("checkpoint-best.pt")
         self._plot()
         return m
@@ -343,32 +433,38 @@ class Trainer:
         total = cfg.max_steps or cfg.epochs * self.steps_per_epoch()
         finished = False
         gb = cfg.batch_size * self.ctx.world_size
+        source = self.resident if self.resident is not None else self.stream
+        last_log = (st.step, time.perf_counter())
         try:
             with progress_bar(total, f"train {cfg.arch}", unit="showers", enabled=self.progress) as advance:
                 advance(min(st.step, total))
                 while st.epoch < cfg.epochs and not finished:
-                    it = self.stream.epoch(st.epoch, skip=st.batch_in_epoch)
+                    it = source.epoch(st.epoch, skip=st.batch_in_epoch)
                     while True:
                         batch = next(it, None)
                         if not self.ctx.all_true(batch is not None):
                             break
                         assert batch is not None
-                        ts = time.perf_counter()
                         stats = self.train_step(batch, st.step)
                         st.step += 1
                         st.batch_in_epoch += 1
                         st.elapsed = time.perf_counter() - t0
                         advance(1)
-                        if st.step % 10 == 0 or st.step == 1:
+                        if st.step % cfg.log_every == 0 or st.step == 1:
+                            values = {k: float(v) for k, v in stats.items()}  # the loop's only device sync
+                            now = time.perf_counter()
+                            rate = (st.step - last_log[0]) * gb / max(now - last_log[1], 1e-9)
+                            last_log = (st.step, now)
                             self._log("losses.csv", LOSS_FIELDS, {
                                 "step": st.step, "epoch": st.epoch, "showers": st.step * gb,
-                                "seconds": round(st.elapsed, 1), "lr": stats["lr"],
-                                "d_real": stats.get("d_real", ""), "d_fake": stats.get("d_fake", ""),
-                                "g_adv": stats.get("g_0_adv", ""), "g_aux": stats.get("g_0_aux", ""),
-                                "g_ecal": stats.get("g_0_ecal", ""), "g_phys": stats["g_phys"],
-                                "showers_per_s": round(gb / max(time.perf_counter() - ts, 1e-9), 2)})
+                                "seconds": round(now - t0, 1), "lr": values["lr"],
+                                "d_real": values.get("d_real", ""), "d_fake": values.get("d_fake", ""),
+                                "g_adv": values.get("g_0_adv", ""), "g_aux": values.get("g_0_aux", ""),
+                                "g_ecal": values.get("g_0_ecal", ""), "g_phys": values["g_phys"],
+                                "showers_per_s": round(rate, 2)})
                         if cfg.eval_every and st.step % cfg.eval_every == 0:
                             last_metrics = self._eval_and_select() or last_metrics
+                            last_log = (st.step, time.perf_counter())  # throughput excludes evaluations
                         if st.step % cfg.checkpoint_every == 0:
                             self.checkpoint()
                         out_of_time = cfg.max_minutes > 0 and st.elapsed > cfg.max_minutes * 60
@@ -410,7 +506,8 @@ def make_optimizer(config: TrainConfig, module: torch.nn.Module) -> torch.optim.
 
 def _runtime_overrides(config: TrainConfig) -> dict[str, Any]:
     """Settings a resumed run may change: budgets, device, threads; never the model or the data order."""
-    keys = ("epochs", "max_steps", "max_minutes", "device", "threads", "checkpoint_every", "eval_every")
+    keys = ("epochs", "max_steps", "max_minutes", "device", "threads", "checkpoint_every", "eval_every", "precision",
+            "resident", "compile", "log_every")
     return {k: getattr(config, k) for k in keys}
 
 

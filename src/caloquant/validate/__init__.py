@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from caloquant.validate.bins import EnergyBins, resolve_bins
 from caloquant.validate.classifier import ClassifierResult, classifier_auc
-from caloquant.validate.distances import fpd, frechet_distance, kpd, mmd2_unbiased
+from caloquant.validate.distances import fpd, frechet_at_size, frechet_distance, kpd, mmd2_unbiased
 from caloquant.validate.features import ShowerFeatures, as_features, compute_features
 from caloquant.validate.metrics import (
     Comparison,
@@ -46,6 +46,7 @@ __all__ = [
     "compare",
     "compute_features",
     "fpd",
+    "frechet_at_size",
     "frechet_distance",
     "kpd",
     "mmd2_unbiased",

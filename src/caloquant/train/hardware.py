@@ -1,0 +1,76 @@
+"""How a training step uses its hardware: numeric precision, autocast, TF32/cuDNN settings, FLOP counts.
+
+Kept apart from the training loop so that the loop states *what* a step computes and this module *how fast*.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+
+from caloquant.bench.machine import cpu_info
+
+#: CPU ISA flags with native BF16 arithmetic (oneDNN runs bf16 convolutions on them; elsewhere it emulates).
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+#: Dense peak TFLOP/s of known accelerators by name fragment: (bf16, tf32, fp32), from the vendors' data sheets.
+PEAK_TFLOPS = {"H200": (989.0, 494.0, 67.0), "H100": (989.0, 494.0, 67.0), "A100": (312.0, 156.0, 19.5)}
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes BF16 natively (AVX512-BF16 or AMX-BF16)."""
+    return any(f in cpu_info()[1] for f in NATIVE_BF16_FLAGS)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """fp32 or bf16 for ``device``: auto picks bf16 on CUDA with BF16 support and on CPUs with native BF16."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def configure_backends(device: torch.device) -> None:
+    """TF32 matrix and convolution arithmetic and cuDNN autotuning on CUDA (no effect on CPU)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+
+
+def autocast(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager[None]]:
+    """A factory of autocast contexts for the forward passes (a no-op context in fp32)."""
+    if precision == "bf16":
+        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+@contextlib.contextmanager
+def count_flops() -> Iterator[Callable[[], int]]:
+    """Count the floating-point operations of the enclosed PyTorch code (forward and backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    mode = FlopCounterMode(display=False)
+    with mode:
+        yield mode.get_total_flops
+
+
+def device_name(device: torch.device) -> str:
+    """The accelerator's name, or the CPU model."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_info()[0]
+
+
+def peak_tflops(device: torch.device, precision: str) -> float | None:
+    """The data-sheet dense peak for ``precision`` (bf16; fp32 counts TF32 on CUDA), None where unknown."""
+    if device.type != "cuda":
+        return None
+    name = device_name(device)
+    for key, (bf16, tf32, _fp32) in PEAK_TFLOPS.items():
+        if key in name:
+            return bf16 if precision == "bf16" else tf32
+    return None
