@@ -248,9 +248,9 @@ def open_generator(model: str | os.PathLike[str] | LoadedGenerator, *, engine: s
         compiled = _exported(gen, ".onnx")
     elif word == "int8":
         compiled, precision_sha = _int8_model(gen, name)
-        from caloquant.quantize.recipe import read_recipe, replay_note
+        from caloquant.quantize.recipe import replay_note
 
-        note = replay_note(read_recipe(Path(gen.source).with_suffix(".recipe.json")))
+        note = replay_note(json.loads(Path(gen.source).with_suffix(".recipe.json").read_text()))
     else:
         compiled = _exported(gen, ".xml")
     if engine == "openvino":
