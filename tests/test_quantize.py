@@ -171,3 +171,33 @@ def test_cli_bad_inputs_one_line(cnn_onnx, tmp_path, capsys) -> None:
         assert main(["quantize", *args, "-o", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err.strip()
         assert text in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_broken_bf16_candidate_fails_the_physics_judgement(cnn_onnx, monkeypatch) -> None:
+    from caloquant.quantize import tuner
+
+    compile_model = tuner.compile_model
+
+    class Halved:  # a compiled model whose BF16 kernels are broken, as AMX BF16 was in issue 12
+        def __init__(self, compiled) -> None:
+            self.compiled = compiled
+
+        def create_infer_request(self):
+            request = self.compiled.create_infer_request()
+            return type("Request", (), {"infer": lambda _, x: [0.5 * np.array(request.infer(x)[0])]})()
+
+    def broken(model, config=None, fallback="fp32"):
+        compiled = compile_model(model, config, fallback)
+        return Halved(compiled) if fallback == "bf16" else compiled
+
+    monkeypatch.setattr(tuner, "compile_model", broken)
+    x, _ = _images(128, 3)
+    import openvino as ov
+
+    ref = ov.Core().compile_model(str(cnn_onnx), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)[0]
+    ev = PerItemEvaluator(x, lambda out: -((out - ref) ** 2).sum(axis=1), name="neg_mse")
+    result = tune(cnn_onnx, [x[:64]], ev, criterion=Criterion(0.5, relative=False, higher_is_better=True),
+                  batch=64, max_candidates=4, timing_seconds=0.1, bf16=True)
+    last = result.history[-1]
+    assert last.kind == "bf16-fallback" and not last.passed  # judged like every candidate, and failed
+    assert result.accepted and result.best.fallback == "fp32"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from caloquant.errors import GeometryMismatchError, InputError, ModelError
+from caloquant.errors import GeometryMismatchError, InputError, ModelError, PrecisionError
 from caloquant.export import export_onnx, export_openvino
 from caloquant.models import DEFAULT_SPECS, build_generator, load_generator
 from caloquant.models.registry import CHECKPOINT_FORMAT
@@ -16,6 +16,12 @@ from caloquant.runtime import measure_throughput, open_generator
 
 ov = pytest.importorskip("openvino")
 ENERGIES = np.linspace(10.0, 500.0, 21)
+#: FP32 results that differ only in summation order (another batch size, engine or ISA picks other kernel
+#: blockings). Each output is a chain of ~6 layers of dot products of length n <= 64 * 27 = 1728 with unit
+#: roundoff u = 2^-24 = 6e-8: the typical error sqrt(n) * u = 2.5e-6 per layer, ~6e-6 through the chain, times
+#: 1/0.85 = 1.18 from the inverse transform; rtol 1e-4 keeps a >10x margin (AMX was seen at ~2e-5, issue 12).
+#: atol 1e-6 GeV covers cells whose value is a cancellation near zero (1 keV, far below any threshold).
+REORDERED = {"rtol": 1e-4, "atol": 1e-6}
 
 
 def make_checkpoint(path, arch: str = "ecal25", seed: int = 1):
@@ -43,6 +49,7 @@ def reference(ckpt):
     return open_generator(ckpt, engine="torch", batch=8).generate(ENERGIES, seed=5)
 
 
+@pytest.mark.isa
 def test_torch_generator_is_the_model_with_inverse_transform(ckpt, reference) -> None:
     loaded = load_generator(ckpt)
     from caloquant.models import shower_noise
@@ -50,33 +57,44 @@ def test_torch_generator_is_the_model_with_inverse_transform(ckpt, reference) ->
     z = loaded.spec.latent(ENERGIES, None, shower_noise(5, np.arange(len(ENERGIES)), 200))
     with torch.no_grad():
         raw = loaded.module(torch.from_numpy(z)).numpy()
-    assert np.allclose(reference.ecal, loaded.spec.to_physical(raw), rtol=1e-5, atol=1e-8)
+    assert np.allclose(reference.ecal, loaded.spec.to_physical(raw), **REORDERED)  # batch 8 padded vs 21 rows
     assert reference.ecal.shape == (21, 25, 25, 25) and reference.ecal.dtype == np.float32
     assert np.allclose(reference.theta, np.pi / 2) and np.array_equal(reference.energy, ENERGIES)
 
 
+@pytest.mark.isa
 @pytest.mark.parametrize("engine", ["openvino", "onnxruntime"])
 def test_engines_agree_with_torch(ckpt, reference, engine) -> None:
     if engine == "onnxruntime":
         pytest.importorskip("onnxruntime")
     out = open_generator(ckpt, engine=engine, batch=8, streams=1).generate(ENERGIES, seed=5)
-    assert np.allclose(out.ecal, reference.ecal, rtol=1e-4, atol=1e-6)
+    assert np.allclose(out.ecal, reference.ecal, **REORDERED)
 
 
-def test_bf16_hint_is_close_but_not_fp32(ckpt, reference) -> None:
-    out = open_generator(ckpt, precision="bf16", batch=8).generate(ENERGIES, seed=5)
-    total, ref_total = out.ecal.sum((1, 2, 3)), reference.ecal.sum((1, 2, 3))
+@pytest.mark.isa
+def test_bf16_hint_is_close_to_fp32_or_refused(ckpt, reference) -> None:
+    try:
+        gen = open_generator(ckpt, precision="bf16", batch=8)
+    except PrecisionError as e:  # the guard's job on a CPU whose BF16 path is broken (issue 12: AMX)
+        pytest.xfail(f"this CPU's BF16 path fails the FP32 check, and the guard refused it: {e}")
+    total, ref_total = gen.generate(ENERGIES, seed=5).ecal.sum((1, 2, 3)), reference.ecal.sum((1, 2, 3))
+    # BF16 rounds each operation to 8 significand bits (2^-9 = 0.2 %); over ~6 layers and 15,625 cells
+    # (errors partly averaging) a shower total moves by well under 1 %; 5 % is a 5x margin, and a broken
+    # kernel (-98 % on AMX) is far outside. Without native BF16 OpenVINO runs FP32 and the totals agree.
     assert np.allclose(total, ref_total, rtol=0.05)
+    assert gen.check is not None and gen.check.passed
 
 
+@pytest.mark.isa
 def test_streams_bitwise_and_batch_within_rounding(ckpt) -> None:
     one = open_generator(ckpt, batch=4, streams=1).generate(ENERGIES, seed=2)
     two = open_generator(ckpt, batch=4, streams=2).generate(ENERGIES, seed=2)
-    assert np.array_equal(one.ecal, two.ecal)
+    assert np.array_equal(one.ecal, two.ecal)  # same compiled kernels on the same batches: the order of
+    # completion is all that streams change, and the project reassembles batches in index order
     other = open_generator(ckpt, batch=7, streams=2).generate(ENERGIES, seed=2)
-    assert np.allclose(other.ecal, one.ecal, rtol=1e-5, atol=1e-7)
+    assert np.allclose(other.ecal, one.ecal, **REORDERED)
     part = open_generator(ckpt, batch=4, streams=2).generate(ENERGIES[5:9], seed=2, indices=np.arange(5, 9))
-    assert np.allclose(part.ecal, one.ecal[5:9], rtol=1e-5, atol=1e-7)  # noise is per shower index
+    assert np.allclose(part.ecal, one.ecal[5:9], **REORDERED)  # noise is per shower index
 
 
 def test_tuned_model_path(ckpt, tmp_path, reference) -> None:

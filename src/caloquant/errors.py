@@ -29,6 +29,10 @@ class AccuracyNotReachedError(CaloquantError):
     """No quantization candidate met the accuracy criterion."""
 
 
+class PrecisionError(CaloquantError):
+    """A reduced-precision engine deviates from FP32 beyond the guard's tolerance on this machine."""
+
+
 class Interrupted(CaloquantError):
     """The user interrupted a run (SIGINT); partial output was discarded or left resumable."""
 

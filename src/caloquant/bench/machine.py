@@ -6,9 +6,21 @@ import importlib.metadata
 import os
 import platform
 from pathlib import Path
+from typing import Any
 
 #: ISA extensions that decide whether INT8 and BF16 kernels can be fast.
-RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16",
+                  "amx_int8")
+#: Environment variables that cap the ISA oneDNN (and OpenVINO's CPU plugin) dispatch to; read once at load.
+ISA_CAP_VARS = ("ONEDNN_MAX_CPU_ISA", "OV_CPU_MAX_ISA")
+#: /proc/cpuinfo flags an ISA cap needs to be meaningful (a cap above what the CPU has changes nothing).
+ISA_CAP_FLAGS = {
+    "AVX2": ("avx2", "fma"),
+    "AVX512_CORE_VNNI": ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni"),
+    "AVX512_CORE_BF16": ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx512_bf16"),
+    "AVX512_CORE_AMX": ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx512_bf16", "amx_tile",
+                        "amx_bf16", "amx_int8"),
+}
 PACKAGES = ("caloquant", "numpy", "numba", "torch", "openvino", "nncf", "onnxruntime", "onnx", "scikit-learn")
 
 
@@ -24,6 +36,27 @@ def cpu_info() -> tuple[str, set[str]]:
                 flags = set(line.split(":", 1)[1].split())
                 break
     return model, flags
+
+
+def isa_caps() -> dict[str, str]:
+    """The ISA caps set in the environment (variable -> value), empty when uncapped."""
+    return {v: os.environ[v] for v in ISA_CAP_VARS if os.environ.get(v)}
+
+
+def missing_isa_flags(cap: str, flags: set[str] | None = None) -> list[str]:
+    """The CPU flags ``cap`` needs that this CPU (or ``flags``) lacks; InputError for an unknown cap."""
+    from caloquant.errors import InputError
+
+    if cap not in ISA_CAP_FLAGS:
+        raise InputError(f"unknown ISA cap {cap!r}; choose one of {', '.join(ISA_CAP_FLAGS)}")
+    have = cpu_info()[1] if flags is None else flags
+    return [f for f in ISA_CAP_FLAGS[cap] if f not in have]
+
+
+def isa_identity() -> dict[str, Any]:
+    """What decides which kernels run: CPU model, the relevant ISA flags it has, and any ISA cap in force."""
+    model, flags = cpu_info()
+    return {"cpu": model, "isa": sorted(f for f in RELEVANT_FLAGS if f in flags), "caps": isa_caps()}
 
 
 def memory_gib() -> float | None:
@@ -48,6 +81,7 @@ def describe() -> dict[str, object]:
     return {
         "cpu": model,
         "isa": {f: (f in flags) for f in RELEVANT_FLAGS},
+        "isa_caps": isa_caps(),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "memory_gib": memory_gib(),
         "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,

@@ -31,13 +31,17 @@ def generate_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from OUT.partial."),
     allow_extrapolation: bool = typer.Option(
         False, "--allow-extrapolation", help="Generate outside the model's trained energy/angle range."),
+    fallback_fp32: bool = typer.Option(
+        False, "--fallback-fp32", help="If the reduced precision fails its FP32 physics check on this CPU, log "
+        "it and generate in fp32 instead of stopping."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Generate showers with a trained generator and write them to HDF5, as `simulate` does with the MC."""
     from caloquant.generate import generate_to_file
     from caloquant.runtime import open_generator
 
-    gen = open_generator(model, engine=engine, precision=precision, batch=batch, streams=streams)
+    gen = open_generator(model, engine=engine, precision=precision, batch=batch, streams=streams,
+                         fallback_fp32=fallback_fp32)
     result = generate_to_file(
         output, gen, n, energy, spectrum=spectrum, angle=angle, seed=seed, window=window, layout=fmt,
         chunk_size=chunk, resume=resume, allow_extrapolation=allow_extrapolation, progress=not quiet,

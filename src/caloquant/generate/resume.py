@@ -3,7 +3,8 @@
 Protocol: a chunk is appended, then the attribute ``showers_committed`` is set to the new row count and the
 file is flushed. On resume the datasets are cut back to ``showers_committed`` (a chunk written but not
 committed is dropped) and generation continues at that shower index with the same seed; since noise and
-conditions depend on (seed, index) only, the result equals an uninterrupted run. The run's identity (model
+conditions depend on (seed, index) only, the result equals an uninterrupted run (the recomputed rows up to
+the engine's run-to-run rounding where its kernels are not bit-reproducible). The run's identity (model
 and precision sha256, engine, seed, energies, angles, batch, N, layout) is stored as attributes and must
 match. When the last chunk is committed the file is renamed to ``OUT.h5``.
 

@@ -127,7 +127,7 @@ def generate_to_file(
         "precision_sha256": generator.precision_sha256, "engine": eng.name, "batch": eng.batch, "seed": seed,
         "n": n, "energy_gev": f"{energies.low:g}:{energies.high:g}", "spectrum": energies.kind,
         "angle_deg": f"{angles.low:g}:{angles.high:g}", "layout": layout, "window": spec.window.name,
-        "particle": "e-",
+        "particle": "e-", "precision_check": generator.check.describe() if generator.check else "fp32 (reference)",
     }
     chunk = eng.batch * math.ceil(chunk_size / eng.batch)  # whole batches: a resumed run batches alike
     out = PartialShowerFile(path, spec.window, layout=layout, attrs=attrs, chunk_rows=min(chunk, 64), resume=resume)

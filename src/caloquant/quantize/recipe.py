@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from caloquant.bench.machine import isa_identity
 from caloquant.errors import InputError, ModelError
 from caloquant.quantize.openvino_backend import FALLBACKS, Calibration, Quantizer, set_fallback
 
@@ -32,6 +33,8 @@ def make_recipe(*, layers: list[str], int8: list[str], calibration: Calibration,
                 fallback: str = "fp32") -> dict[str, Any]:
     """The recipe of one configuration (``calibration_data`` says how to regenerate the calibration inputs).
 
+    ``machine`` records the CPU and ISA it was tuned on: a replay elsewhere re-checks the physics (``replay_note``).
+
     ``precision`` maps every quantizable layer to int8 or to the fallback precision (fp32 or bf16), which also
     applies to the ops between layers; ``fallback`` repeats it for readers.
     """
@@ -39,8 +42,24 @@ def make_recipe(*, layers: list[str], int8: list[str], calibration: Calibration,
         "format": FORMAT, "source": source, "source_sha256": source_sha256,
         "precision": {n: ("int8" if n in int8 else fallback) for n in layers}, "fallback": fallback,
         "calibration": calibration.to_dict(), "calibration_data": calibration_data,
-        "tools": tool_versions(), "tuning": summary or {},
+        "tools": tool_versions(), "tuning": summary or {}, "machine": isa_identity(),
     }
+
+
+def _isa_words(machine: dict[str, Any]) -> str:
+    caps = ", caps " + ", ".join(f"{k}={v}" for k, v in machine.get("caps", {}).items()) if machine.get("caps") else ""
+    return f"{machine.get('cpu', '?')} ({', '.join(machine.get('isa', [])) or 'no AVX2'}{caps})"
+
+
+def replay_note(recipe: dict[str, Any]) -> str | None:
+    """What to say when a recipe is replayed on another ISA than it was tuned on (None on the same ISA)."""
+    tuned, here = recipe.get("machine"), isa_identity()
+    if tuned is None:
+        return (f"the recipe does not record the ISA it was tuned on; re-checking its physics against FP32 on "
+                f"{_isa_words(here)}")
+    if (tuned.get("isa"), tuned.get("caps", {})) == (here["isa"], here["caps"]):
+        return None
+    return f"recipe tuned on {_isa_words(tuned)}, replayed on {_isa_words(here)}: re-checking its physics against FP32"
 
 
 def read_recipe(path: str | os.PathLike[str]) -> dict[str, Any]:

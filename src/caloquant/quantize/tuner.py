@@ -150,7 +150,7 @@ class _Run:
         model = self.q.build(list(int8), cal)
         outputs = self.ev.outputs(batch_runner(compile_model(model, fallback=fallback), self.batch))
         value = float(self.ev.metric(outputs)[0])
-        if not np.isfinite(value):
+        if not np.isfinite(value) and not self.history:  # later candidates fail on it (broken kernels)
             raise InputError(f"the evaluator returned {value} for the {kind} candidate; it must return finite values")
         if self.weights is None:
             self.weights = bootstrap_counts(self.ev.n_items(outputs), self.n_boot, np.random.default_rng(0))
@@ -232,6 +232,8 @@ def tune(model: Any, calibration: Sequence[np.ndarray], evaluator: Evaluator, *,
         reports[n].nmse = output_nmse(y_fp32, batch_runner(compile_model(q.build([n], cal)), batch)(x))
 
     try_bf16 = native_bf16() if bf16 is None else bf16
+    if not try_bf16:
+        log("BF16 fallback not tried: " + ("disabled" if bf16 is False else "this CPU has no native BF16"))
     run.reserved = int(try_bf16)
     stop = "full INT8 passes and no layer is slower in INT8"
     if not (ref.passed and all(r.gain >= 0 for r in reports.values())):

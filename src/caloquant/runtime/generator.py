@@ -19,7 +19,7 @@ import numpy as np
 
 from caloquant import __version__
 from caloquant.data.formats import ShowerSet
-from caloquant.errors import GeometryMismatchError, InputError, ModelError
+from caloquant.errors import GeometryMismatchError, InputError, ModelError, PrecisionError
 from caloquant.models.registry import LoadedGenerator, load_generator, sha256_file
 from caloquant.models.spec import ModelSpec, shower_noise
 from caloquant.runtime.engines import (
@@ -31,6 +31,7 @@ from caloquant.runtime.engines import (
     TorchEngine,
     cpu_count,
 )
+from caloquant.runtime.precision_check import PrecisionCheck, guard, log
 
 PRECISIONS = ("fp32", "bf16", "int8")
 #: Batch used by ``batch="auto"``, per engine (docs/benchmarks.md, "Generation").
@@ -45,6 +46,7 @@ class Generator:
     model_sha256: str
     source: str
     precision_sha256: str = ""
+    check: PrecisionCheck | None = None  #: the FP32 physics check of a reduced precision (None for fp32)
 
     @property
     def spec(self) -> ModelSpec:
@@ -216,12 +218,14 @@ def resolve_streams(streams: int | str) -> int | None:
 
 def open_generator(model: str | os.PathLike[str] | LoadedGenerator, *, engine: str = "openvino",
                    precision: str | os.PathLike[str] = "fp32", batch: int | str = "auto",
-                   streams: int | str = "auto") -> Generator:
+                   streams: int | str = "auto", fallback_fp32: bool = False) -> Generator:
     """Load a model (shipped name or checkpoint) and compile it on an engine at a precision.
 
     ``precision`` is fp32, bf16 (OpenVINO hint; emulated on CPUs without native BF16), int8 (the shipped
     tuner recipe) or the path of a tuned OpenVINO ``.xml`` / QDQ ``.onnx`` made from the same weights.
     ``streams``: ``auto`` lets OpenVINO's throughput hint choose; torch and ONNX Runtime use 1 by default.
+    Any precision but fp32 is checked against FP32 once per machine (``runtime.precision_check``): a
+    deviation raises PrecisionError, or with ``fallback_fp32`` logs it and compiles FP32 instead.
     """
     gen = model if isinstance(model, LoadedGenerator) else load_generator(model)
     name = str(model.source if isinstance(model, LoadedGenerator) else model)
@@ -230,7 +234,7 @@ def open_generator(model: str | os.PathLike[str] | LoadedGenerator, *, engine: s
         raise InputError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     k = resolve_streams(streams)
     b = resolve_batch(batch, engine)
-    precision_sha = ""
+    precision_sha, note = "", None
     if word not in PRECISIONS:
         compiled = Path(word)
         _tuned_model(gen, compiled, engine)
@@ -244,17 +248,33 @@ def open_generator(model: str | os.PathLike[str] | LoadedGenerator, *, engine: s
         compiled = _exported(gen, ".onnx")
     elif word == "int8":
         compiled, precision_sha = _int8_model(gen, name)
+        from caloquant.quantize.recipe import replay_note
+
+        note = replay_note(json.loads(Path(gen.source).with_suffix(".recipe.json").read_text()))
     else:
         compiled = _exported(gen, ".xml")
     if engine == "openvino":
         eng: Engine = OpenVINOEngine(compiled, gen.spec, batch=b, streams=k, precision=word)
     else:
         eng = OnnxRuntimeEngine(compiled, gen.spec, batch=b, streams=k or 1, precision=word)
-    return Generator(eng, gen.sha256, gen.source, precision_sha)
+    out = Generator(eng, gen.sha256, gen.source, precision_sha)
+    if word == "fp32":
+        return out
+    identity = {"model_sha256": gen.sha256, "precision": word if word in PRECISIONS else "file",
+                "precision_sha256": precision_sha, "engine": engine, "batch": b}
+    try:
+        out.check = guard(out, gen.module, identity, note=note)
+    except PrecisionError as e:
+        if not fallback_fp32:
+            raise
+        log.warning("caloquant: %s; falling back to fp32 as asked (--fallback-fp32)", str(e).split(": refusing")[0])
+        return open_generator(gen, engine=engine, precision="fp32", batch=b, streams=streams)
+    return out
 
 
 def describe(gen: Generator) -> dict[str, Any]:
     """Engine, precision, batch and streams of a compiled generator (for logs and file attributes)."""
     e = gen.engine
     return {"engine": e.name, "precision": e.precision, "batch": e.batch, "streams": e.streams,
-            "cores": cpu_count(), "model_sha256": gen.model_sha256, "precision_sha256": gen.precision_sha256}
+            "cores": cpu_count(), "model_sha256": gen.model_sha256, "precision_sha256": gen.precision_sha256,
+            "precision_check": gen.check.describe() if gen.check else "fp32 (reference)"}

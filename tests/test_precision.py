@@ -1,0 +1,95 @@
+"""No silent wrong physics: reduced-precision engines are checked against FP32, once per model and machine."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from caloquant.bench.machine import isa_identity
+from caloquant.cli import main
+from caloquant.errors import PrecisionError
+from caloquant.quantize.recipe import replay_note
+from caloquant.runtime import generator as generator_module
+from caloquant.runtime import open_generator, precision_check
+from caloquant.runtime.engines import OpenVINOEngine
+from test_runtime import _cache, ckpt  # noqa: F401 - shared fixtures (random-init checkpoint, cache dir)
+
+pytest.importorskip("openvino")
+
+
+class HalvedReducedPrecision(OpenVINOEngine):
+    """A broken reduced-precision kernel, as AMX BF16 was in issue 12: every non-FP32 output is halved."""
+
+    def submit(self, latent, done) -> None:
+        if self.precision == "fp32":
+            return super().submit(latent, done)
+        return super().submit(latent, lambda raw: done(raw if isinstance(raw, BaseException) else 0.5 * raw))
+
+
+@pytest.fixture
+def broken(monkeypatch):
+    monkeypatch.setattr(generator_module, "OpenVINOEngine", HalvedReducedPrecision)
+
+
+@pytest.mark.isa
+def test_broken_reduced_precision_is_refused_with_one_line(ckpt, broken, tmp_path, capsys) -> None:
+    with pytest.raises(PrecisionError, match=r"bf16 vs FP32: .*\(5\d\.\d\d% off\).*tolerance 10%"):
+        open_generator(ckpt, precision="bf16", batch=8)
+    out = tmp_path / "g.h5"
+    code = main(["generate", "--model", str(ckpt), "--n", "8", "--energy", "50", "--precision", "bf16", "-o",
+                 str(out), "-q"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "bf16 vs FP32" in err and "--fallback-fp32" in err
+    assert not out.exists() and not out.with_name(out.name + ".partial").exists()  # never garbage in a file
+
+
+@pytest.mark.isa
+def test_fallback_to_fp32_is_explicit_and_logged(ckpt, broken, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="caloquant"):
+        gen = open_generator(ckpt, precision="bf16", batch=8, fallback_fp32=True)
+    assert gen.engine.precision == "fp32" and gen.check is None
+    assert "falling back to fp32" in caplog.text and "bf16 vs FP32" in caplog.text
+    ref = open_generator(ckpt, engine="torch", batch=8).generate([50.0, 200.0], seed=1)
+    assert np.allclose(gen.generate([50.0, 200.0], seed=1).ecal, ref.ecal, rtol=1e-4, atol=1e-6)
+
+
+def test_pass_is_cached_per_machine_and_isa_cap(ckpt, monkeypatch) -> None:
+    gen = open_generator(ckpt, precision="bf16", batch=8)
+    assert gen.check is not None and gen.check.passed and gen.check.deviation <= precision_check.TOLERANCE
+    identity = {"model_sha256": gen.model_sha256, "precision": "bf16", "precision_sha256": "",
+                "engine": "openvino", "batch": 8}
+    key = precision_check.check_key(identity)
+    assert (generator_module.cache_dir() / "precision-checks" / f"{key}.json").exists()
+
+    def never(*args, **kwargs):
+        raise AssertionError("a cached pass must not be checked again")
+
+    monkeypatch.setattr(precision_check, "compare", never)
+    assert open_generator(ckpt, precision="bf16", batch=8).check == gen.check
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # another ISA is another machine for the check
+    assert precision_check.check_key(identity) != key
+
+
+def test_compare_measures_energy_and_moments() -> None:
+    from caloquant.data.formats import ShowerSet
+
+    rng = np.random.default_rng(0)
+    ecal = rng.exponential(0.01, (4, 25, 25, 25)).astype(np.float32)
+    ref = ShowerSet(ecal, np.full(4, 100.0), np.full(4, np.pi / 2))
+    same = precision_check.compare("bf16", ref, ref)
+    assert same.passed and same.deviation == 0.0
+    low = precision_check.compare("int8", ShowerSet(0.5 * ecal, ref.energy, ref.theta), ref)
+    assert not low.passed and low.energy == pytest.approx(0.5) and low.moments < 1e-6
+    nan = precision_check.compare("bf16", ShowerSet(np.full_like(ecal, np.nan), ref.energy, ref.theta), ref)
+    assert not nan.passed and nan.deviation == np.inf
+
+
+def test_recipe_replay_on_another_isa_says_so() -> None:
+    here = isa_identity()
+    assert replay_note({"machine": here}) is None
+    assert "does not record the ISA" in str(replay_note({}))
+    other = {"cpu": "Intel Xeon", "isa": ["amx_bf16", "avx512f"], "caps": {}}
+    note = str(replay_note({"machine": other}))
+    assert "tuned on Intel Xeon (amx_bf16, avx512f)" in note and "re-checking its physics" in note
