@@ -120,18 +120,20 @@ class TensorBatch:
         return int(self.energy.shape[0])
 
 
+def host_to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``a`` as a tensor on ``device``; to CUDA through pinned memory and an asynchronous copy, so that the
+    host does not wait for the device's queue to drain (a plain ``.to("cuda")`` synchronises)."""
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
+
+
 def to_tensors(batch: Batch | TensorBatch, device: torch.device) -> TensorBatch:
-    """Move a numpy batch to ``device`` (pinned, asynchronous copies on CUDA); tensor batches pass through."""
+    """Move a numpy batch to ``device``; tensor batches pass through."""
     if isinstance(batch, TensorBatch):
         return batch
-
-    def move(a: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(a))
-        if device.type == "cuda":
-            return t.pin_memory().to(device, non_blocking=True)
-        return t
-
-    return TensorBatch(move(batch.images), move(batch.energy), move(batch.theta), move(batch.ecal))
+    return TensorBatch(*(host_to_device(getattr(batch, f), device) for f in ("images", "energy", "theta", "ecal")))
 
 
 def resident_bytes(stream: BatchStream, dtype: torch.dtype = torch.float32) -> int:
@@ -167,11 +169,16 @@ class ResidentStream:
     def epoch(self, epoch: int, skip: int = 0) -> Iterator[TensorBatch]:
         """Batches of ``epoch`` for this rank as device tensors, skipping the first ``skip``."""
         emitted = 0
-        d = self.data
+        d, size = self.data, self.stream.batch_size
         for members, g in self.stream.groups(epoch):
             rows = np.concatenate([np.arange(o, o + n) for o, n in (self.offsets[k] for k in members)])
-            for idx in self.stream.batch_rows(epoch, g, len(rows)):
-                if emitted >= skip:
-                    sel = torch.from_numpy(rows[idx]).to(self.device)
-                    yield TensorBatch(d.images[sel], d.energy[sel], d.theta[sel], d.ecal[sel])
+            batches = [rows[idx] for idx in self.stream.batch_rows(epoch, g, len(rows))]
+            todo = batches[max(0, skip - emitted):]
+            emitted += len(batches) - len(todo)
+            if not todo:
+                continue
+            order = host_to_device(np.concatenate(todo), self.device)  # one copy per group, not per batch
+            for s in range(len(todo)):
+                sel = order[s * size : (s + 1) * size]
+                yield TensorBatch(d.images[sel], d.energy[sel], d.theta[sel], d.ecal[sel])
                 emitted += 1

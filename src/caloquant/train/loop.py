@@ -37,6 +37,7 @@ from caloquant.train.data import (
     BatchStream,
     ResidentStream,
     TensorBatch,
+    host_to_device,
     read_blocks,
     resident_bytes,
     split_blocks,
@@ -266,8 +267,8 @@ class Trainer:
         for opt in (self.opt_g, self.opt_d):
             for group in opt.param_groups:
                 group["lr"] = lr
-        noise = torch.from_numpy(draws["noise"]).to(dev)
-        flips = torch.from_numpy(draws["flips"]).to(dev)
+        noise = host_to_device(draws["noise"], dev)
+        flips = host_to_device(draws["flips"], dev)
         ones = torch.ones(n, device=dev)
         stats: dict[str, torch.Tensor | float] = {"lr": lr}
         pretraining = step < self.cfg.pretrain_steps
