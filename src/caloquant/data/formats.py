@@ -11,6 +11,8 @@ trip (CaloChallenge readers ignore it).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ import h5py
 import numpy as np
 
 from caloquant import __version__
-from caloquant._atomic import check_writable
+from caloquant._atomic import OutputLock, RollbackFile, check_writable
 from caloquant.errors import DataFormatError, GeometryMismatchError, InputError
 from caloquant.geometry import WINDOWS, Window, window_for_shape
 
@@ -217,7 +219,8 @@ class ShowerWriter:
     """Append ShowerSets to an HDF5 file in chunks; the file appears under its name only when closed cleanly.
 
     Data go to a hidden temporary sibling; ``close()`` renames it, an exception inside the ``with`` block
-    deletes it, so a crash never leaves a half-written file under the final name.
+    deletes it, so a crash never leaves a half-written file under the final name. A failed write (full disk)
+    raises one OSError naming the file, and the temporary file is removed. The output is locked while open.
     """
 
     def __init__(
@@ -229,16 +232,27 @@ class ShowerWriter:
         attrs: Mapping[str, Any] | None = None,
         chunk_rows: int = 64,
         compression: str | None = "gzip",
+        overwrite: bool = True,
     ) -> None:
         if layout not in LAYOUTS:
             raise InputError(f"unknown format {layout!r}; choose one of {', '.join(LAYOUTS)}")
-        self.path = check_writable(path)
+        self.path = check_writable(path, overwrite=overwrite)
         self.window = window
         self.layout = layout
         self.n = 0
+        self._lock = OutputLock(self.path)
         self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        self._h5 = h5py.File(self._tmp, "w")
-        for k, v in (attrs or {}).items():
+        try:
+            self._file = RollbackFile(self._tmp, "w+b")
+            self._h5 = h5py.File(self._file, "w")
+            self._create(attrs or {}, chunk_rows, compression)
+        except BaseException as e:
+            self.abort()
+            raise self._failure(e) from None
+
+    def _create(self, attrs: Mapping[str, Any], chunk_rows: int, compression: str | None) -> None:
+        window, layout = self.window, self.layout
+        for k, v in attrs.items():
             self._h5.attrs[k] = v
         self._h5.attrs["layout"] = layout
         self._h5.attrs["window"] = window.name
@@ -265,36 +279,60 @@ class ShowerWriter:
         self._theta = self._h5.create_dataset("theta", shape=(0,), maxshape=(None,), dtype="f4",
                                               chunks=(max(r, 1024),))
 
+    def _failure(self, error: BaseException) -> BaseException:
+        """``error`` as one OSError naming the output when it is an I/O failure (HDF5 hides the errno)."""
+        cause = getattr(getattr(self, "_file", None), "error", None) or error
+        if not isinstance(cause, OSError) and not isinstance(error, RuntimeError):
+            return error
+        why = os.strerror(cause.errno) if getattr(cause, "errno", None) else str(cause).splitlines()[0]
+        return OSError(getattr(cause, "errno", None) or errno.EIO, f"write failed ({why})", str(self.path))
+
     def append(self, showers: ShowerSet) -> None:
         if showers.ecal.shape[1:] != self.window.shape:
             raise GeometryMismatchError(
                 f"{self.path}: showers of shape {showers.ecal.shape[1:]} do not fit window {self.window}"
             )
         n0, n1 = self.n, self.n + len(showers)
-        for ds in (self._ecal, self._energy, self._theta):
-            ds.resize(n1, axis=0)
-        if self.layout == "3dgan":
-            self._ecal[n0:n1] = showers.ecal
-            self._energy[n0:n1] = showers.energy
-        else:
-            self._ecal[n0:n1] = showers.ecal.transpose(0, 3, 1, 2).reshape(len(showers), -1) * MEV_PER_GEV
-            self._energy[n0:n1] = showers.energy.reshape(-1, 1) * MEV_PER_GEV
-        self._theta[n0:n1] = showers.theta
+        try:
+            for ds in (self._ecal, self._energy, self._theta):
+                ds.resize(n1, axis=0)
+            if self.layout == "3dgan":
+                self._ecal[n0:n1] = showers.ecal
+                self._energy[n0:n1] = showers.energy
+            else:
+                self._ecal[n0:n1] = showers.ecal.transpose(0, 3, 1, 2).reshape(len(showers), -1) * MEV_PER_GEV
+                self._energy[n0:n1] = showers.energy.reshape(-1, 1) * MEV_PER_GEV
+            self._theta[n0:n1] = showers.theta
+        except Exception as e:  # noqa: BLE001 - h5py raises OSError or RuntimeError for one failed write
+            raise self._failure(e) from None
         self.n = n1
 
     def close(self) -> Path:
         """Finish the file and move it to its final name."""
-        self._h5.close()
-        os.replace(self._tmp, self.path)
+        try:
+            self._h5.close()
+            self._file.close()
+            os.replace(self._tmp, self.path)
+        except Exception as e:  # noqa: BLE001 - see append
+            failure = self._failure(e)
+            self.abort()
+            raise failure from None
+        self._lock.release()
         return self.path
 
     def abort(self) -> None:
-        """Discard everything written so far."""
-        try:
-            self._h5.close()
-        finally:
-            if self._tmp.exists():
-                self._tmp.unlink()
+        """Discard everything written so far (never raises: it runs while another error is on its way)."""
+        file = getattr(self, "_file", None)
+        if file is not None:
+            file.discard()
+        with contextlib.suppress(Exception):
+            if hasattr(self, "_h5"):
+                self._h5.close()
+        if file is not None:
+            file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._tmp.unlink()
+        self._lock.release()
 
     def __enter__(self) -> ShowerWriter:
         return self
@@ -317,9 +355,10 @@ def write_showers(
     return Path(path)
 
 
-def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, layout: str, chunk_size: int = 1000) -> int:
+def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, layout: str, chunk_size: int = 1000,
+            overwrite: bool = False) -> int:
     """Copy ``src`` to ``dst`` in ``layout``, chunk by chunk; returns the number of showers."""
-    with ShowerFile(src) as f, ShowerWriter(dst, f.window, layout=layout, attrs=f.attrs) as w:
+    with ShowerFile(src) as f, ShowerWriter(dst, f.window, layout=layout, attrs=f.attrs, overwrite=overwrite) as w:
         for chunk in f.iter_chunks(chunk_size):
             w.append(chunk)
         return w.n
