@@ -31,6 +31,8 @@ from caloquant.geometry import WINDOWS, Window, window_for_shape
 LAYOUTS = ("3dgan", "calochallenge")
 PERPENDICULAR = np.pi / 2
 MEV_PER_GEV = 1000.0
+#: Highest primary energy a shower file may hold (100 TeV); anything above is a unit error or corruption.
+MAX_PRIMARY_GEV = 1e5
 
 
 @dataclass
@@ -79,12 +81,28 @@ class ShowerSet:
 
 
 def _check_values(path: Path, name: str, values: np.ndarray, *, positive: bool = False) -> None:
+    """NaN, infinite, negative (or, for energies, zero) values are refused with the file and dataset named."""
     if not np.all(np.isfinite(values)):
         raise DataFormatError(f"{path}: dataset '{name}' contains NaN or infinite values")
     if positive and np.any(values <= 0):
         raise DataFormatError(f"{path}: dataset '{name}' contains zero or negative energies")
     if not positive and np.any(values < 0):
         raise DataFormatError(f"{path}: dataset '{name}' contains negative values")
+
+
+def _check_physical(path: Path, showers: ShowerSet, start: int) -> None:
+    """Refuse energies no calorimeter file holds: a primary above MAX_PRIMARY_GEV, or a shower whose visible
+    energy exceeds its primary energy (wrong units or corrupt values)."""
+    if np.any(showers.energy > MAX_PRIMARY_GEV):
+        i = int(np.argmax(showers.energy))
+        raise DataFormatError(f"{path}: shower {start + i} has a primary energy of {showers.energy[i]:.3g} GeV, "
+                              f"above {MAX_PRIMARY_GEV:g} GeV (wrong units or corrupt values)")
+    visible = showers.ecal.reshape(len(showers), -1).sum(axis=1, dtype=np.float64)
+    over = np.flatnonzero(visible > showers.energy)
+    if len(over):
+        i = int(over[0])
+        raise DataFormatError(f"{path}: shower {start + i} has {visible[i]:.3g} GeV visible for a "
+                              f"{showers.energy[i]:.3g} GeV primary (wrong units or corrupt values)")
 
 
 class ShowerFile:
@@ -109,6 +127,9 @@ class ShowerFile:
 
     def _inspect(self) -> None:
         h5, p = self._h5, self.path
+        for name in ("ECAL", "energy", "target", "theta", "showers", "incident_energies"):
+            if name in h5 and not isinstance(h5[name], h5py.Dataset):
+                raise DataFormatError(f"{p}: '{name}' is a group, expected a dataset")
         if "ECAL" in h5:
             self.layout = "3dgan"
             ecal = h5["ECAL"]
@@ -156,6 +177,9 @@ class ShowerFile:
             raise DataFormatError(f"{p}: '{self._energy_key}' has {e.shape[0]} rows but there are {self.n} showers")
         if "theta" in h5 and h5["theta"].shape[0] != self.n:
             raise DataFormatError(f"{p}: 'theta' has {h5['theta'].shape[0]} rows but there are {self.n} showers")
+        for name in ("ECAL" if self.layout == "3dgan" else "showers", self._energy_key, "theta"):
+            if name in h5 and h5[name].dtype.kind not in "fiu":
+                raise DataFormatError(f"{p}: dataset '{name}' holds {h5[name].dtype} values, expected numbers")
 
     def _window(self, shape: tuple[int, ...]) -> Window:
         try:
@@ -193,7 +217,10 @@ class ShowerFile:
             _check_values(self.path, "ECAL" if self.layout == "3dgan" else "showers", ecal)
             _check_values(self.path, self._energy_key, energy, positive=True)
             _check_values(self.path, "theta", theta)
-        return ShowerSet(ecal, energy, theta, self.attrs)
+        showers = ShowerSet(ecal, energy, theta, self.attrs)
+        if self.check_values:
+            _check_physical(self.path, showers, start)
+        return showers
 
     def iter_chunks(self, chunk_size: int = 1000) -> Iterator[ShowerSet]:
         for start in range(0, self.n, chunk_size):
