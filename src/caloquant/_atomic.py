@@ -31,6 +31,18 @@ def check_writable(path: str | os.PathLike[str], *, overwrite: bool = True) -> P
     return p
 
 
+def check_writable_dir(path: str | os.PathLike[str]) -> Path:
+    """An output folder: an existing directory, or a new one whose parent exists and is writable."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise InputError(f"{p}: exists and is not a directory")
+    if not p.exists():
+        check_writable(p)
+    elif not os.access(p, os.W_OK):
+        raise InputError(f"{p}: output directory is not writable")
+    return p
+
+
 class OutputLock:
     """An exclusive lock on writing ``path``: a ``.NAME.lock`` sibling, flock-ed, naming its owner's PID and host.
 
