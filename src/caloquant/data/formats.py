@@ -337,6 +337,7 @@ class ShowerWriter:
     def close(self) -> Path:
         """Finish the file and move it to its final name."""
         try:
+            self._h5.flush()  # a failure here, not in close, leaves HDF5 able to close the file
             self._h5.close()
             self._file.close()
             os.replace(self._tmp, self.path)
@@ -349,14 +350,10 @@ class ShowerWriter:
 
     def abort(self) -> None:
         """Discard everything written so far (never raises: it runs while another error is on its way)."""
-        file = getattr(self, "_file", None)
-        if file is not None:
-            file.discard()
-        with contextlib.suppress(Exception):
-            if hasattr(self, "_h5"):
-                self._h5.close()
-        if file is not None:
-            file.close()
+        if hasattr(self, "_h5"):
+            discard_and_close(self._h5, self._file)
+        elif hasattr(self, "_file"):
+            self._file.close()
         with contextlib.suppress(FileNotFoundError):
             self._tmp.unlink()
         self._lock.release()
@@ -371,6 +368,29 @@ class ShowerWriter:
             self.close()
         else:
             self.abort()
+
+
+#: File objects of HDF5 files that refused to close after a failed write: HDF5 may still call them.
+_UNCLOSED: list[RollbackFile] = []
+
+
+def discard_and_close(h5: h5py.File, file: RollbackFile, *, rollback: bool = False) -> None:
+    """Close an HDF5 file whose writes may have failed: later writes are dropped and every error swallowed;
+    ``rollback`` then returns the file to its last checkpoint.
+
+    HDF5 recovers only if a failed flush comes before close (a failed close leaves it unusable), hence the
+    flush; a file HDF5 still holds keeps its file object alive so that no callback ever meets a freed one.
+    """
+    file.discard()
+    for step in (h5.flush, h5.close, h5.close):
+        with contextlib.suppress(Exception):
+            step()
+    if rollback:
+        file.rollback()
+    if h5.id.valid:
+        _UNCLOSED.append(file)
+    else:
+        file.close()
 
 
 def write_showers(

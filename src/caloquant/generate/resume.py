@@ -14,7 +14,6 @@ resuming then says so and one starts again. The final output is locked (``Output
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +23,7 @@ import h5py
 import numpy as np
 
 from caloquant._atomic import RollbackFile
-from caloquant.data.formats import ShowerWriter
+from caloquant.data.formats import ShowerWriter, discard_and_close
 from caloquant.errors import DataFormatError, InputError
 from caloquant.geometry import Window
 
@@ -115,11 +114,7 @@ class PartialShowerFile(ShowerWriter):
 
     def abort(self) -> None:
         """Close, keeping exactly the committed showers for ``--resume`` (later writes are rolled back)."""
-        self._file.discard()
-        with contextlib.suppress(Exception):
-            self._h5.close()
-        self._file.rollback()
-        self._file.close()
+        discard_and_close(self._h5, self._file, rollback=True)
 
 
 def _intact_rows(energy: h5py.Dataset, committed: int, batch: int) -> int:
