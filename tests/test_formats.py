@@ -36,7 +36,7 @@ def test_reads_real_lcd_layout_with_target(tmp_path: Path) -> None:
     """Real fixed-angle 3DGAN files keep the energy in target[:, 1] and have no theta."""
     p = tmp_path / "EleEscan_1_1.h5"
     with h5py.File(p, "w") as f:
-        f["ECAL"] = np.ones((3, 25, 25, 25), dtype="f4")
+        f["ECAL"] = np.full((3, 25, 25, 25), 1e-3, dtype="f4")  # 15.6 GeV visible
         f["target"] = np.array([[11, 100, 0, 0], [11, 200, 0, 0], [11, 50, 0, 0]], dtype="f4")
     s = read_showers(p)
     assert list(s.energy) == [100, 200, 50]

@@ -34,6 +34,10 @@ class PrecisionError(CaloquantError):
 
 
 class Interrupted(CaloquantError):
-    """The user interrupted a run (SIGINT); partial output was discarded or left resumable."""
+    """A run was interrupted (SIGINT: exit 130, SIGTERM: exit 143); partial output was discarded or left resumable."""
 
     exit_code = 130
+
+    def __init__(self, message: str, signum: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum

@@ -37,6 +37,11 @@ class RateColumn(ProgressColumn):
         return Text(f"{speed:,.0f} {self.unit}/s" if speed else f"- {self.unit}/s", style="cyan")
 
 
+def warn(message: str) -> None:
+    """A one-line warning on stderr."""
+    print(f"caloquant: warning: {message}", file=sys.stderr)
+
+
 @contextlib.contextmanager
 def progress_bar(total: int, description: str, *, unit: str = "showers", enabled: bool = True
                  ) -> Iterator[Callable[[int], None]]:

@@ -1,19 +1,23 @@
 """The ``caloquant`` command: a thin Typer layer over the library, one module per workflow stage.
 
-Every ``CaloquantError`` (and OS-level I/O failure) becomes a one-line message on stderr and exit code 2;
-Ctrl-C exits 130. Commands never print tracebacks for bad input.
+Every usage error, ``CaloquantError`` and OS-level I/O failure becomes a one-line message on stderr and exit
+code 2; Ctrl-C exits 130, SIGTERM 143, each after the cleanup. Commands never print tracebacks for bad input.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from caloquant import __version__
-from caloquant.errors import CaloquantError
+from caloquant.errors import CaloquantError, Interrupted
 
 app = typer.Typer(
     name="caloquant",
@@ -54,18 +58,47 @@ def _root(
 
 def fail(message: str, code: int = 2) -> int:
     """Print a one-line error and return the exit code."""
-    print(f"caloquant: error: {message}", file=sys.stderr)
+    print(f"caloquant: error: {' '.join(message.split())}", file=sys.stderr)
     return code
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted("interrupted" if signum == signal.SIGINT else "terminated", signum)
+
+
+@contextlib.contextmanager
+def _signals_as_errors() -> Iterator[None]:
+    """SIGINT and SIGTERM raise ``Interrupted``, so that every cleanup runs and the exit says why (130/143)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the process exit code.
 
-    Typer/Click handle usage errors themselves (exit 2); library errors surface here as one line.
+    Usage errors, library errors and I/O failures surface here as one line on stderr with exit code 2.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=args, prog_name="caloquant", standalone_mode=True)
+        with _signals_as_errors():
+            code = app(args=args, prog_name="caloquant", standalone_mode=False)
+    except NoArgsIsHelpError as e:
+        e.show()
+        return e.exit_code
+    except UsageError as e:
+        where = f" (see '{e.ctx.command_path} -h')" if e.ctx is not None else ""
+        return fail(f"{e.format_message()}{where}", e.exit_code)
+    except ClickException as e:
+        return fail(e.format_message(), e.exit_code)
+    except typer.Abort:
+        return fail("aborted", 1)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else fail(str(e.code)))
     except CaloquantError as e:
@@ -75,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         return fail(f"{where}{e.strerror or e}")
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def entrypoint() -> None:

@@ -29,6 +29,7 @@ def generate_cmd(
     fmt: str = typer.Option("3dgan", "--format", help="File layout: 3dgan or calochallenge."),
     chunk: int = typer.Option(256, "--chunk", help="Showers per written chunk (memory bound, resume step)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from OUT.partial."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists (else refuse)."),
     allow_extrapolation: bool = typer.Option(
         False, "--allow-extrapolation", help="Generate outside the model's trained energy/angle range."),
     fallback_fp32: bool = typer.Option(
@@ -44,7 +45,8 @@ def generate_cmd(
                          fallback_fp32=fallback_fp32)
     result = generate_to_file(
         output, gen, n, energy, spectrum=spectrum, angle=angle, seed=seed, window=window, layout=fmt,
-        chunk_size=chunk, resume=resume, allow_extrapolation=allow_extrapolation, progress=not quiet,
+        chunk_size=chunk, resume=resume, overwrite=overwrite, allow_extrapolation=allow_extrapolation,
+        progress=not quiet,
     )
     if not quiet:
         e = gen.engine

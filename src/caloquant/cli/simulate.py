@@ -27,19 +27,18 @@ def simulate_cmd(
     seed: int = typer.Option(0, "--seed", help="Random seed; shower i depends only on (seed, i)."),
     fmt: str = typer.Option("3dgan", "--format", help="File layout: 3dgan or calochallenge."),
     chunk: int = typer.Option(256, "--chunk", help="Showers simulated and written per chunk (memory bound)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists (else refuse)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Simulate electron showers with the GFlash-style reference Monte Carlo and write them to HDF5."""
     from caloquant.simulate.run import simulate_to_file
     from caloquant.ui import print_summary
 
-    if n <= 0:
-        raise InputError(f"--n must be positive, got {n}")
     if chunk <= 0:
         raise InputError(f"--chunk must be positive, got {chunk}")
     path = simulate_to_file(
         output, n, energy, spectrum=spectrum, angle=angle, window=window, seed=seed, layout=fmt,
-        chunk_size=chunk, progress=not quiet,
+        chunk_size=chunk, progress=not quiet, overwrite=overwrite,
     )
     if not quiet:
         print_summary(path)
@@ -49,11 +48,12 @@ def convert_cmd(
     source: Path = typer.Argument(..., help="Input shower file (3DGAN or CaloChallenge layout)."),
     output: Path = typer.Option(..., "-o", "--output", help="Output HDF5 file."),
     fmt: str = typer.Option(..., "--format", help="Output layout: 3dgan or calochallenge."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists (else refuse)."),
 ) -> None:
     """Convert a shower file between the 3DGAN and CaloChallenge layouts, chunk by chunk."""
     from caloquant.data import convert
 
-    n = convert(source, output, layout=fmt)
+    n = convert(source, output, layout=fmt, overwrite=overwrite)
     typer.echo(f"wrote {n} showers to {output} ({fmt})")
 
 

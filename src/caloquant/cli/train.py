@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -24,7 +25,8 @@ def train_cmd(
     max_steps: int = typer.Option(0, "--max-steps", help="Stop after this many steps (0: no limit)."),
     max_minutes: float = typer.Option(0.0, "--max-minutes", help="Stop, with a checkpoint, after this wall time "
                                       "(train in resumable chunks)."),
-    batch: int = typer.Option(128, "--batch", help="Batch size per rank (global batch = batch x world size)."),
+    batch: int | None = typer.Option(None, "--batch", help="Batch size per rank (global batch = batch x world "
+                                     "size); default 128, on --resume the run's."),
     lr: float = typer.Option(1e-3, "--lr", help="RMSprop learning rate for one rank."),
     no_scale_lr: bool = typer.Option(False, "--no-scale-lr", help="Do not scale the LR with the world size."),
     warmup: int = typer.Option(200, "--warmup-steps", help="Steps to ramp the LR from lr to lr x world size."),
@@ -51,7 +53,8 @@ def train_cmd(
     select: str = typer.Option("moments", "--select", help="Held-out metric that picks the best checkpoint: "
                                "moments (3DGAN moment metric) or fpd (Frechet physics distance)."),
     threads: int = typer.Option(0, "--threads", help="CPU threads per rank (0: PyTorch default)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of initialisation, data order, noise and label flips."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of initialisation, data order, noise and label "
+                                    "flips; default 0, on --resume the run's."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -61,6 +64,9 @@ def train_cmd(
 
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a directory")
+    stored = _stored_config(out) if resume else {}
+    seed = stored.get("seed", 0) if seed is None else seed
+    batch = stored.get("batch_size", 128) if batch is None else batch
     cfg = TrainConfig(
         arch=arch, batch_size=batch, lr=lr, scale_lr=not no_scale_lr, warmup_steps=warmup, epochs=epochs,
         max_steps=max_steps, max_minutes=max_minutes, physics_weight=physics_weight, pretrain_steps=pretrain_steps,
@@ -78,4 +84,13 @@ def train_cmd(
         best = f"{st.best_metric:.4f} at step {st.best_step}" if st.best_step >= 0 else "not evaluated"
         status = "finished" if result.finished else "paused (resume with --resume)"
         typer.echo(f"{status}: step {st.step}, epoch {st.epoch}, {st.elapsed / 60:.1f} min; "
-                   f"best {'FPD' if cfg.select == 'fpd' else 'moment metric'} {best}; outputs in {out}")
+                   f"best {'FPD' if stored.get('select', select) == 'fpd' else 'moment metric'} {best}; outputs in {out}")
+
+
+def _stored_config(out: Path) -> dict[str, Any]:
+    """The training config recorded in ``out``'s last checkpoint (empty when there is none)."""
+    from caloquant.models.registry import safe_load
+
+    ckpt = out / "checkpoint-last.pt"
+    obj = safe_load(ckpt) if ckpt.exists() else {}
+    return obj.get("config", {}) if isinstance(obj, dict) else {}

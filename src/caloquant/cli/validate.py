@@ -71,12 +71,14 @@ def validate_cmd(
         for col in ("metric", "value +- error", "noise floor", "verdict"):
             table.add_column(col, justify="left" if col == "metric" else "right")
         for metric, m in cand.metrics.items():
-            verdict = "[green]pass[/green]" if m.passed else "[bold red]FAIL[/bold red]"
+            verdict = {"pass": "[green]pass[/green]", "fail": "[bold red]FAIL[/bold red]"}.get(
+                m.verdict, f"[yellow]{m.verdict}[/yellow]")
             table.add_row(metric, f"{m.value:.4g} +- {m.error:.2g}", f"{m.noise_floor:.3g}", verdict)
         out_console.print(table)
         empty = sorted({b for m in cand.metrics.values() for b in m.empty_bins})
         if empty:
-            out_console.print(f"energy bins without enough showers (not scored): {', '.join(empty)}")
+            out_console.print(f"not enough data: energy bins {', '.join(empty)} hold too few showers to be scored; "
+                              "the metrics that need them have no verdict")
     if json_out is not None:
         write_text_atomic(json_out, result.to_json())
     if report is not None:

@@ -11,6 +11,8 @@ trip (CaloChallenge readers ignore it).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,13 +24,15 @@ import h5py
 import numpy as np
 
 from caloquant import __version__
-from caloquant._atomic import check_writable
+from caloquant._atomic import OutputLock, RollbackFile, check_writable
 from caloquant.errors import DataFormatError, GeometryMismatchError, InputError
 from caloquant.geometry import WINDOWS, Window, window_for_shape
 
 LAYOUTS = ("3dgan", "calochallenge")
 PERPENDICULAR = np.pi / 2
 MEV_PER_GEV = 1000.0
+#: Highest primary energy a shower file may hold (100 TeV); anything above is a unit error or corruption.
+MAX_PRIMARY_GEV = 1e5
 
 
 @dataclass
@@ -77,12 +81,28 @@ class ShowerSet:
 
 
 def _check_values(path: Path, name: str, values: np.ndarray, *, positive: bool = False) -> None:
+    """NaN, infinite, negative (or, for energies, zero) values are refused with the file and dataset named."""
     if not np.all(np.isfinite(values)):
         raise DataFormatError(f"{path}: dataset '{name}' contains NaN or infinite values")
     if positive and np.any(values <= 0):
         raise DataFormatError(f"{path}: dataset '{name}' contains zero or negative energies")
     if not positive and np.any(values < 0):
         raise DataFormatError(f"{path}: dataset '{name}' contains negative values")
+
+
+def _check_physical(path: Path, showers: ShowerSet, start: int) -> None:
+    """Refuse energies no calorimeter file holds: a primary above MAX_PRIMARY_GEV, or a shower whose visible
+    energy exceeds its primary energy (wrong units or corrupt values)."""
+    if np.any(showers.energy > MAX_PRIMARY_GEV):
+        i = int(np.argmax(showers.energy))
+        raise DataFormatError(f"{path}: shower {start + i} has a primary energy of {showers.energy[i]:.3g} GeV, "
+                              f"above {MAX_PRIMARY_GEV:g} GeV (wrong units or corrupt values)")
+    visible = showers.ecal.reshape(len(showers), -1).sum(axis=1, dtype=np.float64)
+    over = np.flatnonzero(visible > showers.energy)
+    if len(over):
+        i = int(over[0])
+        raise DataFormatError(f"{path}: shower {start + i} has {visible[i]:.3g} GeV visible for a "
+                              f"{showers.energy[i]:.3g} GeV primary (wrong units or corrupt values)")
 
 
 class ShowerFile:
@@ -107,6 +127,9 @@ class ShowerFile:
 
     def _inspect(self) -> None:
         h5, p = self._h5, self.path
+        for name in ("ECAL", "energy", "target", "theta", "showers", "incident_energies"):
+            if name in h5 and not isinstance(h5[name], h5py.Dataset):
+                raise DataFormatError(f"{p}: '{name}' is a group, expected a dataset")
         if "ECAL" in h5:
             self.layout = "3dgan"
             ecal = h5["ECAL"]
@@ -154,6 +177,9 @@ class ShowerFile:
             raise DataFormatError(f"{p}: '{self._energy_key}' has {e.shape[0]} rows but there are {self.n} showers")
         if "theta" in h5 and h5["theta"].shape[0] != self.n:
             raise DataFormatError(f"{p}: 'theta' has {h5['theta'].shape[0]} rows but there are {self.n} showers")
+        for name in ("ECAL" if self.layout == "3dgan" else "showers", self._energy_key, "theta"):
+            if name in h5 and h5[name].dtype.kind not in "fiu":
+                raise DataFormatError(f"{p}: dataset '{name}' holds {h5[name].dtype} values, expected numbers")
 
     def _window(self, shape: tuple[int, ...]) -> Window:
         try:
@@ -191,7 +217,10 @@ class ShowerFile:
             _check_values(self.path, "ECAL" if self.layout == "3dgan" else "showers", ecal)
             _check_values(self.path, self._energy_key, energy, positive=True)
             _check_values(self.path, "theta", theta)
-        return ShowerSet(ecal, energy, theta, self.attrs)
+        showers = ShowerSet(ecal, energy, theta, self.attrs)
+        if self.check_values:
+            _check_physical(self.path, showers, start)
+        return showers
 
     def iter_chunks(self, chunk_size: int = 1000) -> Iterator[ShowerSet]:
         for start in range(0, self.n, chunk_size):
@@ -217,7 +246,8 @@ class ShowerWriter:
     """Append ShowerSets to an HDF5 file in chunks; the file appears under its name only when closed cleanly.
 
     Data go to a hidden temporary sibling; ``close()`` renames it, an exception inside the ``with`` block
-    deletes it, so a crash never leaves a half-written file under the final name.
+    deletes it, so a crash never leaves a half-written file under the final name. A failed write (full disk)
+    raises one OSError naming the file, and the temporary file is removed. The output is locked while open.
     """
 
     def __init__(
@@ -229,16 +259,27 @@ class ShowerWriter:
         attrs: Mapping[str, Any] | None = None,
         chunk_rows: int = 64,
         compression: str | None = "gzip",
+        overwrite: bool = True,
     ) -> None:
         if layout not in LAYOUTS:
             raise InputError(f"unknown format {layout!r}; choose one of {', '.join(LAYOUTS)}")
-        self.path = check_writable(path)
+        self.path = check_writable(path, overwrite=overwrite)
         self.window = window
         self.layout = layout
         self.n = 0
+        self._lock = OutputLock(self.path)
         self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        self._h5 = h5py.File(self._tmp, "w")
-        for k, v in (attrs or {}).items():
+        try:
+            self._file = RollbackFile(self._tmp, "w+b")
+            self._h5 = h5py.File(self._file, "w")
+            self._create(attrs or {}, chunk_rows, compression)
+        except BaseException as e:
+            self.abort()
+            raise self._failure(e) from None
+
+    def _create(self, attrs: Mapping[str, Any], chunk_rows: int, compression: str | None) -> None:
+        window, layout = self.window, self.layout
+        for k, v in attrs.items():
             self._h5.attrs[k] = v
         self._h5.attrs["layout"] = layout
         self._h5.attrs["window"] = window.name
@@ -265,36 +306,57 @@ class ShowerWriter:
         self._theta = self._h5.create_dataset("theta", shape=(0,), maxshape=(None,), dtype="f4",
                                               chunks=(max(r, 1024),))
 
+    def _failure(self, error: BaseException) -> BaseException:
+        """``error`` as one OSError naming the output when it is an I/O failure (HDF5 hides the errno)."""
+        cause = getattr(getattr(self, "_file", None), "error", None) or error
+        if not isinstance(cause, OSError) and not isinstance(error, RuntimeError):
+            return error
+        why = os.strerror(cause.errno) if getattr(cause, "errno", None) else str(cause).splitlines()[0]
+        return OSError(getattr(cause, "errno", None) or errno.EIO, f"write failed ({why})", str(self.path))
+
     def append(self, showers: ShowerSet) -> None:
         if showers.ecal.shape[1:] != self.window.shape:
             raise GeometryMismatchError(
                 f"{self.path}: showers of shape {showers.ecal.shape[1:]} do not fit window {self.window}"
             )
         n0, n1 = self.n, self.n + len(showers)
-        for ds in (self._ecal, self._energy, self._theta):
-            ds.resize(n1, axis=0)
-        if self.layout == "3dgan":
-            self._ecal[n0:n1] = showers.ecal
-            self._energy[n0:n1] = showers.energy
-        else:
-            self._ecal[n0:n1] = showers.ecal.transpose(0, 3, 1, 2).reshape(len(showers), -1) * MEV_PER_GEV
-            self._energy[n0:n1] = showers.energy.reshape(-1, 1) * MEV_PER_GEV
-        self._theta[n0:n1] = showers.theta
+        try:
+            for ds in (self._ecal, self._energy, self._theta):
+                ds.resize(n1, axis=0)
+            if self.layout == "3dgan":
+                self._ecal[n0:n1] = showers.ecal
+                self._energy[n0:n1] = showers.energy
+            else:
+                self._ecal[n0:n1] = showers.ecal.transpose(0, 3, 1, 2).reshape(len(showers), -1) * MEV_PER_GEV
+                self._energy[n0:n1] = showers.energy.reshape(-1, 1) * MEV_PER_GEV
+            self._theta[n0:n1] = showers.theta
+        except Exception as e:  # noqa: BLE001 - h5py raises OSError or RuntimeError for one failed write
+            raise self._failure(e) from None
         self.n = n1
 
     def close(self) -> Path:
         """Finish the file and move it to its final name."""
-        self._h5.close()
-        os.replace(self._tmp, self.path)
+        try:
+            self._h5.flush()  # a failure here, not in close, leaves HDF5 able to close the file
+            self._h5.close()
+            self._file.close()
+            os.replace(self._tmp, self.path)
+        except Exception as e:  # noqa: BLE001 - see append
+            failure = self._failure(e)
+            self.abort()
+            raise failure from None
+        self._lock.release()
         return self.path
 
     def abort(self) -> None:
-        """Discard everything written so far."""
-        try:
-            self._h5.close()
-        finally:
-            if self._tmp.exists():
-                self._tmp.unlink()
+        """Discard everything written so far (never raises: it runs while another error is on its way)."""
+        if hasattr(self, "_h5"):
+            discard_and_close(self._h5, self._file)
+        elif hasattr(self, "_file"):
+            self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._tmp.unlink()
+        self._lock.release()
 
     def __enter__(self) -> ShowerWriter:
         return self
@@ -308,6 +370,29 @@ class ShowerWriter:
             self.abort()
 
 
+#: File objects of HDF5 files that refused to close after a failed write: HDF5 may still call them.
+_UNCLOSED: list[RollbackFile] = []
+
+
+def discard_and_close(h5: h5py.File, file: RollbackFile, *, rollback: bool = False) -> None:
+    """Close an HDF5 file whose writes may have failed: later writes are dropped and every error swallowed;
+    ``rollback`` then returns the file to its last checkpoint.
+
+    HDF5 recovers only if a failed flush comes before close (a failed close leaves it unusable), hence the
+    flush; a file HDF5 still holds keeps its file object alive so that no callback ever meets a freed one.
+    """
+    file.discard()
+    for step in (h5.flush, h5.close, h5.close):
+        with contextlib.suppress(Exception):
+            step()
+    if rollback:
+        file.rollback()
+    if h5.id.valid:
+        _UNCLOSED.append(file)
+    else:
+        file.close()
+
+
 def write_showers(
     path: str | os.PathLike[str], showers: ShowerSet, *, layout: str = "3dgan", attrs: Mapping[str, Any] | None = None
 ) -> Path:
@@ -317,9 +402,10 @@ def write_showers(
     return Path(path)
 
 
-def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, layout: str, chunk_size: int = 1000) -> int:
+def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, layout: str, chunk_size: int = 1000,
+            overwrite: bool = False) -> int:
     """Copy ``src`` to ``dst`` in ``layout``, chunk by chunk; returns the number of showers."""
-    with ShowerFile(src) as f, ShowerWriter(dst, f.window, layout=layout, attrs=f.attrs) as w:
+    with ShowerFile(src) as f, ShowerWriter(dst, f.window, layout=layout, attrs=f.attrs, overwrite=overwrite) as w:
         for chunk in f.iter_chunks(chunk_size):
             w.append(chunk)
         return w.n

@@ -84,8 +84,12 @@ def read_spec(path: str | os.PathLike[str]) -> tuple[ModelSpec, dict[str, Any]]:
     p = Path(path)
     side = _sidecar(p)
     if side.exists():
-        meta = json.loads(side.read_text())
-        return ModelSpec.from_dict(meta["spec"]), meta
+        try:
+            meta = json.loads(side.read_text())
+            return ModelSpec.from_dict(meta["spec"]), meta
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ModelError(f"{side}: not a readable caloquant model spec ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:80]})") from None
     if p.suffix == ".xml" and p.exists():
         import openvino as ov
 

@@ -8,8 +8,9 @@ the engine's run-to-run rounding where its kernels are not bit-reproducible). Th
 and precision sha256, engine, seed, energies, angles, batch, N, layout) is stored as attributes and must
 match. When the last chunk is committed the file is renamed to ``OUT.h5``.
 
-SIGINT, a full disk and ordinary errors close the file cleanly. A hard kill (SIGKILL, power loss) in the
-middle of an HDF5 write can leave the partial file unreadable; resuming then says so and one starts again.
+SIGINT, SIGTERM, a full disk and ordinary errors return the file to its last commit (``RollbackFile``).
+A hard kill (SIGKILL, power loss) in the middle of an HDF5 write can leave the partial file unreadable;
+resuming then says so and one starts again. The final output is locked (``OutputLock``) for the whole run.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import numpy as np
 
-from caloquant.data.formats import ShowerWriter
+from caloquant._atomic import RollbackFile
+from caloquant.data.formats import ShowerWriter, discard_and_close
 from caloquant.errors import DataFormatError, InputError
 from caloquant.geometry import Window
 
@@ -48,7 +51,11 @@ def identity_mismatch(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> s
 
 
 class PartialShowerFile(ShowerWriter):
-    """A ShowerWriter on ``OUT.h5.partial`` that commits chunks, survives interruption and can be reopened."""
+    """A ShowerWriter on ``OUT.h5.partial`` that commits chunks, survives interruption and can be reopened.
+
+    The file is opened through a ``RollbackFile``: when a write fails (full disk), ``abort`` returns it
+    byte for byte to its last commit, so the committed showers stay resumable and no row is half written.
+    """
 
     def __init__(self, out: str | os.PathLike[str], window: Window, *, layout: str, attrs: Mapping[str, Any],
                  chunk_rows: int, resume: bool) -> None:
@@ -59,15 +66,18 @@ class PartialShowerFile(ShowerWriter):
         if not part.exists():
             ShowerWriter(part, window, layout=layout, attrs={**attrs, COMMITTED: 0}, chunk_rows=chunk_rows).close()
         self.path, self.window, self.layout = part, window, layout
+        self._file = RollbackFile(part, "r+b")
         try:
-            self._h5 = h5py.File(part, "a")
+            self._h5 = h5py.File(self._file, "r+")
         except OSError:
+            self._file.close()
             raise DataFormatError(f"{part}: the interrupted run's file is damaged and cannot be resumed; "
                                   "delete it and start again") from None
         try:
             self._reopen(attrs)
         except BaseException:
             self._h5.close()
+            self._file.close()
             raise
 
     def _reopen(self, attrs: Mapping[str, Any]) -> None:
@@ -79,24 +89,38 @@ class PartialShowerFile(ShowerWriter):
         if why:
             raise InputError(f"{self.path}: cannot resume a different run ({why}); delete it or use the same options")
         self._ecal, self._energy, self._theta = (h5[name] for name in _DATASETS[self.layout])
-        self.n = int(stored[COMMITTED])
+        self.n = _intact_rows(self._energy, int(stored[COMMITTED]), int(stored["batch"]))
         for ds in (self._ecal, self._energy, self._theta):
             if ds.shape[0] != self.n:  # a chunk written but not committed
                 ds.resize(self.n, axis=0)
+        self.commit()
 
     def commit(self) -> None:
         """Record every appended row as committed and flush them to disk."""
-        self._h5.attrs[COMMITTED] = self.n
-        self._h5.flush()
+        try:
+            self._h5.attrs[COMMITTED] = self.n
+            self._h5.flush()
+        except Exception as e:  # noqa: BLE001 - h5py raises OSError or RuntimeError for one failed write
+            raise self._failure(e) from None
+        self._file.checkpoint()
+        self.committed = self.n
 
     def close(self) -> Path:
         """Commit, close and move the completed file to its final name."""
         self.commit()
         self._h5.close()
+        self._file.close()
         os.replace(self.path, self.final)
         return self.final
 
     def abort(self) -> None:
-        """Close, keeping the committed showers for ``--resume`` (uncommitted rows are dropped on resume)."""
-        if self._h5.id.valid:
-            self._h5.close()
+        """Close, keeping exactly the committed showers for ``--resume`` (later writes are rolled back)."""
+        discard_and_close(self._h5, self._file, rollback=True)
+
+
+def _intact_rows(energy: h5py.Dataset, committed: int, batch: int) -> int:
+    """Committed rows up to the first one never written (zero energy: a write lost by an older version or a
+    hard kill), cut back to whole batches so that the resumed run batches alike."""
+    e = np.asarray(energy[:committed], dtype=np.float64).reshape(-1)
+    bad = np.flatnonzero(~(np.isfinite(e) & (e > 0)))
+    return committed if len(bad) == 0 else int(bad[0]) - int(bad[0]) % max(batch, 1)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import signal
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -15,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from caloquant._atomic import OutputLock, check_writable, deferred_signals
 from caloquant.data.formats import ShowerSet
 from caloquant.errors import GeometryMismatchError, InputError, Interrupted
 from caloquant.generate.resume import PartialShowerFile
 from caloquant.geometry import Window, parse_window
 from caloquant.runtime.generator import Generator
-from caloquant.simulate.engine import AngleRange, Spectrum, parse_range
+from caloquant.simulate.engine import AngleRange, Spectrum, check_count, parse_range
 from caloquant.ui import progress_bar
 
 #: Showers per written chunk when not given (rounded up to a whole number of batches).
@@ -66,26 +65,6 @@ class GenerateResult:
         return (self.n - self.resumed_from) / self.seconds if self.seconds > 0 else float("nan")
 
 
-@contextlib.contextmanager
-def deferred_sigint() -> Iterator[threading.Event]:
-    """Turn the first Ctrl-C into a flag checked between batches (a second one interrupts at once)."""
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield stop
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def generate_to_file(
     path: str | os.PathLike[str],
     generator: Generator,
@@ -99,6 +78,7 @@ def generate_to_file(
     layout: str = "3dgan",
     chunk_size: int = CHUNK_SHOWERS,
     resume: bool = False,
+    overwrite: bool = False,
     allow_extrapolation: bool = False,
     progress: bool = False,
     on_chunk: Callable[[int], None] | None = None,
@@ -106,10 +86,10 @@ def generate_to_file(
     """Generate ``n`` showers into ``path`` chunk by chunk; ``resume`` continues ``path.partial`` exactly.
 
     Memory is bounded by one chunk plus the batches in flight, whatever ``n`` is. ``on_chunk(k)`` is called
-    after each committed chunk with the number of showers on disk.
+    after each committed chunk with the number of showers on disk. ``path`` is locked against other runs.
     """
-    if n <= 0:
-        raise InputError(f"--n must be positive, got {n}")
+    check_count(n)
+    check_writable(path, overwrite=overwrite)
     if chunk_size <= 0:
         raise InputError(f"--chunk must be positive, got {chunk_size}")
     spec = generator.spec
@@ -130,11 +110,20 @@ def generate_to_file(
         "particle": "e-", "precision_check": generator.check.describe() if generator.check else "fp32 (reference)",
     }
     chunk = eng.batch * math.ceil(chunk_size / eng.batch)  # whole batches: a resumed run batches alike
-    out = PartialShowerFile(path, spec.window, layout=layout, attrs=attrs, chunk_rows=min(chunk, 64), resume=resume)
+    with OutputLock(path):
+        out = PartialShowerFile(path, spec.window, layout=layout, attrs=attrs, chunk_rows=min(chunk, 64),
+                                resume=resume)
+        return _fill(out, generator, energies, angles, seed, n, chunk, progress, on_chunk)
+
+
+def _fill(out: PartialShowerFile, generator: Generator, energies: Spectrum, angles: AngleRange, seed: int, n: int,
+          chunk: int, progress: bool, on_chunk: Callable[[int], None] | None) -> GenerateResult:
+    """Generate showers [out.n, n) into ``out`` chunk by chunk and close it under its final name."""
+    spec = generator.spec
     start = out.n
     t0 = time.perf_counter()
     try:
-        with deferred_sigint() as stop, progress_bar(n - start, "generate", enabled=progress) as advance, \
+        with deferred_signals() as stop, progress_bar(n - start, "generate", enabled=progress) as advance, \
                 contextlib.closing(_batches_in_order(generator, energies, angles, seed, start, n)) as batches:
             done: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
             for raw, e, a in batches:
@@ -154,11 +143,11 @@ def generate_to_file(
                         on_chunk(out.n)
         if stop.is_set():
             raise Interrupted(f"interrupted: {out.n} of {n} showers kept in {out.path}; rerun with --resume "
-                              "to continue")
+                              "to continue", stop.signum)
     except OSError as e:
         out.abort()
-        raise OSError(e.errno, f"write failed ({e.strerror or e}); {out.n} showers kept in {out.path}: free "
-                      "disk space and rerun with --resume", str(path)) from None
+        raise OSError(e.errno, f"write failed ({e.strerror or e}); {out.committed} showers kept in {out.path}: free "
+                      "disk space and rerun with --resume", str(out.final)) from None
     except BaseException:
         out.abort()
         raise

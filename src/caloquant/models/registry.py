@@ -71,8 +71,11 @@ def safe_load(path: str | os.PathLike[str]) -> Any:
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for truncated/corrupt files
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelError(f"{p}: not a readable PyTorch weights file ({msg[:120]})") from None
+        if "weights only" in str(e).lower() or "weights_only" in str(e):
+            raise ModelError(f"{p}: refused: it holds pickled objects besides tensors (code could run on "
+                             "loading); only plain weights files and caloquant checkpoints are loaded") from None
+        raise ModelError(f"{p}: not a readable PyTorch weights file (truncated or corrupt: "
+                         f"{type(e).__name__})") from None
 
 
 def load_state(module: nn.Module, state: dict[str, Any], what: str) -> None:
@@ -82,6 +85,19 @@ def load_state(module: nn.Module, state: dict[str, Any], what: str) -> None:
     except RuntimeError as e:
         first = str(e).splitlines()[0]
         raise ModelError(f"{what}: weights do not fit this architecture ({first[:160]})") from None
+
+
+def _read_card(path: Path, weights: Path) -> dict[str, Any]:
+    """The model card next to a bare state_dict (one-line ModelError when missing or malformed)."""
+    if not path.exists():
+        raise ModelError(f"{weights}: a bare state_dict needs its model card {path.name} next to it")
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: not a readable model card ({type(e).__name__})") from None
+    if not isinstance(card, dict) or not isinstance(card.get("spec"), dict):
+        raise ModelError(f"{path}: not a caloquant model card (no 'spec')")
+    return card
 
 
 @dataclass
@@ -113,10 +129,11 @@ def load_generator(model: str | os.PathLike[str], *, expect_arch: str | None = N
             spec = ModelSpec.from_dict(obj["spec"])
             state = obj.get("generator_ema") or obj["generator"]
         else:
-            card_path = p.with_suffix(".json")
-            if not card_path.exists():
-                raise ModelError(f"{p}: a bare state_dict needs its model card {card_path.name} next to it")
-            spec = ModelSpec.from_dict(json.loads(card_path.read_text())["spec"])
+            card = _read_card(p.with_suffix(".json"), p)
+            if "sha256" in card and digest != card["sha256"]:
+                raise ModelError(f"{p}: sha256 {digest[:12]}... does not match its model card "
+                                 f"({str(card['sha256'])[:12]}...): the weights were modified or belong elsewhere")
+            spec = ModelSpec.from_dict(card["spec"])
             state = obj
     if expect_arch is not None and spec.arch != expect_arch:
         raise ModelError(f"{p}: holds a {spec.arch} model, expected {expect_arch}")

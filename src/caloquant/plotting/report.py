@@ -43,7 +43,7 @@ def _table(result: ValidationResult) -> str:
         rows.append(f"<h3>{html.escape(cand)} ({len(cr.features):,} showers)</h3><table>"
                     "<tr><th>metric</th><th>value</th><th>error</th><th>noise floor</th><th>verdict</th></tr>")
         for name, m in cr.metrics.items():
-            cls, word = ("pass", "pass") if m.passed else ("fail", "FAIL")
+            cls, word = {"pass": ("pass", "pass"), "fail": ("fail", "FAIL")}.get(m.verdict, ("fail", m.verdict))
             rows.append(f"<tr><td style='text-align:left'>{name}</td><td>{_fmt(m.value)}</td><td>{_fmt(m.error)}</td>"
                         f"<td>{_fmt(m.noise_floor)}</td><td class='{cls}'>{word}</td></tr>")
         rows.append("</table>")

@@ -16,6 +16,8 @@ from caloquant.quantize.tuner import Candidate, TuneResult, tune
 
 #: Calibration set of the GAN workflow: showers, seed, batch (recorded in recipes so replays are identical).
 GAN_CALIBRATION = {"kind": "gan", "n": 512, "seed": 7, "batch": 128}
+#: Most calibration showers a recipe may ask for.
+MAX_CALIBRATION = 100_000
 
 
 def gan_calibration(spec: Any, data: dict[str, Any]) -> list[Any]:
@@ -23,9 +25,17 @@ def gan_calibration(spec: Any, data: dict[str, Any]) -> list[Any]:
     from caloquant.errors import InputError
     from caloquant.quantize.evaluators import calibration_inputs
 
+    if not isinstance(data, dict):
+        raise InputError(f"recipe calibration_data must be an object like {GAN_CALIBRATION}, got {str(data)[:60]}")
     if data.get("kind") != "gan":
         raise InputError("this recipe was made with user calibration data; pass it as calibration=...")
-    return calibration_inputs(spec, int(data["n"]), int(data["seed"]), int(data["batch"]))
+    try:
+        n, seed, batch = (int(data[k]) for k in ("n", "seed", "batch"))
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"recipe calibration_data needs integer n, seed and batch, got {str(data)[:80]}") from None
+    if not (0 < n <= MAX_CALIBRATION and 0 < batch):
+        raise InputError(f"recipe calibration_data: n must be 1-{MAX_CALIBRATION} and batch positive, got {data}")
+    return calibration_inputs(spec, n, seed, batch)
 
 
 def apply_recipe(model: str | os.PathLike[str], recipe: str | os.PathLike[str] | dict[str, Any],

@@ -73,9 +73,12 @@ def read_recipe(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise InputError(f"{p}: not a readable recipe ({e})") from None
     if not isinstance(recipe, dict) or recipe.get("format") != FORMAT:
         raise InputError(f"{p}: not a caloquant quantization recipe (format {FORMAT})")
-    for key in ("source_sha256", "precision", "calibration", "calibration_data"):
+    for key, kind in (("source_sha256", str), ("precision", dict), ("calibration", dict),
+                      ("calibration_data", dict)):
         if key not in recipe:
             raise InputError(f"{p}: recipe lacks {key!r}")
+        if not isinstance(recipe[key], kind):
+            raise InputError(f"{p}: recipe field {key!r} must be a JSON {'string' if kind is str else 'object'}")
     return recipe
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from caloquant._atomic import write_text_atomic
+from caloquant._atomic import check_writable_dir, write_text_atomic
 from caloquant.errors import AccuracyNotReachedError, ModelError
 from caloquant.quantize import GAN_CALIBRATION, apply_recipe, gan_calibration
 from caloquant.quantize import recipe as rec
@@ -38,11 +39,19 @@ def torch_throughput(module: Any, example: np.ndarray, *, seconds: float = 2.0, 
     return float(len(example) / np.median(times))
 
 
-def _save(model: Any, out: Path, src: Source) -> None:
+#: Name of the model a failed tune writes for inspection (with recipe.rejected.json): never ``model.xml``,
+#: and marked not accepted, so that ``generate --precision`` refuses it.
+REJECTED = "model.rejected.xml"
+
+
+def _save(model: Any, out: Path, src: Source, *, accepted: bool = True) -> None:
+    """Write the model (``model.xml``, or ``REJECTED`` when it failed the criterion) and its spec sidecar."""
     meta = json.dumps({"spec": src.spec.to_dict() if src.spec else None, "source": src.source,
-                       "source_sha256": src.sha256, "precision": "int8-mixed"})
-    save_model(model, out / "model.xml", {"caloquant/meta": meta})
-    write_text_atomic(out / "model.spec.json", json.dumps(json.loads(meta), indent=2))
+                       "source_sha256": src.sha256, "precision": "int8-mixed" if accepted else "rejected",
+                       "accepted": accepted})
+    xml = out / ("model.xml" if accepted else REJECTED)
+    save_model(model, xml, {"caloquant/meta": meta})
+    write_text_atomic(xml.with_suffix(".spec.json"), json.dumps(json.loads(meta), indent=2))
 
 
 def _physics_figures(ev: PhysicsEvaluator, result: TuneResult) -> list[tuple[str, Any]]:
@@ -60,16 +69,38 @@ def quantize_generator(model: str | os.PathLike[str], outdir: str | os.PathLike[
                        max_candidates: int = 12, max_minutes: float = 10.0, batch: int = 128,
                        n_showers: int = 2048, n_reference: int = 3000, seed: int = 1,
                        log: Any = print) -> dict[str, Any]:
-    """Tune (or replay ``recipe``) a generator and write OUTDIR; returns the history summary (or the recipe)."""
-    out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
+    """Tune (or replay ``recipe``) a generator and write OUTDIR; returns the history summary (or the recipe).
+
+    OUTDIR is created only when there is something to write, and removed again if this call created it and
+    then failed before the tuning finished. A failed tune writes its model as ``REJECTED``, never model.xml.
+    """
+    out = check_writable_dir(outdir)
+    created = not out.exists()
+    try:
+        return _quantize(model, out, recipe=recipe, criterion=criterion, max_candidates=max_candidates,
+                         max_minutes=max_minutes, batch=batch, n_showers=n_showers, n_reference=n_reference,
+                         seed=seed, log=log)
+    except AccuracyNotReachedError:
+        raise
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _quantize(model: str | os.PathLike[str], out: Path, *, recipe: str | os.PathLike[str] | None,
+              criterion: Criterion | None, max_candidates: int, max_minutes: float, batch: int, n_showers: int,
+              n_reference: int, seed: int, log: Any) -> dict[str, Any]:
+    """``quantize_generator`` into the checked folder ``out``."""
     src = resolve(model)
     if src.spec is None:
         raise ModelError(f"{src.source}: no caloquant generator metadata; tune other models through the Python "
                          "API (caloquant.quantize.tune) with your own evaluator")
     if recipe is not None:
         r = rec.read_recipe(recipe)
-        _save(apply_recipe(model, r), out, src)
+        built = apply_recipe(model, r)
+        out.mkdir(parents=True, exist_ok=True)
+        _save(built, out, src)
         write_text_atomic(out / "recipe.json", json.dumps(r, indent=2))
         note = rec.replay_note(r)
         if note is not None and src.module is not None:  # FP32 PyTorch reference at hand: judge it here
@@ -107,8 +138,9 @@ def quantize_generator(model: str | os.PathLike[str], outdir: str | os.PathLike[
                         summary={k: summary[k] for k in ("metric", "criterion", "baseline_metric", "noise_floor",
                                                          "accepted", "speedup_vs_fp32")}
                         | {"candidate": result.best.to_dict()}, fallback=result.best.fallback)
-    _save(result.model, out, src)
-    write_text_atomic(out / "recipe.json", json.dumps(r, indent=2))
+    out.mkdir(parents=True, exist_ok=True)
+    _save(result.model, out, src, accepted=failure is None)
+    write_text_atomic(out / ("recipe.json" if failure is None else "recipe.rejected.json"), json.dumps(r, indent=2))
     write_text_atomic(out / "history.json", json.dumps(summary, indent=2, default=float))
     from caloquant.plotting.tuning import write_tuning_report
 

@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from caloquant.runtime.engines import (
     cpu_count,
 )
 from caloquant.runtime.precision_check import PrecisionCheck, guard, log
+from caloquant.ui import warn
 
 PRECISIONS = ("fp32", "bf16", "int8")
 #: Batch used by ``batch="auto"``, per engine (docs/benchmarks.md, "Generation").
@@ -127,15 +128,47 @@ def cache_dir() -> Path:
     return base
 
 
+#: File in every cache entry listing the sha256 of its other files.
+MANIFEST = "sha256.json"
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {f.name: sha256_file(f) for f in sorted(folder.iterdir()) if f.is_file() and f.name != MANIFEST}
+
+
+def _cached(entry: Path, build: Callable[[Path], None]) -> Path:
+    """The cache folder ``entry``, verified against its sha256 manifest; built by ``build(folder)`` when missing,
+    and rebuilt (with a one-line warning) when incomplete, truncated or modified."""
+    if entry.exists():
+        try:
+            if json.loads((entry / MANIFEST).read_text()) == _digests(entry):
+                return entry
+        except (OSError, ValueError):
+            pass
+        warn(f"cache entry {entry} is incomplete or was modified; rebuilding it")
+        shutil.rmtree(entry, ignore_errors=True)
+    tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")  # complete folders only, then rename
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        build(tmp)
+        (tmp / MANIFEST).write_text(json.dumps(_digests(tmp), indent=2))
+        tmp.replace(entry)
+    except OSError:
+        if not entry.exists():  # not another process caching it first: a real failure
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return entry
+
+
 def _exported(gen: LoadedGenerator, suffix: str) -> Path:
     """The generator exported to IR (``.xml``) or ONNX, cached under its sha256 and the caloquant version."""
     from caloquant.export import export_onnx, export_openvino
 
-    path = cache_dir() / "export" / f"{gen.sha256}-{__version__}" / f"model{suffix}"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        (export_openvino if suffix == ".xml" else export_onnx)(gen, path)
-    return path
+    export = export_openvino if suffix == ".xml" else export_onnx
+    entry = cache_dir() / "export" / f"{gen.sha256}-{__version__}-{suffix[1:]}"
+    return _cached(entry, lambda d: export(gen, d / f"model{suffix}")) / f"model{suffix}"
 
 
 def _int8_model(gen: LoadedGenerator, model: str) -> tuple[Path, str]:
@@ -152,21 +185,17 @@ def _int8_model(gen: LoadedGenerator, model: str) -> tuple[Path, str]:
     import openvino as ov
 
     recipe_sha = sha256_file(recipe)
-    final = cache_dir() / "int8" / f"{gen.sha256[:16]}-{recipe_sha[:16]}"
-    if not (final / "model.xml").exists():
+
+    def build(folder: Path) -> None:
         meta = {"spec": gen.spec.to_dict(), "source": gen.source, "source_sha256": gen.sha256,
                 "recipe": str(recipe), "recipe_sha256": recipe_sha}
         ov_model = apply_recipe(model, recipe)
         ov_model.set_rt_info(json.dumps(meta), ["caloquant", "meta"])
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")  # complete directories only, then rename
-        tmp.mkdir(parents=True, exist_ok=True)
-        ov.save_model(ov_model, str(tmp / "model.xml"), compress_to_fp16=False)
-        (tmp / "model.spec.json").write_text(json.dumps(meta, indent=2))
-        try:
-            tmp.replace(final)
-        except OSError:  # another process cached it first
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final / "model.xml", recipe_sha
+        ov.save_model(ov_model, str(folder / "model.xml"), compress_to_fp16=False)
+        (folder / "model.spec.json").write_text(json.dumps(meta, indent=2))
+
+    entry = _cached(cache_dir() / "int8" / f"{gen.sha256[:16]}-{recipe_sha[:16]}", build)
+    return entry / "model.xml", recipe_sha
 
 
 def _tuned_model(gen: LoadedGenerator, path: Path, engine: str) -> None:
@@ -181,11 +210,19 @@ def _tuned_model(gen: LoadedGenerator, path: Path, engine: str) -> None:
         raise ModelError(f"{path}: an OpenVINO IR runs on --engine openvino, not {engine}")
     if engine == "torch":
         raise ModelError(f"{path}: an ONNX model runs on --engine onnxruntime or openvino, not torch")
+    from caloquant.quantize.openvino_backend import read_model
+
+    read_model(path)  # a one-line ModelError when the file is not a readable model
     spec, meta = read_spec(path)
+    if meta.get("accepted") is False:
+        raise ModelError(f"{path}: this model was rejected by the tuner (it failed the accuracy criterion)")
     if spec.arch != gen.spec.arch:
         raise GeometryMismatchError(f"{path}: holds a {spec.arch} model ({spec.window}), but the model is "
                                     f"{gen.spec.arch} ({gen.spec.window})")
-    if meta.get("source_sha256") not in (None, gen.sha256):
+    if not meta.get("source_sha256"):
+        raise ModelError(f"{path}: records no source_sha256, so it cannot be verified against {gen.source}; "
+                         "export or quantize it again with caloquant")
+    if meta["source_sha256"] != gen.sha256:
         raise ModelError(f"{path}: was made from other weights (sha256 {str(meta['source_sha256'])[:12]}...) "
                          f"than {gen.source} ({gen.sha256[:12]}...)")
 

@@ -45,6 +45,8 @@ E_MIN_GEV, E_MAX_GEV = 1.0, 1000.0
 TAU_STEP = 0.02
 #: Cell threshold: half the mean energy a minimum-ionising particle leaves in one sensor (GeV).
 MIP_THRESHOLD_FRACTION = 0.5
+#: Most showers one run may write (about 10 TB of 25x25x25 showers; larger requests are typos).
+MAX_SHOWERS = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,17 @@ class AngleRange:
 
     def sample(self, u: float) -> float:
         return float(np.deg2rad(self.low + u * (self.high - self.low)))
+
+
+def check_count(n: int, what: str = "--n") -> int:
+    """A shower count: positive and at most MAX_SHOWERS (beyond it no disk holds the output)."""
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool):
+        raise InputError(f"{what} must be an integer, got {n!r}")
+    if n <= 0:
+        raise InputError(f"{what} must be positive, got {n}")
+    if n > MAX_SHOWERS:
+        raise InputError(f"{what} {n} exceeds the {MAX_SHOWERS:,} showers one run may write")
+    return int(n)
 
 
 def parse_range(text: str | float | tuple[float, float], what: str) -> tuple[float, float]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from caloquant._atomic import deferred_signals
 from caloquant.data import ShowerWriter
+from caloquant.errors import Interrupted
 from caloquant.geometry import Window, parse_window
-from caloquant.simulate.engine import AngleRange, ShowerSimulator, Spectrum, parse_range
+from caloquant.simulate.engine import AngleRange, ShowerSimulator, Spectrum, check_count, parse_range
 from caloquant.ui import progress_bar
 
 
@@ -23,8 +25,10 @@ def simulate_to_file(
     layout: str = "3dgan",
     chunk_size: int = 256,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> Path:
-    """Simulate ``n`` showers into ``path``; the file appears only once complete."""
+    """Simulate ``n`` showers into ``path``; the file appears only once complete (Ctrl-C/SIGTERM: not at all)."""
+    check_count(n)
     win = parse_window(window)
     spec = Spectrum(*parse_range(energy, "energy"), kind=spectrum)
     ang = AngleRange(*parse_range(angle, "angle"))
@@ -37,8 +41,14 @@ def simulate_to_file(
         "angle_deg": f"{ang.low:g}:{ang.high:g}",
         "particle": "e-",
     }
-    with ShowerWriter(path, win, layout=layout, attrs=attrs, chunk_rows=min(chunk_size, 64)) as w, \
+    with deferred_signals() as stop, \
+            ShowerWriter(path, win, layout=layout, attrs=attrs, chunk_rows=min(chunk_size, 64),
+                         overwrite=overwrite) as w, \
             progress_bar(n, "simulate", enabled=progress) as advance:
         for chunk in sim.stream(n, spec, ang, seed=seed, chunk_size=chunk_size, on_chunk=advance):
+            if stop.is_set():
+                break
             w.append(chunk)
+        if stop.is_set():
+            raise Interrupted(f"interrupted: nothing written ({path} appears only once complete)", stop.signum)
     return Path(path)

@@ -93,6 +93,7 @@ class Trainer:
         self.spec = _spec_for(config)
         ckpt_path = self.out / "checkpoint-last.pt"
         ckpt: dict[str, Any] | None = None
+        given = config
         if resume:
             if not ckpt_path.exists():
                 raise InputError(f"{ckpt_path}: nothing to resume (no checkpoint in {self.out})")
@@ -102,6 +103,10 @@ class Trainer:
             raise InputError(f"{self.out} already holds a training run (use --resume to continue it, "
                              "or choose another --out)")
         self.dataset = ShowerDataset(data)
+        used = [[p.name, n] for p, n in zip(self.dataset.paths, self.dataset.lengths)]
+        if ckpt is not None:
+            _check_resume(ckpt["config"], given, used, ckpt_path)
+        config.extra["data"] = used
         self.train_blocks, hold_blocks = split_blocks(self.dataset, config.chunk_size,
                                                       0.0 if val is not None else config.holdout_fraction)
         self.stream = BatchStream(self.dataset, self.train_blocks, self.spec, batch_size=config.batch_size,
@@ -510,6 +515,18 @@ def _runtime_overrides(config: TrainConfig) -> dict[str, Any]:
     keys = ("epochs", "max_steps", "max_minutes", "device", "threads", "checkpoint_every", "eval_every", "precision",
             "resident", "compile", "log_every")
     return {k: getattr(config, k) for k in keys}
+
+
+def _check_resume(stored: dict[str, Any], given: TrainConfig, data: list[list[Any]], where: Path) -> None:
+    """Refuse, in one line, a resume whose seed, batch size or training data (file names and rows) changed."""
+    for key in ("seed", "batch_size"):
+        if stored.get(key) != getattr(given, key):
+            raise InputError(f"{where}: the run used {key} {stored.get(key)}, not {getattr(given, key)}; resume "
+                             "with the same value (an exact resume needs it)")
+    old = stored.get("extra", {}).get("data")
+    if old is not None and old != data:
+        raise InputError(f"{where}: the run trained on other data ({len(old)} files, {sum(n for _, n in old)} rows: "
+                         f"{', '.join(name for name, _ in old[:3])}...); resume with the same files")
 
 
 def _main_thread() -> bool:

@@ -19,6 +19,8 @@ from caloquant.validate.features import ShowerFeatures, Source, as_features, che
 
 #: A bin needs at least this many showers in both samples to be scored; emptier bins are reported, not scored.
 MIN_SHOWERS_PER_BIN = 2
+#: Fewest showers a sample needs before any verdict is given ("not enough data" below).
+MIN_SHOWERS_PER_SAMPLE = 50
 #: Histogram bins between the 0.1 % and 99.9 % reference quantiles (plus one underflow and one overflow bin).
 SEPARATION_BINS = 30
 SEPARATION_QUANTILES = (0.001, 0.999)
@@ -46,7 +48,13 @@ class MetricResult:
     details: dict[str, Any] = field(default_factory=dict)
 
     def judge(self) -> MetricResult:
-        """Set ``passed``: value within noise floor + 2 sigma (AUC: distance from 0.5, plus a small margin)."""
+        """Set ``passed``: value within noise floor + 2 sigma (AUC: distance from 0.5, plus a small margin).
+
+        A per-bin metric with an energy bin too thin to score gets no verdict (``None``: not enough data).
+        """
+        if self.empty_bins:
+            self.passed = None
+            return self
         tol = 2.0 * float(np.hypot(self.error, self.noise_error))
         floor = self.noise_floor if np.isfinite(self.noise_floor) else 0.0
         if self.name == "classifier_auc":
@@ -57,11 +65,18 @@ class MetricResult:
             self.passed = bool(np.isfinite(self.value) and self.value <= max(floor, 0.0) + tol)
         return self
 
+    @property
+    def verdict(self) -> str:
+        """'pass', 'fail', 'not enough data' (judged, but a bin was too thin) or 'not judged'."""
+        if self.passed is None:
+            return "not enough data" if self.empty_bins else "not judged"
+        return "pass" if self.passed else "fail"
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: value, error, noise_floor, pass (+ noise_error, per-bin values, empty bins)."""
         out: dict[str, Any] = {"value": _num(self.value), "error": _num(self.error),
                                "noise_floor": _num(self.noise_floor), "noise_error": _num(self.noise_error),
-                               "pass": self.passed}
+                               "pass": self.passed, "verdict": self.verdict}
         if self.per_bin:
             out["per_bin"] = {k: _num(v) for k, v in self.per_bin.items()}
         if self.empty_bins:

@@ -16,6 +16,7 @@ from caloquant.validate.classifier import classifier_auc
 from caloquant.validate.distances import fpd, kpd
 from caloquant.validate.features import ShowerFeatures, as_features, check_compatible
 from caloquant.validate.metrics import (
+    MIN_SHOWERS_PER_SAMPLE,
     Comparison,
     MetricResult,
     Sample,
@@ -173,6 +174,10 @@ def validate(
         f = as_features(cand, max_showers=max_showers)
         check_compatible(ref, f)
         feats.append(f)
+    for f in (ref, *feats):
+        if len(f) < MIN_SHOWERS_PER_SAMPLE:
+            raise InputError(f"{f.source}: not enough data: {len(f)} showers, validation needs at least "
+                             f"{MIN_SHOWERS_PER_SAMPLE}")
     energy_bins = resolve_bins(bins, ref.energy)
     say("noise floor (reference half vs half)")
     noise = compare(*ref.halves(opts.seed), energy_bins, opts)
