@@ -58,26 +58,29 @@ for k in "${!VARIANTS[@]}"; do
         --max-minutes "$MINUTES" --eval-every "$EVAL_EVERY" --checkpoint-every 1000 -q ${VARIANTS[$k]} \
         > "$OUT/run-$k.log" 2>&1 & pids+=($!)
 done
-for p in "${pids[@]}"; do wait "$p"; done
+for k in "${!pids[@]}"; do wait "${pids[$k]}" || log "run-$k failed (see $OUT/run-$k.log)"; done
 cat "$OUT"/run-*.log
 
 log "generating at the reference energies and validating against $NREF independent MC showers"
 gens=()
 for k in "${!VARIANTS[@]}"; do
+    [[ -e $OUT/run-$k/generator-best.pt ]] || continue
     "$PY" bench/eval_generator.py "$OUT/run-$k/generator-best.pt" "$OUT/ref.h5" -o "$OUT/gen-$k.h5" --device "$DEVICE"
     gens+=("$OUT/gen-$k.h5")
 done
+[[ ${#gens[@]} -gt 0 ]] || { log "no run produced a generator"; exit 1; }
 cq validate "$OUT/ref.h5" "${gens[@]}" --json "$OUT/validate.json" -q >/dev/null
-"$PY" - "$OUT" "${#VARIANTS[@]}" <<'PY' | tee "$OUT/summary.txt"
+"$PY" - "$OUT" "${gens[@]}" <<'PY' | tee "$OUT/summary.txt"
 import json, sys
 from pathlib import Path
-out, n = Path(sys.argv[1]), int(sys.argv[2])
+out, gens = Path(sys.argv[1]), [Path(g) for g in sys.argv[2:]]
 res = json.loads((out / "validate.json").read_text())
-cands = res.get("candidates") or {res["candidate"]: res}
-for k, (name, cand) in enumerate(cands.items()):
-    card = json.loads((out / f"run-{k}" / "generator-best.json").read_text())
-    args = (out / f"run-{k}.args").read_text().strip() or "defaults"
-    print(f"== run-{k} ({args}): best step {card['step']}, held-out selection metric {card['best_metric']:.4g}")
+cands = list((res.get("candidates") or {res.get("candidate"): res}).values())
+for gen, cand in zip(gens, cands):
+    run = gen.stem.replace("gen-", "run-")
+    card = json.loads((out / run / "generator-best.json").read_text())
+    args = (out / f"{run}.args").read_text().strip() or "defaults"
+    print(f"== {run} ({args}): best step {card['step']}, held-out selection metric {card['best_metric']:.4g}")
     for metric, m in cand["metrics"].items():
         print(f"{metric:28s} {m['value']:.4g} +- {m['error']:.2g} (MC noise floor {m['noise_floor']:.2g})")
 PY

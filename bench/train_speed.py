@@ -6,7 +6,8 @@ The FLOPs of one step are counted from the models (``torch.utils.flop_counter``,
 the achieved rate is printed next to the device's data-sheet peak.
 
 The ``before`` configuration reproduces the trainer as it was before the fast step: fp32 without TF32 or
-cuDNN autotuning, batches read from HDF5 and copied per step, every loss read back each step.
+cuDNN autotuning, batches read from HDF5 and copied per step, every loss read back each step; it runs at the
+first batch size only, as the baseline of the speed-up column.
 
     python bench/train_speed.py --device cpu --configs before,fp32,bf16 --batch 32 --steps 3
     python bench/train_speed.py --device cuda --configs before,fp32,bf16 --batch 128,512,1024 \\
@@ -165,6 +166,8 @@ def main() -> None:
         base: float | None = None
         for b in batches:
             for key in args.configs.split(","):
+                if key == "before" and b != batches[0]:
+                    continue  # the baseline runs once, at the first batch size
                 setting = SETTINGS[key]
                 try:
                     m = measure(data, args.arch, str(device), setting, b, args.warmup, args.steps, args.threads)
