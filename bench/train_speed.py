@@ -180,7 +180,8 @@ def main() -> None:
                 peak = peak_tflops(device, m["precision"])
                 ratio = f"{m['showers_per_s'] / base:.1f}x" if base else "-"
                 row = (f"| {key} | {m['precision']} | {b} | {'yes' if m['resident'] else 'no'} | "
-                       f"{m['showers_per_s']:,.0f} | {m['ms_per_step']:.1f} | {tflops:.2f} | "
+                       f"{m['showers_per_s']:,.{0 if m['showers_per_s'] >= 100 else 2}f} | "
+                       f"{m['ms_per_step']:.1f} | {tflops:.3g} | "
                        f"{f'{peak:.0f}' if peak else '-'} | {ratio} |")
                 print(row, flush=True)
                 rows.append({"setting": key, "batch": b, **m, "tflops": tflops, "row": row})

@@ -26,6 +26,7 @@ from caloquant.models.registry import (
     CHECKPOINT_FORMAT,
     build_discriminator,
     build_generator,
+    load_generator,
     load_state,
     safe_load,
     sample_showers,
@@ -159,8 +160,6 @@ class Trainer:
 
     def _init_generator(self, source: str) -> None:
         """Start from trained generator weights (fine-tuning); the discriminator still starts fresh."""
-        from caloquant.models.registry import load_generator
-
         loaded = load_generator(source, expect_arch=self.spec.arch)
         self.G.load_state_dict(loaded.module.state_dict())
 
