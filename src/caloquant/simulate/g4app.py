@@ -13,17 +13,12 @@ import numpy as np
 import geant4_pybind as g4
 
 from caloquant.geometry import Calorimeter, Material, Window
+from caloquant.simulate.geant4 import GUN_Z_MM, PHYSICS_LIST, PRODUCTION_CUT_MM
 
 #: Transverse size of the absorber plates (mm): wide enough that no shower leaks sideways out of the tungsten.
 PLATE_MM = 1000.0
-#: Production cut (mm), Geant4's default; the 3DGAN samples were made with it too.
-PRODUCTION_CUT_MM = 0.7
 #: One primary: the engine seeds of its event, energy (GeV), theta (rad), x and y (mm) at GUN_Z_MM.
 Primary = tuple[list[int], float, float, float, float]
-#: Electrons and positrons below this kinetic energy deposit it on the spot (keV); Geant4's default is 1 keV.
-LOWEST_ELECTRON_KEV = 100.0
-#: Start of the primary, in front of the first absorber (mm).
-GUN_Z_MM = -1.0
 
 
 def sandia_coefficients(z: int, energy_mev: float) -> tuple[float, ...]:
@@ -160,8 +155,7 @@ class Actions(g4.G4VUserActionInitialization):
 class Application:
     """A serial Geant4 run manager set up for one calorimeter and window; ``shower`` runs one event."""
 
-    def __init__(self, cal: Calorimeter, window: Window, production_cut_mm: float = PRODUCTION_CUT_MM,
-                 lowest_electron_kev: float = LOWEST_ELECTRON_KEV) -> None:
+    def __init__(self, cal: Calorimeter, window: Window, production_cut_mm: float = PRODUCTION_CUT_MM) -> None:
         ui = g4.G4UImanager.GetUIpointer()
         for cmd in ("/control/verbose 0", "/run/verbose 0", "/event/verbose 0", "/tracking/verbose 0",
                     "/process/em/verbose 0", "/process/had/verbose 0"):
@@ -170,8 +164,7 @@ class Application:
         self.detector = Detector(cal, window)
         self.run_manager.SetUserInitialization(self.detector)
         physics = g4.G4VModularPhysicsList()
-        physics.RegisterPhysics(g4.G4EmStandardPhysics_option1())  # sets the EM defaults: override after it
-        g4.G4EmParameters.Instance().SetLowestElectronEnergy(lowest_electron_kev * g4.keV)
+        physics.RegisterPhysics(getattr(g4, PHYSICS_LIST)())
         self.physics = physics
         self.run_manager.SetUserInitialization(physics)
         self.gun, self.readout = Gun(), Readout(window)
