@@ -73,10 +73,10 @@ class DataSource:
         return f"Geant4 data sets ({self.path})"
 
 
-def default_cache_dir() -> Path:
+def default_cache_dir(env: Mapping[str, str]) -> Path:
     """$CALOQUANT_CACHE or $XDG_CACHE_HOME/caloquant or ~/.cache/caloquant, plus ``geant4-data``."""
-    root = os.environ.get("CALOQUANT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "caloquant")
+    root = env.get("CALOQUANT_CACHE") or os.path.join(
+        env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "caloquant")
     return Path(root) / "geant4-data"
 
 
@@ -88,7 +88,7 @@ def resolve(environ: Mapping[str, str] | None = None) -> DataSource:
         return DataSource("real", given.get("G4LEDATA", next(iter(given.values()))), {})
     if env.get("GEANT4_DATA_DIR"):
         return DataSource("real", env["GEANT4_DATA_DIR"], {})
-    root = default_cache_dir() / f"v{TABLES_VERSION}"
+    root = default_cache_dir(env) / f"v{TABLES_VERSION}"
     variables = {k: str(root / "empty") for k in DATASET_VARIABLES}
     variables.update(G4LEDATA=str(root / "G4EMLOW"), G4ENSDFSTATEDATA=str(root / "G4ENSDFSTATE"),
                      GEANT4_DATA_DIR=str(root))
