@@ -33,6 +33,7 @@ _SANDIA: list[object] = []
 
 
 def _sandia() -> g4.G4SandiaTable:
+    """One Sandia table, made once (its per-atom coefficients do not depend on the material)."""
     if not _SANDIA:
         _SANDIA.append(g4.G4NistManager.Instance().FindOrBuildMaterial("G4_Si").GetSandiaTable())
     return _SANDIA[0]  # type: ignore[return-value]
@@ -56,6 +57,7 @@ class Detector(g4.G4VUserDetectorConstruction):
         self._keep: list[object] = []
 
     def Construct(self) -> g4.G4VPhysicalVolume:
+        """World, plates and replicated sensors; Python keeps every object alive (Geant4 holds raw pointers)."""
         cal, win, keep = self.cal, self.window, self._keep.append
         vacuum = g4.G4NistManager.Instance().FindOrBuildMaterial("G4_Galactic")
         depth = float(cal.layer_edges_mm[-1])
@@ -94,6 +96,7 @@ class Detector(g4.G4VUserDetectorConstruction):
         return world_p
 
     def ConstructSDandField(self) -> None:
+        """Energy deposit per (x cell, y cell, layer), scored in C++."""
         win = self.window
         mfd = g4.G4MultiFunctionalDetector("ecal")
         g4.G4SDManager.GetSDMpointer().AddNewDetector(mfd)
@@ -115,6 +118,7 @@ class Gun(g4.G4VUserPrimaryGeneratorAction):
         self.queue: list[Primary] = []
 
     def GeneratePrimaries(self, event: g4.G4Event) -> None:
+        """Reseed from the shower's seeds, then shoot its electron."""
         seeds, energy_gev, theta, x_mm, y_mm = self.queue[event.GetEventID()]
         g4.HepRandom.setTheSeeds([*seeds, 0])
         self.gun.SetParticleEnergy(energy_gev * g4.GeV)
@@ -133,6 +137,7 @@ class Readout(g4.G4UserEventAction):
         self.out = np.zeros((0, window.n_cells))
 
     def EndOfEventAction(self, event: g4.G4Event) -> None:
+        """Copy the hits map into this event's row."""
         if self.hc_id < 0:
             self.hc_id = g4.G4SDManager.GetSDMpointer().GetCollectionID("ecal/edep")
         cells = self.out[event.GetEventID()]
@@ -148,6 +153,7 @@ class Actions(g4.G4VUserActionInitialization):
         self.gun, self.readout = gun, readout
 
     def Build(self) -> None:
+        """Register the actions."""
         self.SetUserAction(self.gun)
         self.SetUserAction(self.readout)
 

@@ -226,7 +226,6 @@ class Geant4Simulator:
                 ready += len(pending[-1])
                 while sum(len(e) for e in pending) >= chunk_size or (ready >= n and pending):
                     yield self._chunk(pending, ready, chunk_size, spectrum, angles, seed, on_chunk)
-        return
 
     def _chunk(self, pending: list[np.ndarray], ready: int, chunk_size: int, spectrum: Spectrum,
                angles: AngleRange, seed: int, on_chunk: Callable[[int], None] | None) -> ShowerSet:
