@@ -33,6 +33,10 @@ class PrecisionError(CaloquantError):
     """A reduced-precision engine deviates from FP32 beyond the guard's tolerance on this machine."""
 
 
+class SimulationError(CaloquantError):
+    """A simulation engine failed (e.g. a Geant4 worker process died)."""
+
+
 class Interrupted(CaloquantError):
     """A run was interrupted (SIGINT: exit 130, SIGTERM: exit 143); partial output was discarded or left resumable."""
 

@@ -64,12 +64,16 @@ def print_summary(path: str | os.PathLike[str], max_showers: int = 20_000) -> No
 
     with ShowerFile(path) as f:
         s = f.read(0, max_showers)
-        n, layout, window = len(f), f.layout, f.window
+        n, layout, window, attrs = len(f), f.layout, f.window, f.attrs
     vis = s.ecal.sum(axis=(1, 2, 3), dtype=np.float64)
     layer = s.ecal.sum(axis=(1, 2), dtype=np.float64)
     z = (layer * np.arange(window.nz)).sum(1) / np.maximum(vis, 1e-30)
     t = Table(title=f"{path}", show_header=False)
     t.add_row("showers", f"{n:,} ({layout} layout, window {window})")
+    if "generator" in attrs:
+        t.add_row("generator", str(attrs["generator"]))
+    if "geant4_data" in attrs:
+        t.add_row("Geant4 data", str(attrs["geant4_data"]))
     t.add_row("primary energy", f"{s.energy.min():.1f} - {s.energy.max():.1f} GeV (mean {s.energy.mean():.1f})")
     t.add_row("incidence angle", f"{np.rad2deg(s.theta.min()):.1f} - {np.rad2deg(s.theta.max()):.1f} deg")
     t.add_row("visible / primary", f"{np.mean(vis / s.energy):.5f} +- {np.std(vis / s.energy):.5f}")

@@ -29,8 +29,12 @@ def simulate_cmd(
     chunk: int = typer.Option(256, "--chunk", help="Showers simulated and written per chunk (memory bound)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists (else refuse)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+    engine: str = typer.Option(
+        "gflash", "--engine", help="gflash (parameterised, fast) or geant4 (full simulation, needs caloquant[geant4])."
+    ),
+    workers: int = typer.Option(0, "--workers", help="Geant4 worker processes (0: one per core)."),
 ) -> None:
-    """Simulate electron showers with the GFlash-style reference Monte Carlo and write them to HDF5."""
+    """Simulate electron showers (GFlash-style reference MC or Geant4) and write them to HDF5."""
     from caloquant.simulate.run import simulate_to_file
     from caloquant.ui import print_summary
 
@@ -38,7 +42,7 @@ def simulate_cmd(
         raise InputError(f"--chunk must be positive, got {chunk}")
     path = simulate_to_file(
         output, n, energy, spectrum=spectrum, angle=angle, window=window, seed=seed, layout=fmt,
-        chunk_size=chunk, progress=not quiet, overwrite=overwrite,
+        chunk_size=chunk, progress=not quiet, overwrite=overwrite, engine=engine, workers=workers,
     )
     if not quiet:
         print_summary(path)

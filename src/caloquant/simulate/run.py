@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from caloquant._atomic import deferred_signals
 from caloquant.data import ShowerWriter
-from caloquant.errors import Interrupted
+from caloquant.errors import InputError, Interrupted
 from caloquant.geometry import Window, parse_window
 from caloquant.simulate.engine import AngleRange, ShowerSimulator, Spectrum, check_count, parse_range
-from caloquant.ui import progress_bar
+from caloquant.simulate import g4data
+from caloquant.ui import progress_bar, warn
+
+if TYPE_CHECKING:
+    from caloquant.simulate.geant4 import Geant4Simulator
 
 
 def simulate_to_file(
@@ -26,15 +31,16 @@ def simulate_to_file(
     chunk_size: int = 256,
     progress: bool = False,
     overwrite: bool = False,
+    engine: str = "gflash",
+    workers: int = 0,
 ) -> Path:
     """Simulate ``n`` showers into ``path``; the file appears only once complete (Ctrl-C/SIGTERM: not at all)."""
     check_count(n)
     win = parse_window(window)
     spec = Spectrum(*parse_range(energy, "energy"), kind=spectrum)
     ang = AngleRange(*parse_range(angle, "angle"))
-    sim = ShowerSimulator(win)
-    attrs = {
-        "generator": "caloquant GFlash reference MC",
+    sim, attrs = _engine(engine, win, workers)
+    attrs |= {
         "seed": seed,
         "energy_gev": f"{spec.low:g}:{spec.high:g}",
         "spectrum": spec.kind,
@@ -52,3 +58,26 @@ def simulate_to_file(
         if stop.is_set():
             raise Interrupted(f"interrupted: nothing written ({path} appears only once complete)", stop.signum)
     return Path(path)
+
+
+def _engine(engine: str, window: Window, workers: int) -> tuple[ShowerSimulator | Geant4Simulator, dict[str, Any]]:
+    """The simulator for ``engine`` and the attributes every file it writes records."""
+    if engine == "gflash":
+        return ShowerSimulator(window), {"generator": "caloquant GFlash reference MC", "engine": "gflash"}
+    if engine != "geant4":
+        raise InputError(f"unknown engine {engine!r}; choose gflash or geant4")
+    from caloquant.simulate import geant4
+
+    sim = geant4.Geant4Simulator(window, workers=workers)
+    src = sim.source
+    if src.approximate:
+        warn(f"Geant4 runs on generated data approximations ({g4data.APPROXIMATION_NOTE}); for real data "
+             f"{g4data.HOW_TO_USE_REAL_DATA}")
+    return sim, {
+        "generator": f"Geant4 11.4 full simulation ({geant4.PHYSICS_LIST}, geant4-pybind)",
+        "engine": "geant4",
+        "geant4_physics": geant4.PHYSICS_LIST,
+        "geant4_production_cut_mm": geant4.PRODUCTION_CUT_MM,
+        "geant4_data": src.description,
+        "geant4_data_approximate": src.approximate,
+    }
