@@ -7,7 +7,8 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,44 @@ def int8_layers(model: Any) -> set[str]:
             and any(_quantized_input(i.get_source_output().get_node()) for i in op.inputs())}
 
 
+@contextmanager
+def _memoized_patterns(cache: dict[Any, Any]) -> Iterator[None]:
+    """NNCF's hardware/ignored pattern graphs and their matches on this model's graphs, computed once.
+
+    They depend on the model graph only, never on the ignored scope, yet take most of a build (NNCF 3.4
+    rebuilds the patterns and runs subgraph isomorphism for every quantizer setup).
+    """
+    import nncf.common.graph.graph as graph_module
+    import nncf.common.insertion_point_graph as ip_module
+    from nncf.common.graph.patterns.manager import PatternsManager
+
+    match, hw, ignored = ip_module.find_subgraphs_matching_pattern, PatternsManager.__dict__[
+        "get_full_hw_pattern_graph"], PatternsManager.__dict__["get_full_ignored_pattern_graph"]
+
+    def patterns(original: Any) -> Any:
+        def get(**kwargs: Any) -> Any:
+            key = (original, tuple(sorted(kwargs.items())))
+            if key not in cache:
+                cache[key] = original.__func__(**kwargs)
+            return cache[key]
+        return staticmethod(get)
+
+    def matched(graph: Any, pattern: Any, strict: bool = True) -> Any:
+        key = (id(pattern), strict, frozenset(graph.nodes), frozenset(graph.edges))
+        if key not in cache:
+            cache[key] = match(graph, pattern, strict)
+        return cache[key]
+
+    ip_module.find_subgraphs_matching_pattern = graph_module.find_subgraphs_matching_pattern = matched
+    PatternsManager.get_full_hw_pattern_graph, PatternsManager.get_full_ignored_pattern_graph = (
+        patterns(hw), patterns(ignored))
+    try:
+        yield
+    finally:
+        ip_module.find_subgraphs_matching_pattern = graph_module.find_subgraphs_matching_pattern = match
+        PatternsManager.get_full_hw_pattern_graph, PatternsManager.get_full_ignored_pattern_graph = hw, ignored
+
+
 class Quantizer:
     """Builds INT8/FP32 mixes of one FP32 model from calibration statistics collected once per statistic point.
 
@@ -154,6 +193,7 @@ class Quantizer:
             raise InputError("calibration data is empty")
         self.graph = GraphConverter.create_nncf_graph(model)
         self._stats: dict[Calibration, dict[tuple[Any, ...], Any]] = {}
+        self._patterns: dict[Any, Any] = {}
         self.fresh = 0
         self.layers = found
         self.skipped: dict[str, str] = {}
@@ -172,7 +212,8 @@ class Quantizer:
             return self.model.clone()
         ignored = [n for n in quantizable_layers(self.model) if n not in int8]
         try:
-            return self._cached(ignored, cal)
+            with _memoized_patterns(self._patterns):
+                return self._cached(ignored, cal)
         except Exception as e:  # noqa: BLE001 - NNCF internals: any failure means "calibrate afresh"
             logging.getLogger(__name__).info("cached statistics failed (%s); calibrating afresh", e)
         self.fresh += 1

@@ -231,10 +231,11 @@ def tune(model: Any, calibration: Sequence[np.ndarray], evaluator: Evaluator, *,
         if c.upper95 < ref.upper95:
             cal, ref = v, c
 
-    # Output error of each layer quantized alone (cheap: one calibration batch, not a metric evaluation).
+    # Output error of each layer quantized alone (cheap: one calibration batch, not a metric evaluation), when
+    # budget is left for a search that uses it.
     x = q.calibration[0]
     y_fp32 = batch_runner(compile_model(q.model), batch)(x)
-    for n in layers:
+    for n in layers if run.budget_left() else ():
         try:
             reports[n].nmse = output_nmse(y_fp32, batch_runner(compile_model(q.build([n], cal)), batch)(x))
         except ModelError as e:  # NNCF cannot build this layer alone, even calibrating afresh
