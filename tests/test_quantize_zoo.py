@@ -1,17 +1,20 @@
 """The tuner on a zoo of tiny models built here: a transformer encoder (int64 tokens), convolutions in 1-D/3-D,
 an MLP with an integer MatMul; each tuned end to end and replayed from its recipe; cached statistics against
-NNCF's own calibration, and the fallback when the cached path fails."""
+NNCF's own calibration, and the fallback when the cached path fails; the ``--onnx --data --metric`` CLI."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from caloquant.cli import main
 from caloquant.errors import AccuracyNotReachedError
 from caloquant.models.registry import sha256_file
 from caloquant.quantize import Criterion, PerItemEvaluator, TuneResult, tune
@@ -24,6 +27,7 @@ from caloquant.quantize.openvino_backend import (
     quantizable_layers,
     read_model,
 )
+from caloquant.quantize.userdata import load_data, metric_evaluator
 
 pytest.importorskip("nncf")
 
@@ -160,3 +164,68 @@ def test_cached_statistics_match_a_fresh_calibration_and_fall_back_to_it(zoo, mo
 
     monkeypatch.setattr(Quantizer, "_cached", broken)
     assert np.array_equal(_outputs(q.build([n], cal), x), fresh) and q.fresh == 1
+
+
+def _npz(path: Path, **arrays: np.ndarray) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+def test_cli_tunes_an_onnx_model_on_npz_data_and_replays_its_recipe(zoo, tmp_path, capsys) -> None:
+    path, net = zoo["mlp"]
+    x = _inputs("mlp", 128, 1)
+    with torch.inference_mode():
+        y = net(torch.from_numpy(x)).argmax(1).numpy()
+    data = _npz(tmp_path / "d.npz", x=x, y=y, calib=_inputs("mlp", 32, 2))
+    out, replay = tmp_path / "out", tmp_path / "replay"
+    common = ["quantize", "--onnx", str(path), "--data", str(data)]
+    assert main([*common, "--metric", "accuracy", "--tolerance", "0.5", "--absolute", "--max-candidates", "2",
+                 "--batch", "32", "-q", "-o", str(out)]) == 0, capsys.readouterr().err
+    assert "accepted candidate" in capsys.readouterr().out
+    history = json.loads((out / "history.json").read_text())
+    assert history["metric"] == "accuracy" and history["higher_is_better"] and len(history["skipped"]) == 1
+    assert json.loads((out / "recipe.json").read_text())["calibration_data"]["key"] == "calib"
+    assert main([*common, "--recipe", str(out / "recipe.json"), "-o", str(replay)]) == 0
+    assert (replay / "model.bin").read_bytes() == (out / "model.bin").read_bytes()
+    other = _npz(tmp_path / "other.npz", x=x)
+    assert main(["quantize", "--onnx", str(path), "--data", str(other), "--recipe", str(out / "recipe.json"),
+                 "-o", str(tmp_path / "r2")]) == 2
+    assert "not the data file this recipe was tuned with" in capsys.readouterr().err
+
+
+def test_user_metric_function_scores_each_item(zoo, tmp_path) -> None:
+    path, _ = zoo["mlp"]
+    (tmp_path / "m.py").write_text("import numpy as np\n\ndef first(out, y):\n    return out[:, 0] - y\n")
+    user = load_data(_npz(tmp_path / "d.npz", x=_inputs("mlp", 8, 1), y=np.arange(8.0)))
+    ev = metric_evaluator(read_model(path), user, f"{tmp_path / 'm.py'}:first", False, 4)
+    out = np.asarray(compile_model(read_model(path))(user.x)[0])
+    assert ev.name == "first" and not ev.higher_is_better
+    assert np.allclose(ev.outputs(lambda a: out), out[:, 0] - np.arange(8.0))
+
+
+def test_cli_onnx_bad_model_data_or_metric_is_one_line(zoo, tmp_path, capsys) -> None:
+    path, _ = zoo["mlp"]
+    x = _inputs("mlp", 8, 1)
+    good = _npz(tmp_path / "good.npz", x=x, y=np.zeros(8))
+    (tmp_path / "m.py").write_text("def scalar(out, y):\n    return 1.0\n")
+    (tmp_path / "junk.npz").write_text("not a zip")
+    (tmp_path / "junk.onnx").write_text("not a model")
+    cases = (
+        ([str(tmp_path / "none.onnx"), good, "accuracy"], "no such model file"),
+        ([str(tmp_path / "junk.onnx"), good, "accuracy"], "not a readable ONNX/OpenVINO model"),
+        ([str(tmp_path / "junk.npz"), good, "accuracy"], "--onnx takes an ONNX"),
+        ([str(path), tmp_path / "none.npz", "accuracy"], "no such data file"),
+        ([str(path), tmp_path / "junk.npz", "accuracy"], "not a readable .npz"),
+        ([str(path), _npz(tmp_path / "noy.npz", x=x), "accuracy"], "needs a 'y' array"),
+        ([str(path), _npz(tmp_path / "nox.npz", y=x), "accuracy"], "no 'x' array"),
+        ([str(path), _npz(tmp_path / "shape.npz", x=x[:, :5]), "mse"], "do not fit the model"),
+        ([str(path), good, "f1"], "unknown metric 'f1'"),
+        ([str(path), good, f"{tmp_path / 'm.py'}:nope"], "has no function 'nope'"),
+        ([str(path), good, f"{tmp_path / 'm.py'}:scalar"], "one finite score per item"),
+    )
+    for (model, data, metric), text in cases:
+        assert main(["quantize", "--onnx", model, "--data", str(data), "--metric", metric,
+                     "-o", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert text in err and len(err.splitlines()) == 1 and "Traceback" not in err, (text, err)
+        assert not (tmp_path / "o").exists()
