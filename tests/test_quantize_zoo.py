@@ -229,3 +229,15 @@ def test_cli_onnx_bad_model_data_or_metric_is_one_line(zoo, tmp_path, capsys) ->
         err = capsys.readouterr().err.strip()
         assert text in err and len(err.splitlines()) == 1 and "Traceback" not in err, (text, err)
         assert not (tmp_path / "o").exists()
+
+
+def test_recipe_over_every_layer_leaves_skipped_ones_in_floating_point(zoo) -> None:
+    path, _ = zoo["mlp"]
+    sha, calib = sha256_file(path), [_inputs("mlp", 16, 2)]
+    every = quantizable_layers(read_model(path))
+    r = rec.make_recipe(layers=every, int8=every, calibration=Calibration(), calibration_data={"kind": "user"},
+                        source_sha256=sha, source=str(path))
+    q = Quantizer(read_model(path), calib)
+    x = _inputs("mlp", 8, 3)
+    assert np.array_equal(_outputs(rec.build(read_model(path), r, calib, sha), x),
+                          _outputs(q.build(q.layers, Calibration()), x))
