@@ -1,4 +1,5 @@
-"""CLI for stage 5: ``quantize`` (physics-judged mixed INT8/FP32 tuning, or replay of a recipe)."""
+"""CLI for stage 5: ``quantize`` (physics-judged mixed INT8/FP32 tuning of a generator, metric-judged tuning of
+any ONNX/IR model on DATA.npz, or replay of a recipe)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,21 @@ def register(app: typer.Typer) -> None:
 
 
 def quantize_cmd(
-    model: str = typer.Option(..., "--model", help="Shipped model name, checkpoint (.pt), or ONNX/IR exported by "
-                                                   "caloquant."),
+    model: str = typer.Option(None, "--model", help="Shipped model name, checkpoint (.pt), or ONNX/IR exported by "
+                                                    "caloquant."),
+    onnx: Path = typer.Option(None, "--onnx", help="Any ONNX/IR model, judged by --metric on --data instead of "
+                                                   "physics."),
+    data: Path = typer.Option(None, "--data", help="With --onnx: .npz with 'x' (evaluation inputs), optional 'y' "
+                                                   "(labels/targets) and 'calib' (calibration inputs)."),
+    metric: str = typer.Option("accuracy", "--metric", help="With --onnx: accuracy, mse, or PATH.py:FUNC "
+                                                            "(FUNC(outputs, y) -> one score per item)."),
+    higher: bool = typer.Option(None, "--higher-is-better/--lower-is-better", help="With --onnx: metric direction "
+                                "(default: accuracy and PATH.py:FUNC higher, mse lower)."),
     output: Path = typer.Option(..., "-o", "--output", help="Output folder: model.xml/.bin, recipe.json, "
                                                            "history.json, report.html."),
     recipe: Path = typer.Option(None, "--recipe", help="Replay this recipe without searching."),
-    tolerance: float = typer.Option(0.05, "--tolerance", help="Tolerated degradation of the 3DGAN moment metric."),
+    tolerance: float = typer.Option(0.05, "--tolerance", help="Tolerated degradation of the metric (3DGAN moments "
+                                                              "for generators)."),
     relative: bool = typer.Option(True, "--relative/--absolute", help="Tolerance relative to the FP32 value "
                                                                       "(default) or absolute."),
     max_candidates: int = typer.Option(12, "--max-candidates", help="Evaluated candidates at most (baselines "
@@ -30,15 +40,25 @@ def quantize_cmd(
     reference: int = typer.Option(3000, "--reference", help="Reference-MC showers the metric compares against."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-candidate log."),
 ) -> None:
-    """Tune a generator to the fastest INT8/FP32 mix whose physics passes (95% paired-bootstrap bound)."""
+    """Tune a model to the fastest INT8/FP32 mix whose metric passes (95% paired-bootstrap bound)."""
     from caloquant.quantize.search import Criterion
-    from caloquant.quantize.workflow import quantize_generator
+    from caloquant.quantize.workflow import quantize_generator, quantize_onnx
 
-    if showers < 16 or reference < 16:
-        raise InputError("--showers and --reference must be at least 16")
-    summary = quantize_generator(model, output, recipe=recipe, criterion=Criterion(tolerance, relative, False),
-                                 max_candidates=max_candidates, max_minutes=max_minutes, batch=batch,
-                                 n_showers=showers, n_reference=reference, log=(lambda _: None) if quiet else print)
+    log = (lambda _: None) if quiet else print
+    if (model is None) == (onnx is None):
+        raise InputError("give either --model (a caloquant generator) or --onnx MODEL --data DATA.npz")
+    if onnx is not None:
+        if data is None:
+            raise InputError("--onnx needs --data DATA.npz")
+        summary = quantize_onnx(onnx, data, output, metric=metric, higher_is_better=higher, recipe=recipe,
+                                tolerance=tolerance, relative=relative, max_candidates=max_candidates,
+                                max_minutes=max_minutes, batch=batch, log=log)
+    else:
+        if showers < 16 or reference < 16:
+            raise InputError("--showers and --reference must be at least 16")
+        summary = quantize_generator(model, output, recipe=recipe, criterion=Criterion(tolerance, relative, False),
+                                     max_candidates=max_candidates, max_minutes=max_minutes, batch=batch,
+                                     n_showers=showers, n_reference=reference, log=log)
     if recipe is not None:
         typer.echo(f"replayed {recipe} into {output}/model.xml")
         return

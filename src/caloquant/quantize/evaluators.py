@@ -13,6 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from caloquant.models.spec import ModelSpec, shower_noise
+from caloquant.quantize.openvino_backend import as_input
 
 Infer = Callable[[np.ndarray], np.ndarray]
 
@@ -42,7 +43,7 @@ class PerItemEvaluator:
 
     def __init__(self, inputs: np.ndarray, score: Callable[[np.ndarray], np.ndarray], *, name: str = "accuracy",
                  higher_is_better: bool = True) -> None:
-        self.inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+        self.inputs = as_input(inputs)
         self.score = score
         self.name = name
         self.higher_is_better = higher_is_better

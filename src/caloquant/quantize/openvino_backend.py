@@ -7,7 +7,8 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -85,66 +86,189 @@ def _advanced(cal: Calibration) -> Any:
     )
 
 
-def _ptq(cal: Calibration, subset_size: int, ignored: Sequence[str]) -> Any:
+def _scope(ignored: Sequence[str]) -> Any:
     import nncf
+
+    return nncf.IgnoredScope(names=list(ignored)) if ignored else None
+
+
+def _ptq(cal: Calibration, subset_size: int, ignored: Sequence[str]) -> Any:
     from nncf.quantization.algorithms.post_training.algorithm import PostTrainingQuantization
 
     return PostTrainingQuantization(subset_size=subset_size, fast_bias_correction=True,
-                                    ignored_scope=nncf.IgnoredScope(names=list(ignored)) if ignored else None,
-                                    advanced_parameters=_advanced(cal))
+                                    ignored_scope=_scope(ignored), advanced_parameters=_advanced(cal))
+
+
+#: Ops a quantized input may pass through on its way to a layer (weight decompression, layout changes).
+_PASS_THROUGH = ("Convert", "Multiply", "Subtract", "Reshape", "Transpose", "Squeeze", "Unsqueeze")
+#: Why a layer that NNCF leaves in floating point is skipped (no quantizer placed; integer inputs).
+NO_QUANTIZER = "NNCF places no quantizer on its inputs (a pattern it keeps in floating point)"
+INTEGER = "integer inputs (INT8 quantization applies to floating-point layers)"
+
+
+def _real_inputs(model: Any, name: str) -> bool:
+    """Whether every input of the layer ``name`` is floating point."""
+    op = next(op for op in model.get_ordered_ops() if op.get_friendly_name() == name)
+    return all(i.get_element_type().is_real() for i in op.inputs())
+
+
+def as_input(x: Any) -> np.ndarray:
+    """A contiguous model input: floating point as float32, integers (e.g. token ids) kept as they are."""
+    a = np.asarray(x)
+    return np.ascontiguousarray(a if a.dtype.kind in "iub" else a.astype(np.float32, copy=False))
+
+
+def _quantized_input(node: Any, depth: int = 6) -> bool:
+    """Whether ``node`` is, or is fed through pass-through ops by, a FakeQuantize or an INT8 weight constant."""
+    kind = node.get_type_name()
+    if kind == "FakeQuantize":
+        return True
+    if kind == "Constant":
+        return node.get_output_element_type(0).get_type_name() in ("i8", "u8", "i4", "u4")
+    return depth > 0 and kind in _PASS_THROUGH and any(
+        _quantized_input(i.get_source_output().get_node(), depth - 1) for i in node.inputs())
+
+
+def int8_layers(model: Any) -> set[str]:
+    """Names of the quantizable layers of a built model with at least one quantized input."""
+    return {op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in QUANTIZABLE_TYPES
+            and any(_quantized_input(i.get_source_output().get_node()) for i in op.inputs())}
+
+
+@contextmanager
+def _memoized_patterns(cache: dict[Any, Any]) -> Iterator[None]:
+    """NNCF's hardware/ignored pattern graphs and their matches on this model's graphs, computed once.
+
+    They depend on the model graph only, never on the ignored scope, yet take most of a build (NNCF 3.4
+    rebuilds the patterns and runs subgraph isomorphism for every quantizer setup).
+    """
+    import nncf.common.graph.graph as graph_module
+    import nncf.common.insertion_point_graph as ip_module
+    from nncf.common.graph.patterns.manager import PatternsManager
+
+    match, hw, ignored = ip_module.find_subgraphs_matching_pattern, PatternsManager.__dict__[
+        "get_full_hw_pattern_graph"], PatternsManager.__dict__["get_full_ignored_pattern_graph"]
+
+    def patterns(original: Any) -> Any:
+        def get(**kwargs: Any) -> Any:
+            key = (original, tuple(sorted(kwargs.items())))
+            if key not in cache:
+                cache[key] = original.__func__(**kwargs)
+            return cache[key]
+        return staticmethod(get)
+
+    def matched(graph: Any, pattern: Any, strict: bool = True) -> Any:
+        key = (id(pattern), strict, frozenset(graph.nodes), frozenset(graph.edges))
+        if key not in cache:
+            cache[key] = match(graph, pattern, strict)
+        return cache[key]
+
+    ip_module.find_subgraphs_matching_pattern = graph_module.find_subgraphs_matching_pattern = matched
+    PatternsManager.get_full_hw_pattern_graph, PatternsManager.get_full_ignored_pattern_graph = (
+        patterns(hw), patterns(ignored))
+    try:
+        yield
+    finally:
+        ip_module.find_subgraphs_matching_pattern = graph_module.find_subgraphs_matching_pattern = match
+        PatternsManager.get_full_hw_pattern_graph, PatternsManager.get_full_ignored_pattern_graph = hw, ignored
 
 
 class Quantizer:
-    """Builds INT8/FP32 mixes of one FP32 model; statistics are collected once per calibration variant and reused."""
+    """Builds INT8/FP32 mixes of one FP32 model from calibration statistics collected once per statistic point.
+
+    ``layers`` are the layers candidates choose from; ``skipped`` maps every other convolution/MatMul to why it
+    cannot be quantized. ``fresh`` counts the builds that fell back to a fresh NNCF calibration.
+    """
 
     def __init__(self, model: Any, calibration: Sequence[np.ndarray]) -> None:
         from nncf.openvino.graph.nncf_graph_builder import GraphConverter
 
         _quiet_nncf()
         self.model = model
-        self.layers = quantizable_layers(model)
-        if not self.layers:
+        found = quantizable_layers(model)
+        if not found:
             raise ModelError("the model has no quantizable layer (no convolution or MatMul)")
-        self.calibration = [np.ascontiguousarray(x, dtype=np.float32) for x in calibration]
+        self.calibration = [as_input(x) for x in calibration]
         if not self.calibration:
             raise InputError("calibration data is empty")
         self.graph = GraphConverter.create_nncf_graph(model)
-        self._stats: dict[Calibration, tuple[Any, Any]] = {}
-
-    def _statistics(self, cal: Calibration) -> tuple[Any, Any]:
-        import nncf
-        from nncf.quantization.algorithms.pipeline import collect_statistics
-
-        if cal not in self._stats:
-            alg = _ptq(cal, len(self.calibration), ())
-            points = alg.get_statistic_points(self.model, self.graph)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                stats = collect_statistics(points, self.model, self.graph, nncf.Dataset(self.calibration))
-            self._stats[cal] = (alg, stats)
-        return self._stats[cal]
+        self._stats: dict[Calibration, dict[tuple[Any, ...], Any]] = {}
+        self._patterns: dict[Any, Any] = {}
+        self.fresh = 0
+        self.layers = found
+        self.skipped: dict[str, str] = {}
+        placed = int8_layers(self.build(found, Calibration()))
+        self.skipped = {n: NO_QUANTIZER if _real_inputs(model, n) else INTEGER for n in found if n not in placed}
+        self.layers = [n for n in found if n in placed]
+        if not self.layers:
+            raise ModelError(f"no layer of the model can be quantized: {NO_QUANTIZER}")
 
     def build(self, int8: Sequence[str], cal: Calibration) -> Any:
         """A new ov.Model with the layers in ``int8`` quantized (``cal`` ranges) and every other layer in FP32."""
-        from nncf.openvino.quantization.quantize_model import compress_quantize_weights_transformation
-
         unknown = sorted(set(int8) - set(self.layers))
         if unknown:
             raise InputError(f"not quantizable layers of this model: {', '.join(unknown[:5])}")
         if not int8:
             return self.model.clone()
-        full, stats = self._statistics(cal)
-        alg = _ptq(cal, len(self.calibration), [n for n in self.layers if n not in int8])
-        alg.get_statistic_points(self.model, self.graph)  # sets up the backend of each algorithm
-        # The cached statistics are registered under the keys of the algorithms that requested them (NNCF 3.4).
-        for step_old, step_new in zip(full._pipeline.pipeline_steps, alg._pipeline.pipeline_steps):
-            for old, new in zip(step_old, step_new):
-                new._algorithm_key = old._algorithm_key
+        ignored = [n for n in quantizable_layers(self.model) if n not in int8]
+        try:
+            with _memoized_patterns(self._patterns):
+                return self._cached(ignored, cal)
+        except Exception as e:  # noqa: BLE001 - NNCF internals: any failure means "calibrate afresh"
+            logging.getLogger(__name__).info("cached statistics failed (%s); calibrating afresh", e)
+        self.fresh += 1
+        return self._fresh(ignored, cal)
+
+    def _cached(self, ignored: Sequence[str], cal: Calibration) -> Any:
+        """PTQ applied with cached statistics; points no earlier build needed are collected now (NNCF 3.4)."""
+        import nncf
+        from nncf.common.tensor_statistics.statistic_point import StatisticPoint, StatisticPointsContainer
+        from nncf.openvino.quantization.quantize_model import compress_quantize_weights_transformation
+        from nncf.quantization.algorithms.pipeline import collect_statistics
+
+        alg = _ptq(cal, len(self.calibration), ignored)
+        steps = alg._pipeline.pipeline_steps
+        if len(steps) != 1:
+            raise RuntimeError(f"a PTQ pipeline of {len(steps)} steps needs statistics of intermediate models")
+        roles = {a._algorithm_key: f"{i}/{type(a).__name__}" for i, a in enumerate(steps[0])}
+        cache = self._stats.setdefault(cal, {})
+        wanted = []  # (cache key, target point, algorithm key, collector) of every statistic the build needs
+        for points in alg.get_statistic_points(self.model, self.graph).values():
+            for point in points:
+                for algo, collectors in point.algorithm_to_tensor_collectors.items():
+                    wanted += [((roles[algo], point.target_point, frozenset(c.aggregators)), point.target_point,
+                                algo, c) for c in collectors]
+        missing = {key: (tp, algo, c) for key, tp, algo, c in wanted if key not in cache}
+        if missing:
+            todo = StatisticPointsContainer()
+            for tp, algo, c in missing.values():
+                todo.add_statistic_point(StatisticPoint(tp, c, algo))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                collect_statistics(todo, self.model, self.graph, nncf.Dataset(self.calibration))
+            cache.update({key: c for key, (_, _, c) in missing.items()})
+        stats = StatisticPointsContainer()
+        for key, tp, algo, _ in wanted:
+            stats.add_statistic_point(StatisticPoint(tp, cache[key], algo))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             q = alg.apply(self.model.clone(), self.graph, statistic_points=stats)
         compress_quantize_weights_transformation(q)
         return q
+
+    def _fresh(self, ignored: Sequence[str], cal: Calibration) -> Any:
+        """PTQ through NNCF's supported API, calibrating afresh (one-line ModelError when NNCF fails)."""
+        import nncf
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return nncf.quantize(self.model, nncf.Dataset(self.calibration), subset_size=len(self.calibration),
+                                     fast_bias_correction=True,
+                                     ignored_scope=_scope(ignored), advanced_parameters=_advanced(cal))
+        except Exception as e:  # noqa: BLE001 - NNCF raises many types, often with multi-line text
+            raise ModelError(f"NNCF cannot quantize this model ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
 
 
 def native_bf16() -> bool:

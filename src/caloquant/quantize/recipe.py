@@ -83,15 +83,18 @@ def read_recipe(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def build(model: Any, recipe: dict[str, Any], calibration: list[np.ndarray], source_sha256: str) -> Any:
-    """Rebuild the recipe's model from the FP32 ``model`` after checking the source hash."""
+    """Rebuild the recipe's model from the FP32 ``model`` after checking the source hash.
+
+    Layers the model cannot quantize (``Quantizer.skipped``) stay in floating point whatever the recipe says.
+    """
     if source_sha256 != recipe["source_sha256"]:
         raise ModelError(f"model sha256 {source_sha256[:12]}... does not match the recipe's "
                          f"{str(recipe['source_sha256'])[:12]}...")
     q = Quantizer(model, calibration)
-    missing = sorted(set(recipe["precision"]) ^ set(q.layers))
+    missing = sorted((set(recipe["precision"]) ^ set(q.layers)) - set(q.skipped))
     if missing:
         raise ModelError(f"recipe layers do not match the model ({', '.join(missing[:3])} ...)")
-    int8 = [n for n, p in recipe["precision"].items() if p == "int8"]
+    int8 = [n for n, p in recipe["precision"].items() if p == "int8" and n not in q.skipped]
     fallback = str(recipe.get("fallback", "fp32"))
     odd = sorted({p for p in recipe["precision"].values()} - {"int8", fallback})
     if fallback not in FALLBACKS or odd:

@@ -10,12 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from caloquant.errors import AccuracyNotReachedError, InputError
+from caloquant.errors import AccuracyNotReachedError, InputError, ModelError
 from caloquant.quantize import search
 from caloquant.quantize.evaluators import Evaluator
 from caloquant.quantize.openvino_backend import (
     Calibration,
     Quantizer,
+    as_input,
     batch_runner,
     compile_model,
     layer_times,
@@ -92,6 +93,8 @@ class TuneResult:
     minutes: float
     stop_reason: str
     outputs: dict[str, Any] = field(default_factory=dict, repr=False)
+    skipped: dict[str, str] = field(default_factory=dict)  #: layers left in floating point, with the reason
+    fresh_calibrations: int = 0  #: builds where cached statistics failed and NNCF calibrated afresh
 
     @property
     def fp32(self) -> Candidate:
@@ -113,6 +116,7 @@ class TuneResult:
             "speedup_vs_fp32": self.best.throughput / self.fp32.throughput,
             "speedup_vs_full_int8": self.best.throughput / self.full_int8.throughput,
             "candidates": [c.to_dict() for c in self.history], "layers": [r.to_dict() for r in self.layers],
+            "skipped": self.skipped, "fresh_calibrations": self.fresh_calibrations,
         }
 
 
@@ -126,7 +130,7 @@ class _Run:
         self.max_candidates, self.deadline = max_candidates, time.perf_counter() + 60.0 * max_minutes
         self.n_boot, self.seconds, self.log = n_boot, seconds, log
         first = quantizer.calibration[0]
-        self.example = np.ascontiguousarray(np.resize(first, (batch, *first.shape[1:])), dtype=np.float32)
+        self.example = as_input(np.resize(first, (batch, *first.shape[1:])))
         self.history: list[Candidate] = []
         self.outputs: dict[int, Any] = {}
         self.weights: np.ndarray | None = None
@@ -205,6 +209,8 @@ def tune(model: Any, calibration: Sequence[np.ndarray], evaluator: Evaluator, *,
         raise InputError("batch and max minutes must be positive")
     start = time.perf_counter()
     q = Quantizer(read_model(model), calibration)
+    for n, why in q.skipped.items():
+        log(f"skipped {n}: {why}")
     run = _Run(q, evaluator, criterion, batch, max_candidates, max_minutes, n_boot, timing_seconds, log)
     layers = q.layers
     fp32 = run.evaluate([], BASELINE_CALIBRATION, "fp32")
@@ -225,11 +231,15 @@ def tune(model: Any, calibration: Sequence[np.ndarray], evaluator: Evaluator, *,
         if c.upper95 < ref.upper95:
             cal, ref = v, c
 
-    # Output error of each layer quantized alone (cheap: one calibration batch, not a metric evaluation).
+    # Output error of each layer quantized alone (cheap: one calibration batch, not a metric evaluation), when
+    # budget is left for a search that uses it.
     x = q.calibration[0]
     y_fp32 = batch_runner(compile_model(q.model), batch)(x)
-    for n in layers:
-        reports[n].nmse = output_nmse(y_fp32, batch_runner(compile_model(q.build([n], cal)), batch)(x))
+    for n in layers if run.budget_left() else ():
+        try:
+            reports[n].nmse = output_nmse(y_fp32, batch_runner(compile_model(q.build([n], cal)), batch)(x))
+        except ModelError as e:  # NNCF cannot build this layer alone, even calibrating afresh
+            log(f"{n}: no single-layer build ({e}); its sensitivity is taken as full INT8's degradation")
 
     try_bf16 = native_bf16() if bf16 is None else bf16
     if not try_bf16:
@@ -249,7 +259,8 @@ def tune(model: Any, calibration: Sequence[np.ndarray], evaluator: Evaluator, *,
     result = TuneResult(final, best, accepted, run.history, [reports[n] for n in layers], criterion,
                         evaluator.name, fp32.metric, fp32.metric_error, allowed, objective, batch,
                         (time.perf_counter() - start) / 60.0, stop,
-                        {"fp32": run.outputs[0], "full-int8": run.outputs[1], "tuned": run.outputs[best.index]})
+                        {"fp32": run.outputs[0], "full-int8": run.outputs[1], "tuned": run.outputs[best.index]},
+                        dict(q.skipped), q.fresh)
     if not accepted:
         err = AccuracyNotReachedError(
             f"no candidate met the criterion ({criterion.describe()}, allowed {allowed:.4g}); closest: candidate "

@@ -7,13 +7,14 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from caloquant._atomic import check_writable_dir, write_text_atomic
-from caloquant.errors import AccuracyNotReachedError, ModelError
+from caloquant.errors import AccuracyNotReachedError, InputError, ModelError
 from caloquant.quantize import GAN_CALIBRATION, apply_recipe, gan_calibration
 from caloquant.quantize import recipe as rec
 from caloquant.quantize.evaluators import PhysicsEvaluator
@@ -74,12 +75,18 @@ def quantize_generator(model: str | os.PathLike[str], outdir: str | os.PathLike[
     OUTDIR is created only when there is something to write, and removed again if this call created it and
     then failed before the tuning finished. A failed tune writes its model as ``REJECTED``, never model.xml.
     """
+    return _into(outdir, lambda out: _quantize(
+        model, out, recipe=recipe, criterion=criterion, max_candidates=max_candidates, max_minutes=max_minutes,
+        batch=batch, n_showers=n_showers, n_reference=n_reference, seed=seed, log=log))
+
+
+def _into(outdir: str | os.PathLike[str], work: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``work`` on the checked OUTDIR; remove OUTDIR again if this call created it and it failed before
+    the tuning finished (a failed criterion keeps it: the closest candidate is written for inspection)."""
     out = check_writable_dir(outdir)
     created = not out.exists()
     try:
-        return _quantize(model, out, recipe=recipe, criterion=criterion, max_candidates=max_candidates,
-                         max_minutes=max_minutes, batch=batch, n_showers=n_showers, n_reference=n_reference,
-                         seed=seed, log=log)
+        return work(out)
     except AccuracyNotReachedError:
         raise
     except BaseException:
@@ -94,8 +101,8 @@ def _quantize(model: str | os.PathLike[str], out: Path, *, recipe: str | os.Path
     """``quantize_generator`` into the checked folder ``out``."""
     src = resolve(model)
     if src.spec is None:
-        raise ModelError(f"{src.source}: no caloquant generator metadata; tune other models through the Python "
-                         "API (caloquant.quantize.tune) with your own evaluator")
+        raise ModelError(f"{src.source}: no caloquant generator metadata; tune other models with --onnx MODEL "
+                         "--data DATA.npz --metric accuracy|mse|PATH.py:FUNC")
     if recipe is not None:
         r = rec.read_recipe(recipe)
         built = apply_recipe(model, r)
@@ -132,8 +139,14 @@ def _quantize(model: str | os.PathLike[str], out: Path, *, recipe: str | os.Path
     summary["context"] = context
     summary["sampling_fraction_mre"] = {c.kind + str(c.index): c.details.get("sampling_fraction_mre")
                                         for c in result.history}
+    return _write(out, src, result, summary, GAN_CALIBRATION, failure, _physics_figures(ev, result))
+
+
+def _write(out: Path, src: Source, result: TuneResult, summary: dict[str, Any], calibration_data: dict[str, Any],
+           failure: AccuracyNotReachedError | None, figures: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Write the tuned model, its recipe (``recipe.rejected.json`` on failure), history and report; re-raise."""
     r = rec.make_recipe(layers=[lr.name for lr in result.layers], int8=result.best.int8,
-                        calibration=Calibration(**result.best.calibration), calibration_data=GAN_CALIBRATION,
+                        calibration=Calibration(**result.best.calibration), calibration_data=calibration_data,
                         source_sha256=src.sha256, source=src.source,
                         summary={k: summary[k] for k in ("metric", "criterion", "baseline_metric", "noise_floor",
                                                          "accepted", "speedup_vs_fp32")}
@@ -144,7 +157,56 @@ def _quantize(model: str | os.PathLike[str], out: Path, *, recipe: str | os.Path
     write_text_atomic(out / "history.json", json.dumps(summary, indent=2, default=float))
     from caloquant.plotting.tuning import write_tuning_report
 
-    write_tuning_report(summary, out / "report.html", _physics_figures(ev, result))
+    write_tuning_report(summary, out / "report.html", figures)
     if failure is not None:
         raise failure
     return summary
+
+
+def quantize_onnx(model: str | os.PathLike[str], data: str | os.PathLike[str], outdir: str | os.PathLike[str], *,
+                  metric: str = "accuracy", higher_is_better: bool | None = None,
+                  recipe: str | os.PathLike[str] | None = None, tolerance: float = 0.05, relative: bool = True,
+                  max_candidates: int = 12, max_minutes: float = 10.0, batch: int = 128,
+                  log: Any = print) -> dict[str, Any]:
+    """Tune (or replay ``recipe``) any ONNX/IR model on DATA.npz judged by ``metric``, writing OUTDIR."""
+    return _into(outdir, lambda out: _quantize_onnx(
+        model, data, out, metric=metric, higher_is_better=higher_is_better, recipe=recipe, tolerance=tolerance,
+        relative=relative, max_candidates=max_candidates, max_minutes=max_minutes, batch=batch, log=log))
+
+
+def _quantize_onnx(model: str | os.PathLike[str], data: str | os.PathLike[str], out: Path, *, metric: str,
+                   higher_is_better: bool | None, recipe: str | os.PathLike[str] | None,
+                   tolerance: float, relative: bool, max_candidates: int, max_minutes: float, batch: int,
+                   log: Any) -> dict[str, Any]:
+    """``quantize_onnx`` into the checked folder ``out``."""
+    from caloquant.quantize import userdata
+
+    if Path(model).suffix not in (".onnx", ".xml"):
+        raise ModelError(f"{model}: --onnx takes an ONNX (.onnx) or OpenVINO IR (.xml) model")
+    src = resolve(model)
+    user = userdata.load_data(data)
+    if recipe is not None:
+        r = rec.read_recipe(recipe)
+        given = r["calibration_data"]
+        if given.get("kind") != "npz" or given.get("sha256") != user.sha256 or given.get("batch") is None:
+            raise InputError(f"{user.path} is not the data file this recipe was tuned with (sha256 "
+                             f"{str(given.get('sha256'))[:12]}...)")
+        built = rec.build(src.model, r, userdata.calibration_batches(user, int(given["batch"])), src.sha256)
+        out.mkdir(parents=True, exist_ok=True)
+        _save(built, out, src)
+        write_text_atomic(out / "recipe.json", json.dumps(r, indent=2))
+        return r
+    ev = userdata.metric_evaluator(src.model, user, metric, higher_is_better, batch)
+    failure: AccuracyNotReachedError | None = None
+    try:
+        result = tune(src.model, userdata.calibration_batches(user, batch), ev,
+                      criterion=Criterion(tolerance, relative, ev.higher_is_better), batch=batch,
+                      max_candidates=max_candidates, max_minutes=max_minutes, log=log)
+    except AccuracyNotReachedError as e:
+        failure, result = e, e.result  # type: ignore[attr-defined]
+    summary = result.summary()
+    summary["context"] = {"evaluation items": len(user.x), f"calibration items ('{user.calib_key}')": len(user.calib),
+                          "data": user.path, "CPU cores": os.cpu_count()}
+    calibration_data = {"kind": "npz", "path": user.path, "sha256": user.sha256, "key": user.calib_key,
+                        "batch": batch}
+    return _write(out, src, result, summary, calibration_data, failure, [])

@@ -1,0 +1,134 @@
+"""A user's own model on the CLI: evaluation/calibration arrays from an .npz file and a metric by name
+(``accuracy``, ``mse``) or as ``PATH.py:FUNC``, checked up front so that mistakes are one-line errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from caloquant.errors import InputError
+from caloquant.quantize.evaluators import PerItemEvaluator
+from caloquant.quantize.openvino_backend import as_input, batch_runner, compile_model
+
+#: Most calibration items taken from ``x`` when the file has no ``calib`` array.
+DEFAULT_CALIBRATION = 256
+#: Built-in metrics: per-item score of (outputs, targets) and whether higher is better.
+METRICS: dict[str, tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], bool]] = {
+    "accuracy": (lambda out, y: (out.reshape(len(out), -1).argmax(axis=1) == y.reshape(len(y))).astype(float),
+                 True),
+    "mse": (lambda out, y: ((out - y) ** 2).reshape(len(out), -1).mean(axis=1), False),
+}
+
+
+@dataclass
+class UserData:
+    """Evaluation inputs ``x``, optional targets ``y``, calibration inputs and the file's identity."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    calib: np.ndarray
+    calib_key: str
+    path: str
+    sha256: str
+
+
+def load_data(path: str | os.PathLike[str]) -> UserData:
+    """Read DATA.npz: ``x`` (evaluation inputs), optional ``y`` (labels/targets) and ``calib`` (calibration)."""
+    from caloquant.models.registry import sha256_file
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such data file")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise InputError(f"{p}: not a readable .npz file ({str(e).splitlines()[0][:100]})") from None
+    if "x" not in arrays:
+        raise InputError(f"{p}: no 'x' array (the evaluation inputs); found {', '.join(arrays) or 'nothing'}")
+    x, y = arrays["x"], arrays.get("y")
+    if x.ndim < 1 or len(x) < 2:
+        raise InputError(f"{p}: 'x' must hold at least 2 items along its first axis, got shape {x.shape}")
+    if y is not None and len(y) != len(x):
+        raise InputError(f"{p}: 'y' has {len(y)} items but 'x' has {len(x)}")
+    key = "calib" if "calib" in arrays else "x"
+    calib = arrays[key] if key == "calib" else x[:DEFAULT_CALIBRATION]
+    if calib.shape[1:] != x.shape[1:] or len(calib) == 0:
+        raise InputError(f"{p}: 'calib' items must have the shape of 'x' items {x.shape[1:]}, got {calib.shape}")
+    return UserData(as_input(x), y, as_input(calib), key, str(p), sha256_file(p))
+
+
+def calibration_batches(data: UserData, batch: int) -> list[np.ndarray]:
+    """The calibration inputs in batches of ``batch``."""
+    return [data.calib[i:i + batch] for i in range(0, len(data.calib), batch)]
+
+
+def _user_function(spec: str) -> Callable[..., Any]:
+    path, _, name = spec.rpartition(":")
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"metric {spec!r}: no such file {p}")
+    try:
+        module_spec = importlib.util.spec_from_file_location(f"caloquant_user_metric_{p.stem}", p)
+        module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
+        module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+    except Exception as e:  # noqa: BLE001 - any error in the user's file is reported in one line
+        raise InputError(f"metric {spec!r}: cannot import {p} ({type(e).__name__}: {e})") from None
+    func = getattr(module, name, None)
+    if not callable(func):
+        raise InputError(f"metric {spec!r}: {p} has no function {name!r}")
+    return func  # type: ignore[no-any-return]
+
+
+def metric_evaluator(model: Any, data: UserData, metric: str, higher_is_better: bool | None,
+                     batch: int) -> PerItemEvaluator:
+    """A per-item evaluator of ``metric`` on ``data``, checked on the FP32 model's outputs of a few items.
+
+    ``mse`` without ``y`` compares with the FP32 outputs. A ``PATH.py:FUNC`` metric is called as
+    ``FUNC(outputs, y)`` (``y`` None when the file has none) and must return one finite score per item;
+    higher is better unless ``higher_is_better`` says otherwise.
+    """
+    try:
+        run = batch_runner(compile_model(model), batch)
+        reference = run(data.x[:2])
+    except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError with multi-line text
+        raise InputError(f"{data.path}: 'x' items of shape {data.x.shape[1:]} and type {data.x.dtype} do not fit "
+                         f"the model ({str(e).splitlines()[0][:120]})") from None
+    y = data.y
+    if metric in METRICS:
+        score, default = METRICS[metric]
+        if metric == "accuracy" and y is None:
+            raise InputError(f"{data.path}: metric accuracy needs a 'y' array of labels")
+        if metric == "mse" and y is None:
+            y = run(data.x)
+        elif metric == "mse" and y.shape[1:] != reference.shape[1:]:
+            raise InputError(f"{data.path}: 'y' items of shape {y.shape[1:]} do not match the model outputs "
+                             f"{reference.shape[1:]}")
+    elif ":" in metric:
+        func, default = _user_function(metric), True
+
+        def score(out: np.ndarray, targets: np.ndarray | None) -> np.ndarray:
+            return np.asarray(func(out, targets), dtype=np.float64)
+    else:
+        raise InputError(f"unknown metric {metric!r}; use accuracy, mse or PATH.py:FUNC")
+    targets = y
+
+    def per_item(out: np.ndarray) -> np.ndarray:
+        return score(out, targets)
+
+    try:
+        check = score(reference, None if targets is None else targets[:2])
+    except Exception as e:  # noqa: BLE001 - the user's metric may raise anything
+        raise InputError(f"metric {metric!r} failed on the model outputs ({type(e).__name__}: {e})") from None
+    if np.shape(check) != (2,) or not np.all(np.isfinite(check)):
+        raise InputError(f"metric {metric!r} must return one finite score per item; for 2 items it returned "
+                         f"{str(np.asarray(check).tolist())[:60]}")
+    return PerItemEvaluator(data.x, per_item, name=metric.rpartition(":")[2] if ":" in metric else metric,
+                            higher_is_better=default if higher_is_better is None else higher_is_better)
