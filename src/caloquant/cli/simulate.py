@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from caloquant.cli import _sharded
 from caloquant.errors import InputError
 
 
@@ -16,7 +17,8 @@ def register(app: typer.Typer) -> None:
 
 
 def simulate_cmd(
-    output: Path = typer.Option(..., "-o", "--output", help="Output HDF5 file (written atomically)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output HDF5 file (written atomically); with --cluster "
+                                "a directory of shards."),
     n: int = typer.Option(..., "--n", help="Number of showers."),
     energy: str = typer.Option(..., "--energy", help="Primary electron energy in GeV: E or EMIN:EMAX (1-1000)."),
     spectrum: str = typer.Option("uniform", "--spectrum", help="Energy spectrum over a range: uniform or log."),
@@ -28,6 +30,9 @@ def simulate_cmd(
     fmt: str = typer.Option("3dgan", "--format", help="File layout: 3dgan or calochallenge."),
     chunk: int = typer.Option(256, "--chunk", help="Showers simulated and written per chunk (memory bound)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists (else refuse)."),
+    cluster: str = _sharded.CLUSTER,
+    workers: int = _sharded.WORKERS,
+    shards: int = _sharded.SHARDS,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Simulate electron showers with the GFlash-style reference Monte Carlo and write them to HDF5."""
@@ -36,6 +41,13 @@ def simulate_cmd(
 
     if chunk <= 0:
         raise InputError(f"--chunk must be positive, got {chunk}")
+    if cluster is not None:
+        from caloquant.cluster import SimulateJob
+
+        job = SimulateJob(n, energy, spectrum=spectrum, angle=angle, window=window, seed=seed, layout=fmt, chunk=chunk)
+        _sharded.run(output, job, cluster, workers, shards, overwrite=overwrite, quiet=quiet)
+        return
+    _sharded.check_unsharded(workers, shards)
     path = simulate_to_file(
         output, n, energy, spectrum=spectrum, angle=angle, window=window, seed=seed, layout=fmt,
         chunk_size=chunk, progress=not quiet, overwrite=overwrite,
@@ -57,8 +69,8 @@ def convert_cmd(
     typer.echo(f"wrote {n} showers to {output} ({fmt})")
 
 
-def info_cmd(path: Path = typer.Argument(..., help="Shower file.")) -> None:
-    """Print the layout, window, energy range and physics summary of a shower file."""
+def info_cmd(path: Path = typer.Argument(..., help="Shower file, shard manifest or directory of shards.")) -> None:
+    """Print the layout, window, energy range and physics summary of a shower file or a set of shards."""
     from caloquant.ui import print_summary
 
     print_summary(path)

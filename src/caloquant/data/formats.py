@@ -237,8 +237,10 @@ class ShowerFile:
 
 
 def read_showers(path: str | os.PathLike[str], start: int = 0, stop: int | None = None) -> ShowerSet:
-    """Read showers [start, stop) of one file (either layout) into memory."""
-    with ShowerFile(path) as f:
+    """Read showers [start, stop) of one file (either layout), or of a shard manifest or folder, into memory."""
+    from caloquant.data.shards import open_showers  # shards imports this module
+
+    with open_showers(path) as f:
         return f.read(start, stop)
 
 
