@@ -113,9 +113,8 @@ def _shard_ok(path: Path, shard: Shard, job: dict[str, Any]) -> bool:
     return n == shard.n and all(str(attrs.get(k)) == str(v) for k, v in want.items())
 
 
-def _load_or_plan(outdir: Path, task: ShardTask, shards: int, overwrite: bool) -> tuple[Manifest, list[Shard]]:
+def _load_or_plan(outdir: Path, wanted: Manifest, overwrite: bool) -> tuple[Manifest, list[Shard]]:
     """The job's manifest (the stored one when it is the same job) and the shards still to write."""
-    wanted = plan(task.kind, task.n, task.seed, task.identity(), shards)
     path = outdir / MANIFEST
     stored = Manifest.load(path) if path.exists() else None
     if stored is not None and not stored.same_job(wanted):
@@ -184,10 +183,11 @@ def run_sharded(outdir: str | os.PathLike[str], task: ShardTask, shards: int, *,
     out = check_writable_dir(outdir)
     if isinstance(cluster, str):
         check_cluster(cluster, workers)
+    wanted = plan(task.kind, task.n, task.seed, task.identity(), shards)
     out.mkdir(exist_ok=True)
     manifest_file = out / MANIFEST
     with OutputLock(manifest_file):
-        m, todo = _load_or_plan(out, task, shards, overwrite)
+        m, todo = _load_or_plan(out, wanted, overwrite)
         m.save(manifest_file)
         if todo:
             with progress_bar(task.n, task.kind, enabled=progress) as advance:
