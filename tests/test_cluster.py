@@ -137,6 +137,9 @@ def test_shards_read_as_one_sample(sim_single, tmp_path) -> None:
         assert np.array_equal(part.ecal, whole.ecal[5:25])
     assert np.array_equal(compute_features(out).energy, compute_features(sim_single).energy)
     assert main(["info", str(out)]) == 0
+    assert main(["merge", str(out), "-o", str(tmp_path / "merged.h5")]) == 0
+    assert _datasets([tmp_path / "merged.h5"])["ECAL"].shape[0] == 30
+    _assert_same(out, tmp_path / "merged.h5")
 
 
 @pytest.mark.parametrize("args, message", [

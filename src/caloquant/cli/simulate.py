@@ -13,6 +13,7 @@ from caloquant.errors import InputError
 def register(app: typer.Typer) -> None:
     app.command("simulate")(simulate_cmd)
     app.command("convert")(convert_cmd)
+    app.command("merge")(merge_cmd)
     app.command("info")(info_cmd)
 
 
@@ -63,6 +64,19 @@ def convert_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists (else refuse)."),
 ) -> None:
     """Convert a shower file between the 3DGAN and CaloChallenge layouts, chunk by chunk."""
+    from caloquant.data import convert
+
+    n = convert(source, output, layout=fmt, overwrite=overwrite)
+    typer.echo(f"wrote {n} showers to {output} ({fmt})")
+
+
+def merge_cmd(
+    source: Path = typer.Argument(..., help="Shard manifest or directory of shards of a --cluster run."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output HDF5 file (written atomically)."),
+    fmt: str = typer.Option("3dgan", "--format", help="Output layout: 3dgan or calochallenge."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists (else refuse)."),
+) -> None:
+    """Merge the shards of a finished --cluster run into one HDF5 file, in shower index order."""
     from caloquant.data import convert
 
     n = convert(source, output, layout=fmt, overwrite=overwrite)

@@ -406,8 +406,11 @@ def write_showers(
 
 def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, layout: str, chunk_size: int = 1000,
             overwrite: bool = False) -> int:
-    """Copy ``src`` to ``dst`` in ``layout``, chunk by chunk; returns the number of showers."""
-    with ShowerFile(src) as f, ShowerWriter(dst, f.window, layout=layout, attrs=f.attrs, overwrite=overwrite) as w:
+    """Copy ``src`` (a file, or a shard manifest / directory: merged in index order) to ``dst`` in ``layout``,
+    chunk by chunk; returns the number of showers."""
+    from caloquant.data.shards import open_showers  # shards imports this module
+
+    with open_showers(src) as f, ShowerWriter(dst, f.window, layout=layout, attrs=f.attrs, overwrite=overwrite) as w:
         for chunk in f.iter_chunks(chunk_size):
             w.append(chunk)
         return w.n

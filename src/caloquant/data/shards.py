@@ -154,7 +154,11 @@ class ShowerFiles:
 
     @property
     def attrs(self) -> dict[str, Any]:
-        return self.files[0].attrs
+        """The first file's attributes, with the count of all files (merged shards read as one run)."""
+        attrs = self.files[0].attrs
+        if "n" in attrs:
+            attrs["n"] = self.n
+        return attrs
 
     def __len__(self) -> int:
         return int(self.n)
