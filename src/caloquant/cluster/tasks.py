@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,10 +84,17 @@ class GenerateJob:
                          allow_extrapolation=self.allow_extrapolation, on_chunk=on_chunk, first=start)
 
 
-@functools.lru_cache(maxsize=2)
+#: Per thread, the generator last opened (a worker thread keeps it across its shards; engines are not shared).
+_OPENED = threading.local()
+
+
 def _open(model: str, engine: str, precision: str, batch: str, streams: str, fallback_fp32: bool) -> Any:
-    """The compiled generator of this process (a worker keeps it across its shards)."""
+    """The compiled generator of this thread for these options, opened on first use."""
     from caloquant.runtime import open_generator
 
-    return open_generator(model, engine=engine, precision=precision, batch=batch, streams=streams,
-                          fallback_fp32=fallback_fp32)
+    key = (model, engine, precision, batch, streams, fallback_fp32)
+    if getattr(_OPENED, "key", None) != key:
+        _OPENED.generator = open_generator(model, engine=engine, precision=precision, batch=batch, streams=streams,
+                                           fallback_fp32=fallback_fp32)
+        _OPENED.key = key
+    return _OPENED.generator
