@@ -1,8 +1,10 @@
 """Benchmark: scale-out. Sharded generation on a Dask LocalCluster against the worker count, and data-parallel
 training under torchrun (weak and strong scaling) against the process count, on CPU.
 
-Generation: first ``generate_to_file`` in this process (all cores as streams, no Dask) as the baseline; then for
-each K, a LocalCluster of K single-threaded worker processes (streams per worker = cores / K)
+Generation: first ``generate_to_file`` in this process (all cores as streams, no Dask) as a reference; then for
+each K, a LocalCluster of K single-threaded worker processes with one inference stream each and
+OMP_NUM_THREADS=1 (one core per worker with ``--gen-engine torch``; OpenVINO sizes a stream's threads from the
+machine's cores whatever the worker count, so its workers share all cores)
 loads the model on every worker first, then ``run_sharded`` writes N showers as 4K shards; showers/s is N over
 that wall time (model loading and cluster start excluded: they are paid once per job), peak RSS per worker.
 
@@ -54,10 +56,10 @@ def generation(workers: list[int], n: int, engine: str, batch: int, work: Path) 
     single = n / (time.perf_counter() - t0)
     del gen
     print(json.dumps({"single_process_showers_per_s": single}), flush=True)
+    os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the workers: PyTorch runs one thread per worker
     rows = []
     for k in workers:
-        job = GenerateJob(n, "ecal25", "10:500", engine=engine, batch=str(batch),
-                          streams=str(max(1, cpu_count() // k)), seed=1)
+        job = GenerateJob(n, "ecal25", "10:500", engine=engine, batch=str(batch), streams="1", seed=1)
         with LocalCluster(n_workers=k, threads_per_worker=1, dashboard_address=None) as lc, Client(lc) as client:
             client.run(job.identity)  # opens (and caches) the model on every worker
             run_sharded(work / f"warm{k}", replace(job, n=k * batch), k, cluster=client)
