@@ -43,7 +43,7 @@ BAD_FILES: dict[str, tuple[Callable[[Path], None], str]] = {
     "empty file": (lambda p: p.write_bytes(b""), "not a readable HDF5 file"),
     "text file": (lambda p: p.write_text("ECAL,energy\n1,2\n"), "not a readable HDF5 file"),
     "truncated": (lambda p: (_h5(**_good(40))(p), p.write_bytes(p.read_bytes()[:3000])), "not a readable HDF5"),
-    "directory": (lambda p: p.mkdir(), "is a directory"),
+    "directory": (lambda p: p.mkdir(), "contains no .h5"),  # a directory is read as one of shards
     "wrong keys": (_h5(images=np.zeros((2, 3))), "missing keys"),
     "no energy": (_h5(ECAL=np.zeros((2, *SHAPE), "f4")), "without an 'energy'"),
     "ECAL 3-d": (_h5(**_with(ECAL=np.zeros((4, 25, 25), "f4"))), "expected (N, x, y, z)"),

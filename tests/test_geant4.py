@@ -57,6 +57,16 @@ def test_geant4_shower_depends_only_on_seed_and_index(cache: g4data.DataSource, 
 
 
 @needs_geant4
+def test_geant4_shard_from_an_offset_equals_the_slice_of_a_full_run(cache: g4data.DataSource,
+                                                                     showers: ShowerSet) -> None:
+    """A --cluster shard simulates showers [first, first + n): the same showers as rows first.. of one run."""
+    sim = geant4.Geant4Simulator(WINDOW_25, workers=1, source=cache)
+    part = ShowerSet.concatenate(list(sim.stream(2, SPEC, seed=7, first=2)))
+    np.testing.assert_array_equal(part.ecal, showers.ecal[2:4])
+    np.testing.assert_array_equal(part.energy, showers.energy[2:4])
+
+
+@needs_geant4
 def test_geant4_worker_crash_is_one_error(tmp_path: Path) -> None:
     missing = str(tmp_path / "no-data")
     broken = g4data.DataSource("real", missing, {k: missing for k in (*g4data.DATASET_VARIABLES, "GEANT4_DATA_DIR")})

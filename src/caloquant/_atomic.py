@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import io
 import os
 import signal
@@ -14,6 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from caloquant.errors import InputError, Interrupted
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def check_writable(path: str | os.PathLike[str], *, overwrite: bool = True) -> Path:

@@ -59,10 +59,10 @@ def progress_bar(total: int, description: str, *, unit: str = "showers", enabled
 
 
 def print_summary(path: str | os.PathLike[str], max_showers: int = 20_000) -> None:
-    """A short physics summary of a shower file: size, energies, visible fraction, barycentres."""
-    from caloquant.data import ShowerFile
+    """A short physics summary of a shower file or shard set: size, energies, visible fraction, barycentres."""
+    from caloquant.data import open_showers
 
-    with ShowerFile(path) as f:
+    with open_showers(path) as f:
         s = f.read(0, max_showers)
         n, layout, window, attrs = len(f), f.layout, f.window, f.attrs
     vis = s.ecal.sum(axis=(1, 2, 3), dtype=np.float64)

@@ -6,13 +6,17 @@ from pathlib import Path
 
 import typer
 
+from caloquant.cli import _sharded
+from caloquant.errors import InputError
+
 
 def register(app: typer.Typer) -> None:
     app.command("generate")(generate_cmd)
 
 
 def generate_cmd(
-    output: Path = typer.Option(..., "-o", "--output", help="Output HDF5 file (OUT.partial until complete)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output HDF5 file (OUT.partial until complete); with "
+                                "--cluster a directory of shards."),
     model: str = typer.Option(..., "--model", help="Shipped model name (e.g. ecal25) or checkpoint .pt path."),
     n: int = typer.Option(..., "--n", help="Number of showers."),
     energy: str = typer.Option(..., "--energy", help="Primary electron energy in GeV: E or EMIN:EMAX."),
@@ -35,11 +39,32 @@ def generate_cmd(
     fallback_fp32: bool = typer.Option(
         False, "--fallback-fp32", help="If the reduced precision fails its FP32 physics check on this CPU, log "
         "it and generate in fp32 instead of stopping."),
+    cluster: str = _sharded.CLUSTER,
+    workers: int = _sharded.WORKERS,
+    shards: int = _sharded.SHARDS,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Generate showers with a trained generator and write them to HDF5, as `simulate` does with the MC."""
     from caloquant.generate import generate_to_file
     from caloquant.runtime import open_generator
+
+    if cluster is not None:
+        from caloquant.cluster import GenerateJob
+        from caloquant.runtime.engines import cpu_count
+
+        if resume:
+            raise InputError("--resume is for a single output file; a --cluster run always continues where it "
+                             "stopped: rerun it as it was")
+        if chunk <= 0:
+            raise InputError(f"--chunk must be positive, got {chunk}")
+        if streams == "auto" and cluster == "local":  # local workers share this machine's cores
+            streams = str(max(1, cpu_count() // (workers or cpu_count())))
+        job = GenerateJob(n, model, energy, spectrum=spectrum, angle=angle, precision=precision, engine=engine,
+                          streams=streams, batch=batch, seed=seed, window=window, layout=fmt, chunk=chunk,
+                          allow_extrapolation=allow_extrapolation, fallback_fp32=fallback_fp32)
+        _sharded.run(output, job, cluster, workers, shards, overwrite=overwrite, quiet=quiet)
+        return
+    _sharded.check_unsharded(workers, shards)
 
     gen = open_generator(model, engine=engine, precision=precision, batch=batch, streams=streams,
                          fallback_fp32=fallback_fp32)
@@ -53,3 +78,4 @@ def generate_cmd(
         resumed = f", resumed at shower {result.resumed_from}" if result.resumed_from else ""
         typer.echo(f"wrote {result.n} showers to {result.path} ({e.name} {e.precision}, batch {e.batch}, "
                    f"{e.streams} streams, {result.showers_per_s:,.0f} showers/s{resumed})", err=True)
+

@@ -12,15 +12,19 @@ from caloquant.data.formats import (
     read_showers,
     write_showers,
 )
+from caloquant.data.shards import Manifest, ShowerFiles, open_showers
 
 __all__ = [
     "LAYOUTS",
+    "Manifest",
     "ShowerDataset",
     "ShowerFile",
+    "ShowerFiles",
     "ShowerSet",
     "ShowerWriter",
     "convert",
     "expand_paths",
+    "open_showers",
     "read_showers",
     "write_showers",
 ]

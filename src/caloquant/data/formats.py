@@ -237,8 +237,10 @@ class ShowerFile:
 
 
 def read_showers(path: str | os.PathLike[str], start: int = 0, stop: int | None = None) -> ShowerSet:
-    """Read showers [start, stop) of one file (either layout) into memory."""
-    with ShowerFile(path) as f:
+    """Read showers [start, stop) of one file (either layout), or of a shard manifest or folder, into memory."""
+    from caloquant.data.shards import open_showers  # shards imports this module
+
+    with open_showers(path) as f:
         return f.read(start, stop)
 
 
@@ -404,8 +406,11 @@ def write_showers(
 
 def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, layout: str, chunk_size: int = 1000,
             overwrite: bool = False) -> int:
-    """Copy ``src`` to ``dst`` in ``layout``, chunk by chunk; returns the number of showers."""
-    with ShowerFile(src) as f, ShowerWriter(dst, f.window, layout=layout, attrs=f.attrs, overwrite=overwrite) as w:
+    """Copy ``src`` (a file, or a shard manifest / directory: merged in index order) to ``dst`` in ``layout``,
+    chunk by chunk; returns the number of showers."""
+    from caloquant.data.shards import open_showers  # shards imports this module
+
+    with open_showers(src) as f, ShowerWriter(dst, f.window, layout=layout, attrs=f.attrs, overwrite=overwrite) as w:
         for chunk in f.iter_chunks(chunk_size):
             w.append(chunk)
         return w.n

@@ -30,8 +30,8 @@ from caloquant.geometry import Window
 
 COMMITTED = "showers_committed"
 #: Attributes that define a run: a resumed run must agree on all of them (the stream count is free).
-IDENTITY = ("model_sha256", "precision", "precision_sha256", "engine", "batch", "seed", "n", "energy_gev",
-            "spectrum", "angle_deg", "layout", "window")
+IDENTITY = ("model_sha256", "precision", "precision_sha256", "engine", "batch", "seed", "n", "first_index",
+            "energy_gev", "spectrum", "angle_deg", "layout", "window")
 _DATASETS = {"3dgan": ("ECAL", "energy", "theta"), "calochallenge": ("showers", "incident_energies", "theta")}
 
 

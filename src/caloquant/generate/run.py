@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -65,6 +66,33 @@ class GenerateResult:
         return (self.n - self.resumed_from) / self.seconds if self.seconds > 0 else float("nan")
 
 
+def run_attrs(generator: Generator, n: int, energy: str | float | tuple[float, float], *, spectrum: str = "uniform",
+              angle: str | float | tuple[float, float] = 90.0, seed: int = 0, window: str | Window | None = None,
+              layout: str = "3dgan", allow_extrapolation: bool = False, first: int = 0) -> dict[str, Any]:
+    """The checked request as the attributes of its output file (the identity a resumed run must match)."""
+    check_count(n)
+    if first < 0:
+        raise InputError(f"first shower index must be >= 0, got {first}")
+    spec = generator.spec
+    if window is not None and parse_window(window) != spec.window:
+        raise GeometryMismatchError(f"model {generator.source} generates the {spec.window} window, "
+                                    f"not {parse_window(window)}")
+    energies = Spectrum(*parse_range(energy, "energy"), kind=spectrum)
+    angles = AngleRange(*parse_range(angle, "angle"))
+    generator.check_conditions(np.array([energies.low, energies.high]), np.array([angles.low, angles.high]),
+                               allow_extrapolation=allow_extrapolation)
+    eng = generator.engine
+    return {
+        "generator": f"caloquant generate ({spec.arch})", "model_source": generator.source,
+        "model_sha256": generator.model_sha256, "precision": eng.precision,
+        "precision_sha256": generator.precision_sha256, "engine": eng.name, "batch": eng.batch, "seed": seed,
+        "n": n, "energy_gev": f"{energies.low:g}:{energies.high:g}", "spectrum": energies.kind,
+        "angle_deg": f"{angles.low:g}:{angles.high:g}", "layout": layout, "window": spec.window.name,
+        "particle": "e-", "precision_check": generator.check.describe() if generator.check else "fp32 (reference)",
+        "first_index": first,
+    }
+
+
 def generate_to_file(
     path: str | os.PathLike[str],
     generator: Generator,
@@ -82,49 +110,39 @@ def generate_to_file(
     allow_extrapolation: bool = False,
     progress: bool = False,
     on_chunk: Callable[[int], None] | None = None,
+    first: int = 0,
 ) -> GenerateResult:
     """Generate ``n`` showers into ``path`` chunk by chunk; ``resume`` continues ``path.partial`` exactly.
 
     Memory is bounded by one chunk plus the batches in flight, whatever ``n`` is. ``on_chunk(k)`` is called
     after each committed chunk with the number of showers on disk. ``path`` is locked against other runs.
+    The file holds showers with indices [first, first + n) of the run defined by ``seed`` (a shard).
     """
-    check_count(n)
     check_writable(path, overwrite=overwrite)
     if chunk_size <= 0:
         raise InputError(f"--chunk must be positive, got {chunk_size}")
-    spec = generator.spec
-    if window is not None and parse_window(window) != spec.window:
-        raise GeometryMismatchError(f"model {generator.source} generates the {spec.window} window, "
-                                    f"not {parse_window(window)}")
+    attrs = run_attrs(generator, n, energy, spectrum=spectrum, angle=angle, seed=seed, window=window, layout=layout,
+                      allow_extrapolation=allow_extrapolation, first=first)
+    spec, eng = generator.spec, generator.engine
     energies = Spectrum(*parse_range(energy, "energy"), kind=spectrum)
     angles = AngleRange(*parse_range(angle, "angle"))
-    generator.check_conditions(np.array([energies.low, energies.high]), np.array([angles.low, angles.high]),
-                               allow_extrapolation=allow_extrapolation)
-    eng = generator.engine
-    attrs = {
-        "generator": f"caloquant generate ({spec.arch})", "model_source": generator.source,
-        "model_sha256": generator.model_sha256, "precision": eng.precision,
-        "precision_sha256": generator.precision_sha256, "engine": eng.name, "batch": eng.batch, "seed": seed,
-        "n": n, "energy_gev": f"{energies.low:g}:{energies.high:g}", "spectrum": energies.kind,
-        "angle_deg": f"{angles.low:g}:{angles.high:g}", "layout": layout, "window": spec.window.name,
-        "particle": "e-", "precision_check": generator.check.describe() if generator.check else "fp32 (reference)",
-    }
     chunk = eng.batch * math.ceil(chunk_size / eng.batch)  # whole batches: a resumed run batches alike
     with OutputLock(path):
         out = PartialShowerFile(path, spec.window, layout=layout, attrs=attrs, chunk_rows=min(chunk, 64),
                                 resume=resume)
-        return _fill(out, generator, energies, angles, seed, n, chunk, progress, on_chunk)
+        return _fill(out, generator, energies, angles, seed, n, chunk, progress, on_chunk, first)
 
 
 def _fill(out: PartialShowerFile, generator: Generator, energies: Spectrum, angles: AngleRange, seed: int, n: int,
-          chunk: int, progress: bool, on_chunk: Callable[[int], None] | None) -> GenerateResult:
-    """Generate showers [out.n, n) into ``out`` chunk by chunk and close it under its final name."""
+          chunk: int, progress: bool, on_chunk: Callable[[int], None] | None, first: int) -> GenerateResult:
+    """Generate showers [first + out.n, first + n) into ``out`` chunk by chunk and close it under its final name."""
     spec = generator.spec
     start = out.n
     t0 = time.perf_counter()
     try:
         with deferred_signals() as stop, progress_bar(n - start, "generate", enabled=progress) as advance, \
-                contextlib.closing(_batches_in_order(generator, energies, angles, seed, start, n)) as batches:
+                contextlib.closing(_batches_in_order(generator, energies, angles, seed, first + start,
+                                                first + n)) as batches:
             done: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
             for raw, e, a in batches:
                 if stop.is_set():  # the partial chunk is discarded; committed showers stay resumable

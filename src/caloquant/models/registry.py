@@ -7,7 +7,6 @@ Shipped weights live in ``caloquant/weights/<name>.pt`` (a generator ``state_dic
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from caloquant._atomic import sha256_file
 from caloquant.errors import ModelError
 from caloquant.models.gan3d import AngleDiscriminator, AngleGenerator, EcalEnergyDiscriminator, EcalEnergyGenerator
 from caloquant.models.spec import ModelSpec, shower_noise
@@ -34,14 +34,6 @@ def build_discriminator(spec: ModelSpec, dropout: float = 0.2) -> nn.Module:
     if spec.arch == "ecal25":
         return EcalEnergyDiscriminator(power=spec.xpower, dropout=dropout)
     return AngleDiscriminator(power=spec.xpower, dropout=dropout)
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _weights_dir() -> Path:

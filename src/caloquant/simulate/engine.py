@@ -215,13 +215,14 @@ class ShowerSimulator:
         seed: int = 0,
         chunk_size: int = 256,
         on_chunk: Callable[[int], None] | None = None,
+        first: int = 0,
     ) -> Iterator[ShowerSet]:
-        """Yield ``n`` showers in chunks; the result is identical for every chunk size."""
+        """Yield showers [first, first + n) in chunks; the result is identical for every chunk size."""
         if n <= 0:
             raise InputError(f"number of showers must be positive, got {n}")
         for start in range(0, n, chunk_size):
             k = min(chunk_size, n - start)
-            chunk = self.simulate(k, spectrum, angles, seed=seed, start_index=start)
+            chunk = self.simulate(k, spectrum, angles, seed=seed, start_index=first + start)
             if on_chunk is not None:
                 on_chunk(k)
             yield chunk

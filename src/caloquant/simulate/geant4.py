@@ -168,8 +168,10 @@ class Geant4Simulator:
         seed: int = 0,
         chunk_size: int = 256,
         on_chunk: Callable[[int], None] | None = None,
+        first: int = 0,
     ) -> Iterator[ShowerSet]:
-        """Yield ``n`` showers in order, in chunks of ``chunk_size``; identical for every chunk size and worker count."""
+        """Yield showers [first, first + n) in order, in chunks of ``chunk_size``; identical for every chunk size and
+        worker count."""
         if n <= 0:
             raise InputError(f"number of showers must be positive, got {n}")
         cal = self.calorimeter
@@ -188,11 +190,10 @@ class Geant4Simulator:
                 p.start()
             try:
                 for s in starts:
-                    tasks.put((s, primaries(cal, spectrum, angles, seed, s, min(task, n - s))))
+                    tasks.put((s, primaries(cal, spectrum, angles, seed, first + s, min(task, n - s))))
                 for _ in procs:
                     tasks.put(None)
-                yield from self._collect(procs, results, starts, task, n, chunk_size, on_chunk, spectrum, angles,
-                                         seed)
+                yield from self._collect(procs, results, n, chunk_size, on_chunk, spectrum, angles, seed, first)
             finally:
                 for p, _ in procs:
                     p.join(timeout=5)
@@ -200,9 +201,9 @@ class Geant4Simulator:
                         p.kill()
                         p.join()
 
-    def _collect(self, procs: list[tuple[Any, str]], results: Any, starts: list[int], task: int, n: int,
-                 chunk_size: int, on_chunk: Callable[[int], None] | None, spectrum: Spectrum,
-                 angles: AngleRange, seed: int) -> Iterator[ShowerSet]:
+    def _collect(self, procs: list[tuple[Any, str]], results: Any, n: int, chunk_size: int,
+                 on_chunk: Callable[[int], None] | None, spectrum: Spectrum, angles: AngleRange, seed: int,
+                 offset: int) -> Iterator[ShowerSet]:
         """Gather worker results in shower order and yield chunks; a dead worker raises SimulationError."""
         done: dict[int, np.ndarray] = {}
         ready = 0
@@ -225,20 +226,21 @@ class Geant4Simulator:
                 pending.append(done.pop(ready))
                 ready += len(pending[-1])
                 while sum(len(e) for e in pending) >= chunk_size or (ready >= n and pending):
-                    yield self._chunk(pending, ready, chunk_size, spectrum, angles, seed, on_chunk)
+                    yield self._chunk(pending, ready, chunk_size, spectrum, angles, seed, offset, on_chunk)
 
     def _chunk(self, pending: list[np.ndarray], ready: int, chunk_size: int, spectrum: Spectrum,
-               angles: AngleRange, seed: int, on_chunk: Callable[[int], None] | None) -> ShowerSet:
-        """Take up to ``chunk_size`` showers off ``pending`` as a ShowerSet with their primaries."""
+               angles: AngleRange, seed: int, offset: int, on_chunk: Callable[[int], None] | None) -> ShowerSet:
+        """Take up to ``chunk_size`` showers off ``pending`` as a ShowerSet with their primaries (shower indices
+        start at ``offset``)."""
         stacked = np.concatenate(pending)
         k = min(chunk_size, len(stacked))
-        first = ready - len(stacked)
+        begin = offset + ready - len(stacked)
         pending.clear()
         if k < len(stacked):
             pending.append(stacked[k:])
         ecal = stacked[:k]
         ecal[ecal < self.cell_threshold] = 0.0
-        prim = primaries(self.calorimeter, spectrum, angles, seed, first, k)
+        prim = primaries(self.calorimeter, spectrum, angles, seed, begin, k)
         if on_chunk is not None:
             on_chunk(k)
         return ShowerSet(ecal, [p[1] for p in prim], [p[2] for p in prim])

@@ -15,6 +15,7 @@ from functools import cached_property
 import numpy as np
 
 from caloquant.data.formats import ShowerFile, ShowerSet
+from caloquant.data.shards import ShowerFiles, open_showers
 from caloquant.errors import DataFormatError, GeometryMismatchError, InputError
 from caloquant.geometry import CLIC_ECAL, Window
 
@@ -26,7 +27,7 @@ CELL_EDGES = np.logspace(*CELL_LOG10_RANGE, CELL_BINS + 1)
 CHUNK_CELLS = 16_000_000
 _EPS = 1e-16
 
-Source = ShowerSet | ShowerFile | str | os.PathLike[str]
+Source = ShowerSet | ShowerFile | ShowerFiles | str | os.PathLike[str]
 
 
 @dataclass
@@ -184,7 +185,7 @@ def _chunks(source: Source, max_showers: int | None, chunk_size: int | None) -> 
                                                                                        int, str]:
     if isinstance(source, ShowerSet):
         window, n, name = source.window, len(source), "sample"
-    elif isinstance(source, ShowerFile):
+    elif isinstance(source, (ShowerFile, ShowerFiles)):
         window, n, name = source.window, len(source), str(source.path)
     else:
         raise InputError(f"expected a ShowerSet, ShowerFile or path, got {type(source).__name__}")
@@ -215,7 +216,7 @@ def compute_features(
     ``threshold`` (GeV): cells at or below it count as empty for sparsity and the cell spectrum.
     """
     if isinstance(source, (str, os.PathLike)):
-        with ShowerFile(source) as f:
+        with open_showers(source) as f:
             return compute_features(f, max_showers=max_showers, chunk_size=chunk_size, threshold=threshold,
                                     progress=progress)
     from caloquant.ui import progress_bar

@@ -1,0 +1,224 @@
+"""Run a sharded job on Dask: plan or reload the manifest, redo missing or invalid shards, record each one.
+
+The coordinator holds ``OUTDIR/manifest.json`` locked for the whole job. Each shard is one Dask task that
+writes ``OUTDIR/shard-K.h5`` (atomically, on a filesystem the workers share) and returns its sha256; the
+manifest is rewritten atomically after every finished shard, so an interrupted job reruns only the rest.
+Dask reschedules the tasks of a worker that dies (up to ``distributed.scheduler.allowed-failures`` times)
+and reruns a task that raised up to ``RETRIES`` times; an error that persists fails the job, whose finished
+shards stay recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from caloquant._atomic import OutputLock, check_writable_dir, sha256_file
+from caloquant.data.formats import ShowerFile
+from caloquant.data.shards import MANIFEST, Manifest, Shard, plan
+from caloquant.errors import DataFormatError, InputError
+from caloquant.ui import progress_bar
+
+#: Reruns Dask makes of a shard task that raised (a full or flaky shared disk) before the job fails.
+RETRIES = 2
+#: Most showers per shard when the shard count is left to ``default_shards``.
+SHARD_SHOWERS = 50_000
+#: Dask event topic on which workers report showers written per shard.
+PROGRESS_TOPIC = "caloquant-shard-progress"
+
+
+class ShardTask(Protocol):
+    """A job that can write any index range of itself to a file (picklable: it travels to the workers)."""
+
+    kind: str
+    n: int
+    seed: int
+
+    def identity(self) -> dict[str, Any]:
+        """The request as shard-file attributes that every shard must carry (besides seed, n, first_index)."""
+
+    def write(self, path: Path, start: int, stop: int, on_chunk: Callable[[int], None]) -> None:
+        """Write showers [start, stop) to ``path``; ``on_chunk(k)`` after each chunk with k showers on disk."""
+
+
+@dataclass(frozen=True)
+class ShardedResult:
+    """A finished sharded job: its manifest, the shards (re)done by this run and those kept from before."""
+
+    manifest: Path
+    done: int
+    kept: int
+    n: int
+
+
+def default_shards(n: int, workers: int | None) -> int:
+    """Four shards per local worker (load balance, cheap reruns), at most ``SHARD_SHOWERS`` showers each."""
+    from caloquant.runtime.engines import cpu_count
+
+    return max(1, min(n, max(4 * (workers or cpu_count()), -(-n // SHARD_SHOWERS))))
+
+
+def check_cluster(cluster: str, workers: int | None) -> None:
+    """Refuse a worker count that cannot apply: only a local cluster is sized here."""
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers must be >= 1, got {workers}")
+    if workers is not None and cluster != "local":
+        raise InputError("--workers sizes a local cluster only; size a remote one where its workers start")
+    if cluster != "local" and "://" not in cluster and ":" not in cluster:
+        raise InputError(f"--cluster {cluster!r}: use local or a scheduler address such as tcp://host:8786")
+
+
+@contextlib.contextmanager
+def connect(cluster: str, workers: int | None = None) -> Iterator[Any]:
+    """A Dask client: on a new LocalCluster of ``workers`` single-threaded processes, or on a scheduler address."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise InputError("--cluster needs dask.distributed: pip install 'caloquant[cluster]'") from None
+    check_cluster(cluster, workers)
+    if cluster == "local":
+        from caloquant.runtime.engines import cpu_count
+
+        with LocalCluster(n_workers=workers or cpu_count(), threads_per_worker=1, processes=True,
+                          dashboard_address=None, silence_logs=logging.ERROR) as lc, Client(lc) as client:
+            yield client
+        return
+    try:
+        client = Client(cluster, timeout="20s")
+    except (OSError, TimeoutError, ValueError) as e:
+        raise InputError(f"--cluster {cluster}: cannot reach the Dask scheduler ({e})") from None
+    with client:
+        yield client
+
+
+def _shard_ok(path: Path, shard: Shard, job: dict[str, Any]) -> bool:
+    """Whether ``path`` is a finished shard of this job: recorded hash, or (unrecorded) matching attributes."""
+    if not path.is_file():
+        return False
+    if shard.sha256 is not None:
+        return sha256_file(path) == shard.sha256
+    try:
+        with ShowerFile(path, check_values=False) as f:
+            attrs, n = f.attrs, len(f)
+    except DataFormatError:
+        return False
+    want = {**job, "seed": shard.seed, "n": shard.n, "first_index": shard.start}
+    return n == shard.n and all(str(attrs.get(k)) == str(v) for k, v in want.items())
+
+
+def _load_or_plan(outdir: Path, wanted: Manifest, overwrite: bool) -> tuple[Manifest, list[Shard]]:
+    """The job's manifest (the stored one when it is the same job) and the shards still to write."""
+    path = outdir / MANIFEST
+    stored = Manifest.load(path) if path.exists() else None
+    if stored is not None and not stored.same_job(wanted):
+        from caloquant.generate.resume import partial_path  # imports the model stack: only when needed
+
+        if not overwrite:
+            raise InputError(f"{outdir} holds a different {stored.kind} job ({stored.n} showers, seed {stored.seed}, "
+                             f"{len(stored.shards)} shards); use another directory or --overwrite")
+        for s in stored.shards:
+            for p in (outdir / s.file, partial_path(outdir / s.file)):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+        stored = None
+    m = stored or wanted
+    todo = []
+    for s in m.shards:
+        p = outdir / s.file
+        if _shard_ok(p, s, m.job):
+            s.sha256 = s.sha256 or sha256_file(p)
+            continue
+        s.sha256 = None
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+        todo.append(s)
+    return m, todo
+
+
+def _write_shard(task: ShardTask, path: str, index: int, start: int, stop: int, topic: str) -> str:
+    """Dask task: write one shard, reporting progress as events, and return its sha256."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    task.write(Path(path), start, stop, lambda k: worker.log_event(topic, (index, k)))
+    return sha256_file(path)
+
+
+class _Progress:
+    """Showers on disk per shard, from worker events and finished shards; advances the bar by the growth."""
+
+    def __init__(self, advance: Callable[[int], None]) -> None:
+        self.advance = advance
+        self.done: dict[int, int] = {}
+        self.lock = threading.Lock()
+
+    def report(self, index: int, k: int) -> None:
+        with self.lock:
+            grow = k - self.done.get(index, 0)
+            if grow > 0:
+                self.done[index] = k
+                self.advance(grow)
+
+    def event(self, event: Any) -> None:
+        """Handler of the worker events: (timestamp, (shard index, showers written))."""
+        index, k = event[1]
+        self.report(int(index), int(k))
+
+
+def run_sharded(outdir: str | os.PathLike[str], task: ShardTask, shards: int, *, cluster: str | Any = "local",
+                workers: int | None = None, overwrite: bool = False, progress: bool = False,
+                on_shard: Callable[[Shard], None] | None = None) -> ShardedResult:
+    """Write ``task`` as ``shards`` shard files plus a manifest into ``outdir`` on a Dask cluster.
+
+    ``cluster`` is ``local``, a scheduler address, or a ``distributed.Client`` to use as it is. Shards that
+    are already finished and intact are kept; ``on_shard`` is called in the coordinator after each new one.
+    """
+    out = check_writable_dir(outdir)
+    if isinstance(cluster, str):
+        check_cluster(cluster, workers)
+    wanted = plan(task.kind, task.n, task.seed, task.identity(), shards)
+    out.mkdir(exist_ok=True)
+    manifest_file = out / MANIFEST
+    with OutputLock(manifest_file):
+        m, todo = _load_or_plan(out, wanted, overwrite)
+        m.save(manifest_file)
+        if todo:
+            with progress_bar(task.n, task.kind, enabled=progress) as advance:
+                bar = _Progress(advance)
+                for s in m.shards:
+                    if s.sha256 is not None:
+                        bar.report(s.index, s.n)
+                client_cm = connect(cluster, workers) if isinstance(cluster, str) else contextlib.nullcontext(cluster)
+                with client_cm as client:
+                    _run(client, task, out, m, todo, bar, on_shard)
+        return ShardedResult(manifest_file, len(todo), len(m.shards) - len(todo), m.n)
+
+
+def _run(client: Any, task: ShardTask, out: Path, m: Manifest, todo: list[Shard], bar: _Progress,
+         on_shard: Callable[[Shard], None] | None) -> None:
+    """Submit the shards still to write, record each finished one in the manifest as it completes."""
+    from distributed import as_completed
+
+    topic = f"{PROGRESS_TOPIC}-{uuid.uuid4().hex}"
+    client.subscribe_topic(topic, bar.event)
+    futures = {client.submit(_write_shard, task, str(out / s.file), s.index, s.start, s.stop, topic,
+                             key=f"{task.kind}-shard-{s.index}-{uuid.uuid4().hex}", retries=RETRIES, pure=False): s
+               for s in todo}
+    try:
+        for fut in as_completed(futures):
+            s = futures[fut]
+            s.sha256 = fut.result()
+            m.save(out / MANIFEST)
+            bar.report(s.index, s.n)
+            if on_shard is not None:
+                on_shard(s)
+    finally:
+        client.unsubscribe_topic(topic)
+        client.cancel(list(futures))
