@@ -201,3 +201,20 @@ def test_broken_bf16_candidate_fails_the_physics_judgement(cnn_onnx, monkeypatch
     last = result.history[-1]
     assert last.kind == "bf16-fallback" and not last.passed  # judged like every candidate, and failed
     assert result.accepted and result.best.fallback == "fp32"
+
+
+def test_fp32_is_kept_when_no_int8_mix_is_faster(cnn_onnx, monkeypatch) -> None:
+    """The tuner keeps the fastest model that passes, FP32 included: where INT8 does not pay (measured
+    throughput falls with every quantized layer here), the answer is the unquantized model, not a slower mix."""
+    from caloquant.quantize import tuner
+
+    def slower_with_int8(model, example, **kw) -> float:
+        fq = sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+        return 1000.0 / (1.0 + fq)
+
+    monkeypatch.setattr(tuner, "throughput", slower_with_int8)
+    result = tune(cnn_onnx, [_images(64, 2)[0]], _accuracy(), batch=64, max_candidates=4, timing_seconds=0.1,
+                  criterion=Criterion(0.05, relative=False, higher_is_better=True), bf16=False)
+    assert result.accepted and result.best.kind == "fp32" and result.best.int8 == []
+    assert "FP32 kept" in result.stop_reason
+    assert not any(op.get_type_name() == "FakeQuantize" for op in result.model.get_ops())

@@ -132,7 +132,10 @@ def test_zoo_tunes_end_to_end_and_recipe_replays_identically(zoo, kind: str) -> 
     x, calib = _inputs(kind, 256, 1), [_inputs(kind, 32, 2)]
     result = _tune(path, calib, _agreement(net, x), 0.05)
     assert result.fp32.metric > 0.99 and {c.kind for c in result.history[:2]} == {"fp32", "full-int8"}
-    assert len(result.history) <= 4 and len(result.best.int8) >= 1
+    assert len(result.history) <= 4
+    # an INT8 mix, or FP32 itself where no passing mix measured faster on this CPU (tiny models often are)
+    passing = [c for c in result.history[1:] if c.passed]
+    assert len(result.best.int8) >= 1 or all(c.throughput <= result.best.throughput for c in passing)
     assert result.accepted == (result.best.upper95 <= 0.05)
     names = [r.name for r in result.layers]
     assert set(names) | set(result.skipped) == set(quantizable_layers(read_model(path)))

@@ -255,6 +255,10 @@ def tune(model: Any, calibration: Sequence[np.ndarray], evaluator: Evaluator, *,
     accepted = best is not None
     if best is None:
         best = min(run.history[1:], key=lambda c: c.upper95)
+    elif fp32.throughput >= best.throughput:  # the fastest model that passes is the unquantized one
+        log(f"no passing INT8 mix beats FP32 on this machine ({best.throughput:.1f} vs {fp32.throughput:.1f} "
+            "items/s): FP32 kept")
+        best, stop = fp32, f"{stop}; FP32 kept: no passing INT8 mix is faster"
     final = set_fallback(q.build(best.int8, Calibration(**best.calibration)), best.fallback)
     result = TuneResult(final, best, accepted, run.history, [reports[n] for n in layers], criterion,
                         evaluator.name, fp32.metric, fp32.metric_error, allowed, objective, batch,
