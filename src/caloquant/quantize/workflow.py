@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from caloquant._atomic import check_writable_dir, write_text_atomic
-from caloquant.errors import AccuracyNotReachedError, ModelError
+from caloquant._atomic import OutputLock, check_writable_dir, publish_dir, staging_dir, write_text_atomic
+from caloquant.errors import AccuracyNotReachedError, InputError, ModelError
 from caloquant.quantize import GAN_CALIBRATION, apply_recipe, gan_calibration
 from caloquant.quantize import recipe as rec
 from caloquant.quantize.evaluators import PhysicsEvaluator
@@ -64,34 +64,49 @@ def _physics_figures(ev: PhysicsEvaluator, result: TuneResult) -> list[tuple[str
             ("Sampling fraction vs primary energy", figures.sampling_fraction_vs_energy(ev.reference, cands, ev.bins))]
 
 
+#: Every file a quantize run may write into its folder: a rerun with ``overwrite`` replaces or removes them all.
+OUTPUTS = ("model.xml", "model.bin", "model.spec.json", REJECTED, Path(REJECTED).with_suffix(".bin").name,
+           Path(REJECTED).with_suffix(".spec.json").name, "recipe.json", "recipe.rejected.json", "history.json",
+           "report.html")
+
+
 def quantize_generator(model: str | os.PathLike[str], outdir: str | os.PathLike[str], *,
                        recipe: str | os.PathLike[str] | None = None, criterion: Criterion | None = None,
                        max_candidates: int = 12, max_minutes: float = 10.0, batch: int = 128,
-                       n_showers: int = 2048, n_reference: int = 3000, seed: int = 1,
+                       n_showers: int = 2048, n_reference: int = 3000, seed: int = 1, overwrite: bool = False,
                        log: Any = print) -> dict[str, Any]:
     """Tune (or replay ``recipe``) a generator and write OUTDIR; returns the history summary (or the recipe).
 
-    OUTDIR is created only when there is something to write, and removed again if this call created it and
-    then failed before the tuning finished. A failed tune writes its model as ``REJECTED``, never model.xml.
+    OUTDIR is locked for the run; one that holds an earlier run's outputs is refused unless ``overwrite``. The
+    outputs are written into a hidden staging folder next to OUTDIR and moved in only when the run ends, so an
+    error, a signal or SIGKILL leaves OUTDIR as it was (or absent). A failed tune publishes its model as
+    ``REJECTED``, never model.xml.
     """
     out = check_writable_dir(outdir)
-    created = not out.exists()
-    try:
-        return _quantize(model, out, recipe=recipe, criterion=criterion, max_candidates=max_candidates,
-                         max_minutes=max_minutes, batch=batch, n_showers=n_showers, n_reference=n_reference,
-                         seed=seed, log=log)
-    except AccuracyNotReachedError:
-        raise
-    except BaseException:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    with OutputLock(out):
+        earlier = [name for name in OUTPUTS if (out / name).exists()]
+        if earlier and not overwrite:
+            raise InputError(f"{out}: holds the output of an earlier quantize ({earlier[0]}); pass --overwrite to "
+                             "replace it")
+        stage = staging_dir(out)
+        try:
+            summary = _quantize(model, stage, recipe=recipe, criterion=criterion, max_candidates=max_candidates,
+                                max_minutes=max_minutes, batch=batch, n_showers=n_showers,
+                                n_reference=n_reference, seed=seed, log=log)
+        except AccuracyNotReachedError:
+            publish_dir(stage, out, OUTPUTS)
+            raise
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        publish_dir(stage, out, OUTPUTS)
+        return summary
 
 
 def _quantize(model: str | os.PathLike[str], out: Path, *, recipe: str | os.PathLike[str] | None,
               criterion: Criterion | None, max_candidates: int, max_minutes: float, batch: int, n_showers: int,
               n_reference: int, seed: int, log: Any) -> dict[str, Any]:
-    """``quantize_generator`` into the checked folder ``out``."""
+    """``quantize_generator`` into the staging folder ``out``."""
     src = resolve(model)
     if src.spec is None:
         raise ModelError(f"{src.source}: no caloquant generator metadata; tune other models through the Python "
@@ -99,7 +114,6 @@ def _quantize(model: str | os.PathLike[str], out: Path, *, recipe: str | os.Path
     if recipe is not None:
         r = rec.read_recipe(recipe)
         built = apply_recipe(model, r)
-        out.mkdir(parents=True, exist_ok=True)
         _save(built, out, src)
         write_text_atomic(out / "recipe.json", json.dumps(r, indent=2))
         note = rec.replay_note(r)
@@ -138,7 +152,6 @@ def _quantize(model: str | os.PathLike[str], out: Path, *, recipe: str | os.Path
                         summary={k: summary[k] for k in ("metric", "criterion", "baseline_metric", "noise_floor",
                                                          "accepted", "speedup_vs_fp32")}
                         | {"candidate": result.best.to_dict()}, fallback=result.best.fallback)
-    out.mkdir(parents=True, exist_ok=True)
     _save(result.model, out, src, accepted=failure is None)
     write_text_atomic(out / ("recipe.json" if failure is None else "recipe.rejected.json"), json.dumps(r, indent=2))
     write_text_atomic(out / "history.json", json.dumps(summary, indent=2, default=float))
