@@ -160,8 +160,12 @@ def test_cli_quantize_then_recipe_replay_gives_identical_model(gan_checkpoint, t
     bad.write_text(json.dumps(recipe))
     capsys.readouterr()
     assert main(["quantize", "--model", str(gan_checkpoint), "-o", str(replay), "--recipe", str(bad)]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert main(["quantize", "--model", str(gan_checkpoint), "-o", str(replay), "--recipe", str(bad),
+                 "--overwrite"]) == 2
     err = capsys.readouterr().err.strip()
     assert "does not match the recipe" in err and len(err.splitlines()) == 1
+    assert (replay / "model.bin").read_bytes() == (out / "model.bin").read_bytes()  # a failed rerun changes nothing
 
 
 def test_cli_bad_inputs_one_line(cnn_onnx, tmp_path, capsys) -> None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import hashlib
 import io
 import os
+import shutil
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +63,8 @@ class OutputLock:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         target = Path(path)
-        self.path = target.with_name(f".{target.name}.lock")
+        absolute = Path(os.path.abspath(target))  # a name even for '.' or 'run/'
+        self.path = absolute.with_name(f".{absolute.name}.lock")
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -105,6 +108,39 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def staging_dir(path: str | os.PathLike[str]) -> Path:
+    """A fresh hidden folder next to the output folder ``path`` (``.NAME.PID.tmp``), to be published by ``publish_dir``.
+
+    Call it while holding ``OutputLock(path)``: staging folders left by killed runs on the same output are removed.
+    """
+    final = Path(os.path.abspath(path))
+    for old in final.parent.glob(f".{glob.escape(final.name)}.*.tmp"):
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+    stage = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    stage.mkdir()
+    return stage
+
+
+def publish_dir(stage: Path, path: str | os.PathLike[str], owned: Iterable[str]) -> Path:
+    """Move the staged files into ``path`` (renaming the folder when ``path`` is new), each replaced atomically.
+
+    Files named in ``owned`` that ``path`` holds but the stage does not (outputs of an earlier run) are removed;
+    other files in ``path`` are kept.
+    """
+    final = Path(path)
+    if not final.exists():
+        os.replace(stage, final)
+        return final
+    staged = {p.name for p in stage.iterdir()}
+    for name in sorted(staged):
+        os.replace(stage / name, final / name)
+    for name in set(owned) - staged:
+        (final / name).unlink(missing_ok=True)
+    stage.rmdir()
+    return final
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:

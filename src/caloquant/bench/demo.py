@@ -76,7 +76,8 @@ def _models(cfg: DemoConfig, gen: Any, say: Any) -> dict[str, Path]:
     qdir = cfg.out_dir / "quantize"
     try:
         quantize_generator(cfg.model, qdir, max_candidates=cfg.tune_candidates, max_minutes=cfg.tune_minutes,
-                           n_showers=cfg.tune_showers, n_reference=cfg.tune_reference, seed=TUNE_SEED, log=say)
+                           n_showers=cfg.tune_showers, n_reference=cfg.tune_reference, seed=TUNE_SEED, overwrite=True,
+                           log=say)
     except AccuracyNotReachedError as e:
         say(f"tuner: {e} (continuing with the closest candidate; the report says so)")
     say("full INT8 (every layer, min/max ranges)")

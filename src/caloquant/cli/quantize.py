@@ -38,6 +38,8 @@ def quantize_cmd(
     batch: int = typer.Option(128, "--batch", help="Batch size of the throughput objective."),
     showers: int = typer.Option(2048, "--showers", help="Generated showers per candidate evaluation."),
     reference: int = typer.Option(3000, "--reference", help="Reference-MC showers the metric compares against."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of an earlier quantize in the "
+                                                              "folder (else refuse)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-candidate log."),
 ) -> None:
     """Tune a model to the fastest INT8/FP32 mix whose metric passes (95% paired-bootstrap bound)."""
@@ -52,13 +54,13 @@ def quantize_cmd(
             raise InputError("--onnx needs --data DATA.npz")
         summary = quantize_onnx(onnx, data, output, metric=metric, higher_is_better=higher, recipe=recipe,
                                 tolerance=tolerance, relative=relative, max_candidates=max_candidates,
-                                max_minutes=max_minutes, batch=batch, log=log)
+                                max_minutes=max_minutes, batch=batch, overwrite=overwrite, log=log)
     else:
         if showers < 16 or reference < 16:
             raise InputError("--showers and --reference must be at least 16")
         summary = quantize_generator(model, output, recipe=recipe, criterion=Criterion(tolerance, relative, False),
                                      max_candidates=max_candidates, max_minutes=max_minutes, batch=batch,
-                                     n_showers=showers, n_reference=reference, log=log)
+                                     n_showers=showers, n_reference=reference, overwrite=overwrite, log=log)
     if recipe is not None:
         typer.echo(f"replayed {recipe} into {output}/model.xml")
         return

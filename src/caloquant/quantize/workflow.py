@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from caloquant._atomic import check_writable_dir, write_text_atomic
+from caloquant._atomic import OutputLock, check_writable_dir, publish_dir, staging_dir, write_text_atomic
 from caloquant.errors import AccuracyNotReachedError, InputError, ModelError
 from caloquant.quantize import GAN_CALIBRATION, apply_recipe, gan_calibration
 from caloquant.quantize import recipe as rec
@@ -65,40 +65,58 @@ def _physics_figures(ev: PhysicsEvaluator, result: TuneResult) -> list[tuple[str
             ("Sampling fraction vs primary energy", figures.sampling_fraction_vs_energy(ev.reference, cands, ev.bins))]
 
 
+#: Every file a quantize run may write into its folder: a rerun with ``overwrite`` replaces or removes them all.
+OUTPUTS = ("model.xml", "model.bin", "model.spec.json", REJECTED, Path(REJECTED).with_suffix(".bin").name,
+           Path(REJECTED).with_suffix(".spec.json").name, "recipe.json", "recipe.rejected.json", "history.json",
+           "report.html")
+
+
 def quantize_generator(model: str | os.PathLike[str], outdir: str | os.PathLike[str], *,
                        recipe: str | os.PathLike[str] | None = None, criterion: Criterion | None = None,
                        max_candidates: int = 12, max_minutes: float = 10.0, batch: int = 128,
-                       n_showers: int = 2048, n_reference: int = 3000, seed: int = 1,
+                       n_showers: int = 2048, n_reference: int = 3000, seed: int = 1, overwrite: bool = False,
                        log: Any = print) -> dict[str, Any]:
     """Tune (or replay ``recipe``) a generator and write OUTDIR; returns the history summary (or the recipe).
 
-    OUTDIR is created only when there is something to write, and removed again if this call created it and
-    then failed before the tuning finished. A failed tune writes its model as ``REJECTED``, never model.xml.
+    OUTDIR is locked for the run; one that holds an earlier run's outputs is refused unless ``overwrite``. The
+    outputs are written into a hidden staging folder next to OUTDIR and moved in only when the run ends, so an
+    error, a signal or SIGKILL leaves OUTDIR as it was (or absent). A failed tune publishes its model as
+    ``REJECTED``, never model.xml.
     """
-    return _into(outdir, lambda out: _quantize(
+    return _into(outdir, overwrite, lambda out: _quantize(
         model, out, recipe=recipe, criterion=criterion, max_candidates=max_candidates, max_minutes=max_minutes,
         batch=batch, n_showers=n_showers, n_reference=n_reference, seed=seed, log=log))
 
 
-def _into(outdir: str | os.PathLike[str], work: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
-    """Run ``work`` on the checked OUTDIR; remove OUTDIR again if this call created it and it failed before
-    the tuning finished (a failed criterion keeps it: the closest candidate is written for inspection)."""
+def _into(outdir: str | os.PathLike[str], overwrite: bool, work: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``work`` on a staging folder of the locked, checked OUTDIR and publish what it wrote when it ends.
+
+    An OUTDIR holding an earlier run's outputs is refused unless ``overwrite``; a failed criterion still
+    publishes (the closest candidate, as REJECTED, for inspection); any other failure publishes nothing.
+    """
     out = check_writable_dir(outdir)
-    created = not out.exists()
-    try:
-        return work(out)
-    except AccuracyNotReachedError:
-        raise
-    except BaseException:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    with OutputLock(out):
+        earlier = [name for name in OUTPUTS if (out / name).exists()]
+        if earlier and not overwrite:
+            raise InputError(f"{out}: holds the output of an earlier quantize ({earlier[0]}); pass --overwrite to "
+                             "replace it")
+        stage = staging_dir(out)
+        try:
+            summary = work(stage)
+        except AccuracyNotReachedError:
+            publish_dir(stage, out, OUTPUTS)
+            raise
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        publish_dir(stage, out, OUTPUTS)
+        return summary
 
 
 def _quantize(model: str | os.PathLike[str], out: Path, *, recipe: str | os.PathLike[str] | None,
               criterion: Criterion | None, max_candidates: int, max_minutes: float, batch: int, n_showers: int,
               n_reference: int, seed: int, log: Any) -> dict[str, Any]:
-    """``quantize_generator`` into the checked folder ``out``."""
+    """``quantize_generator`` into the staging folder ``out``."""
     src = resolve(model)
     if src.spec is None:
         raise ModelError(f"{src.source}: no caloquant generator metadata; tune other models with --onnx MODEL "
@@ -106,7 +124,6 @@ def _quantize(model: str | os.PathLike[str], out: Path, *, recipe: str | os.Path
     if recipe is not None:
         r = rec.read_recipe(recipe)
         built = apply_recipe(model, r)
-        out.mkdir(parents=True, exist_ok=True)
         _save(built, out, src)
         write_text_atomic(out / "recipe.json", json.dumps(r, indent=2))
         note = rec.replay_note(r)
@@ -151,7 +168,6 @@ def _write(out: Path, src: Source, result: TuneResult, summary: dict[str, Any], 
                         summary={k: summary[k] for k in ("metric", "criterion", "baseline_metric", "noise_floor",
                                                          "accepted", "speedup_vs_fp32")}
                         | {"candidate": result.best.to_dict()}, fallback=result.best.fallback)
-    out.mkdir(parents=True, exist_ok=True)
     _save(result.model, out, src, accepted=failure is None)
     write_text_atomic(out / ("recipe.json" if failure is None else "recipe.rejected.json"), json.dumps(r, indent=2))
     write_text_atomic(out / "history.json", json.dumps(summary, indent=2, default=float))
@@ -166,10 +182,11 @@ def _write(out: Path, src: Source, result: TuneResult, summary: dict[str, Any], 
 def quantize_onnx(model: str | os.PathLike[str], data: str | os.PathLike[str], outdir: str | os.PathLike[str], *,
                   metric: str = "accuracy", higher_is_better: bool | None = None,
                   recipe: str | os.PathLike[str] | None = None, tolerance: float = 0.05, relative: bool = True,
-                  max_candidates: int = 12, max_minutes: float = 10.0, batch: int = 128,
+                  max_candidates: int = 12, max_minutes: float = 10.0, batch: int = 128, overwrite: bool = False,
                   log: Any = print) -> dict[str, Any]:
-    """Tune (or replay ``recipe``) any ONNX/IR model on DATA.npz judged by ``metric``, writing OUTDIR."""
-    return _into(outdir, lambda out: _quantize_onnx(
+    """Tune (or replay ``recipe``) any ONNX/IR model on DATA.npz judged by ``metric``, writing OUTDIR (as
+    ``quantize_generator`` does: locked, staged, published at the end)."""
+    return _into(outdir, overwrite, lambda out: _quantize_onnx(
         model, data, out, metric=metric, higher_is_better=higher_is_better, recipe=recipe, tolerance=tolerance,
         relative=relative, max_candidates=max_candidates, max_minutes=max_minutes, batch=batch, log=log))
 
@@ -178,7 +195,7 @@ def _quantize_onnx(model: str | os.PathLike[str], data: str | os.PathLike[str], 
                    higher_is_better: bool | None, recipe: str | os.PathLike[str] | None,
                    tolerance: float, relative: bool, max_candidates: int, max_minutes: float, batch: int,
                    log: Any) -> dict[str, Any]:
-    """``quantize_onnx`` into the checked folder ``out``."""
+    """``quantize_onnx`` into the staging folder ``out``."""
     from caloquant.quantize import userdata
 
     if Path(model).suffix not in (".onnx", ".xml"):

@@ -5,6 +5,7 @@ bit for bit where the interrupted one stopped.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import math
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from caloquant._atomic import atomic_path, write_text_atomic
+from caloquant._atomic import OutputLock, atomic_path, write_text_atomic
 from caloquant.data.dataset import ShowerDataset
 from caloquant.data.formats import ShowerSet, read_showers
 from caloquant.errors import InputError, Interrupted, ModelError
@@ -423,16 +424,17 @@ class Trainer:
         return max(1, rows // (self.cfg.batch_size * self.ctx.world_size))
 
     def run(self) -> TrainResult:
-        """Train until epochs, max_steps or max_minutes run out, or SIGINT (which checkpoints, then exits 130)."""
+        """Train until epochs, max_steps or max_minutes run out, or SIGINT/SIGTERM (checkpoint, then exit 130/143)."""
         from caloquant.ui import progress_bar
 
         cfg, st = self.cfg, self.state
-        stop_requested = {"flag": False}
+        stop_requested = {"flag": False, "signum": signal.SIGINT}
 
-        def on_sigint(signum: int, frame: Any) -> None:
-            stop_requested["flag"] = True
+        def on_stop(signum: int, frame: Any) -> None:
+            stop_requested.update(flag=True, signum=signum)
 
-        old = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
+        stops = (signal.SIGINT, signal.SIGTERM)
+        old = {sig: signal.signal(sig, on_stop) for sig in stops} if _main_thread() else {}
         t0, done_at_start = time.perf_counter() - st.elapsed, st.step
         last_metrics: dict[str, float] = {}
         total = cfg.max_steps or cfg.epochs * self.steps_per_epoch()
@@ -493,10 +495,12 @@ class Trainer:
                 self.export_best_generator()
                 self._plot()
         finally:
-            if old is not None:
-                signal.signal(signal.SIGINT, old)
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
         if stop_requested["flag"]:
-            raise Interrupted(f"training interrupted at step {st.step}; resume with --resume (out: {self.out})")
+            signum = int(stop_requested["signum"])
+            raise Interrupted(f"training stopped by {signal.Signals(signum).name} at step {st.step}; resume with "
+                              f"--resume (out: {self.out})", signum)
         return TrainResult(st, self.out, finished, last_metrics)
 
 
@@ -542,5 +546,8 @@ def _write_csv(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> Non
 
 
 def train(config: TrainConfig, data: Any, out_dir: str | os.PathLike[str], **kwargs: Any) -> TrainResult:
-    """Train a 3DGAN; see ``Trainer`` for the keyword options (val, resume, progress, ctx)."""
-    return Trainer(config, data, out_dir, **kwargs).run()
+    """Train a 3DGAN (rank 0 locks the run folder); keyword options (val, resume, progress, ctx) as ``Trainer``."""
+    ctx = kwargs.pop("ctx", None) or init_distributed(config.device)
+    Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
+    with OutputLock(out_dir) if ctx.is_main else contextlib.nullcontext():
+        return Trainer(config, data, out_dir, ctx=ctx, **kwargs).run()
