@@ -79,14 +79,19 @@ def primaries(cal: Calorimeter, spectrum: Spectrum, angles: AngleRange, seed: in
     return out
 
 
+def _enter_child(env: dict[str, str], log: str) -> None:
+    """In a Geant4 child process: stdout and stderr to ``log`` (Geant4 prints a lot), the data variables set."""
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.environ.update(env)
+
+
 def _worker(env: dict[str, str], log: str, cal: Calorimeter, window: Window, tasks: Any, results: Any) -> None:
     """Worker process: Geant4 output to ``log``, then simulate tasks until a None arrives; exits with os._exit."""
     code = 0
     try:
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.environ.update(env)
+        _enter_child(env, log)
         from caloquant.simulate.g4app import Application
 
         app = Application(cal, window)
@@ -106,10 +111,7 @@ def _build(env: dict[str, str], log: str, root: str, zs: list[int]) -> None:
     """Data-building process: the Sandia coefficients come from Geant4 itself; exits with os._exit."""
     code = 0
     try:
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.environ.update(env)
+        _enter_child(env, log)
         from caloquant.simulate.g4app import sandia_coefficients
 
         g4data.build(Path(root), zs, sandia_coefficients)
