@@ -55,6 +55,12 @@ def test_fallback_to_fp32_is_explicit_and_logged(ckpt, broken, caplog) -> None:
     assert np.allclose(gen.generate([50.0, 200.0], seed=1).ecal, ref.ecal, rtol=1e-4, atol=1e-6)
 
 
+def test_check_can_be_skipped_only_explicitly(ckpt, broken) -> None:
+    """Demo and bench show the full-INT8 baseline next to the tuned model because its physics is off."""
+    gen = open_generator(ckpt, precision="bf16", batch=8, check=False)
+    assert gen.engine.precision == "bf16" and gen.check is None
+
+
 def test_pass_is_cached_per_machine_and_isa_cap(ckpt, monkeypatch) -> None:
     gen = open_generator(ckpt, precision="bf16", batch=8)
     assert gen.check is not None and gen.check.passed and gen.check.deviation <= precision_check.TOLERANCE
