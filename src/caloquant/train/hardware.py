@@ -15,8 +15,8 @@ from caloquant.bench.machine import cpu_info
 #: CPU ISA flags with native BF16 arithmetic (oneDNN runs bf16 convolutions on them; elsewhere it emulates).
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
-#: Dense peak TFLOP/s of known accelerators by name fragment: (bf16, tf32, fp32), from the vendors' data sheets.
-PEAK_TFLOPS = {"H200": (989.0, 494.0, 67.0), "H100": (989.0, 494.0, 67.0), "A100": (312.0, 156.0, 19.5)}
+#: Dense peak TFLOP/s of known accelerators by name fragment: (bf16, tf32), from the vendors' data sheets.
+PEAK_TFLOPS = {"H200": (989.0, 494.0), "H100": (989.0, 494.0), "A100": (312.0, 156.0)}
 
 
 def cpu_has_native_bf16() -> bool:
@@ -70,7 +70,7 @@ def peak_tflops(device: torch.device, precision: str) -> float | None:
     if device.type != "cuda":
         return None
     name = device_name(device)
-    for key, (bf16, tf32, _fp32) in PEAK_TFLOPS.items():
+    for key, (bf16, tf32) in PEAK_TFLOPS.items():
         if key in name:
             return bf16 if precision == "bf16" else tf32
     return None
