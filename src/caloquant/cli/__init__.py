@@ -32,6 +32,7 @@ app = typer.Typer(
 #: Stage modules, in data-flow order; each defines ``register(app)``.
 _COMMAND_MODULES = [
     "caloquant.cli.simulate",
+    "caloquant.cli.calibrate",
     "caloquant.cli.train",
     "caloquant.cli.validate",
     "caloquant.cli.quantize",

@@ -37,8 +37,11 @@ def simulate_cmd(
     shards: int = _sharded.SHARDS,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
     engine: str = typer.Option(
-        "gflash", "--engine", help="gflash (parameterised, fast) or geant4 (full simulation, needs caloquant[geant4])."
+        "gflash", "--engine", help="gflash (parameterised, fast) or geant4 (full simulation, needs "
+        "caloquant\\[geant4])."
     ),
+    tuning: str = typer.Option("none", "--tuning", help="GFlash tuning: none, geant4 (shipped, fitted to the Geant4 "
+                               "engine) or a file written by caloquant calibrate."),
 ) -> None:
     """Simulate electron showers (GFlash-style reference MC or Geant4) and write them to HDF5."""
     from caloquant.simulate.run import simulate_to_file
@@ -50,13 +53,14 @@ def simulate_cmd(
         from caloquant.cluster import SimulateJob
 
         job = SimulateJob(n, energy, spectrum=spectrum, angle=angle, window=window, seed=seed, layout=fmt, chunk=chunk,
-                          engine=engine)
+                          engine=engine, tuning=tuning)
         _sharded.run(output, job, cluster, workers, shards, overwrite=overwrite, quiet=quiet)
         return
     _sharded.check_unsharded(workers if engine != "geant4" else None, shards)
     path = simulate_to_file(
         output, n, energy, spectrum=spectrum, angle=angle, window=window, seed=seed, layout=fmt,
         chunk_size=chunk, progress=not quiet, overwrite=overwrite, engine=engine, workers=workers or 0,
+        tuning=tuning,
     )
     if not quiet:
         print_summary(path)

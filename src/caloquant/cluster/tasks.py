@@ -11,7 +11,7 @@ from typing import Any
 #: Attributes of a generated shard that define the job (the rest vary per shard or per machine).
 _GENERATE_JOB = ("generator", "model_source", "model_sha256", "precision", "precision_sha256", "engine", "batch",
                  "energy_gev", "spectrum", "angle_deg", "layout", "window")
-_SIMULATE_JOB = ("generator", "engine", "energy_gev", "spectrum", "angle_deg", "layout", "window")
+_SIMULATE_JOB = ("generator", "engine", "gflash_tuning", "energy_gev", "spectrum", "angle_deg", "layout", "window")
 
 
 @dataclass(frozen=True)
@@ -27,21 +27,23 @@ class SimulateJob:
     layout: str = "3dgan"
     chunk: int = 256
     engine: str = "gflash"  # a geant4 shard runs one Geant4 process inside its Dask worker
+    tuning: str = "none"  # GFlash tuning: a shipped name or a file (read on every worker)
     kind: str = "simulate"
 
     def identity(self) -> dict[str, Any]:
         from caloquant.simulate.run import run_attrs
 
         attrs = run_attrs(self.n, self.energy, spectrum=self.spectrum, angle=self.angle, window=self.window,
-                          seed=self.seed, layout=self.layout, engine=self.engine)
-        return {k: attrs[k] for k in _SIMULATE_JOB}
+                          seed=self.seed, layout=self.layout, engine=self.engine, tuning=self.tuning)
+        return {k: attrs.get(k) for k in _SIMULATE_JOB}
 
     def write(self, path: Path, start: int, stop: int, on_chunk: Callable[[int], None]) -> None:
         from caloquant.simulate.run import simulate_to_file
 
         simulate_to_file(path, stop - start, self.energy, spectrum=self.spectrum, angle=self.angle,
                          window=self.window, seed=self.seed, layout=self.layout, chunk_size=self.chunk,
-                         overwrite=True, first=start, on_chunk=on_chunk, engine=self.engine, workers=1)
+                         overwrite=True, first=start, on_chunk=on_chunk, engine=self.engine, workers=1,
+                         tuning=self.tuning)
 
 
 @dataclass(frozen=True)

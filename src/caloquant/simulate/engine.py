@@ -18,9 +18,8 @@ non-linearity.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numba import njit
@@ -39,6 +38,7 @@ from caloquant.simulate.gflash import (
     spot_profile,
     tau_scale,
 )
+from caloquant.simulate.tuning import IDENTITY, GFlashTuning
 
 E_MIN_GEV, E_MAX_GEV = 1.0, 1000.0
 #: Step in tau = depth / T' of the radial-parameter table (the profile is smooth on this scale).
@@ -123,8 +123,10 @@ class ShowerSimulator:
     window: Window
     calorimeter: Calorimeter = CLIC_ECAL
     threshold_gev: float | None = None
+    tuning: GFlashTuning = IDENTITY
 
     def __post_init__(self) -> None:
+        self.tuning.structure_scale(len(self.calorimeter.structures))  # checks the number of scales
         if self.window.nz != self.calorimeter.n_layers:
             raise InputError(f"window {self.window} has {self.window.nz} layers, the calorimeter has "
                              f"{self.calorimeter.n_layers}")
@@ -156,6 +158,9 @@ class ShowerSimulator:
 
         # 1. individual longitudinal profile, redrawing (per shower, from its own stream) until alpha > 1
         lp = longitudinal_params(energy, front)
+        if not self.tuning.is_identity:
+            d_t, d_a = self.tuning.ln_shifts(energy)
+            lp = replace(lp, mean_ln_t=lp.mean_ln_t + d_t, mean_ln_alpha=lp.mean_ln_alpha + d_a)
         t_max = np.empty(n)
         alpha = np.empty(n)
         todo = np.arange(n)
@@ -176,10 +181,11 @@ class ShowerSimulator:
         deposit = energy[:, None] * frac
 
         # 3. sampling fluctuations, per layer, from each shower's stream
-        c = cal.per_layer("stochastic_term")
+        c = cal.per_layer("stochastic_term") * self.tuning.stochastic_scale
         shape = np.maximum(deposit / c**2, 1e-12)
         fluct = np.array([r.gamma(shape[i]) for i, r in enumerate(rngs)]) * c**2
-        visible = fluct * cal.per_layer("sampling_fraction")
+        scale = self.tuning.structure_scale(len(cal.structures))[cal.layer_structure]
+        visible = fluct * cal.per_layer("sampling_fraction") * scale
 
         # 4. spots per layer
         n_spots = number_of_spots(energy, float(cal.front.stochastic_term))
@@ -201,7 +207,8 @@ class ShowerSimulator:
             np.interp(centre_x0, cal.layer_edges_x0, cal.layer_edges_mm), jitter,
             cal.layer_structure, np.array([m.Z for m in media]), np.array([m.inv_fs for m in media]),
             np.array([m.one_minus_ehat for m in media]), cal.per_layer("moliere_radius_mm"),
-            cal.layer_edges_x0, cal.layer_edges_mm, cal.cell_mm, ecal,
+            cal.layer_edges_x0, cal.layer_edges_mm, cal.cell_mm, self.tuning.core_scale, self.tuning.tail_scale,
+            ecal,
         )
         ecal[ecal < self.cell_threshold] = 0.0
         return ShowerSet(ecal, energy, theta)
@@ -233,12 +240,14 @@ def _deposit_spots(
     per_layer: np.ndarray, visible: np.ndarray, u: np.ndarray, edges: np.ndarray, t_prime: np.ndarray,
     energy: np.ndarray, theta: np.ndarray, centre_mm: np.ndarray, jitter: np.ndarray,
     layer_structure: np.ndarray, z_eff: np.ndarray, inv_fs: np.ndarray, one_minus_ehat: np.ndarray,
-    moliere_mm: np.ndarray, edges_x0: np.ndarray, edges_mm: np.ndarray, cell_mm: float, out: np.ndarray,
+    moliere_mm: np.ndarray, edges_x0: np.ndarray, edges_mm: np.ndarray, cell_mm: float, core_scale: float,
+    tail_scale: float, out: np.ndarray,
 ) -> None:
     """Place every energy spot and add its energy to its cell of ``out`` (n, nx, ny, nz).
 
     Spot k of a shower uses the uniforms u[k]: depth inside its layer, core-or-tail choice, radius, phi.
     The axis crosses the window centre at the depth ``centre_mm``; x and y carry the entry-point jitter.
+    Core and tail radii are multiplied by ``core_scale`` and ``tail_scale`` (a GFlashTuning).
     """
     n, nx, ny, _ = out.shape
     n_struct = z_eff.shape[0]
@@ -251,9 +260,8 @@ def _deposit_spots(
         table = np.empty((n_struct, n_tau, 3))
         for st in range(n_struct):
             for j in range(n_tau):
-                table[st, j, 0], table[st, j, 1], table[st, j, 2] = radial_params(
-                    energy[i], j * TAU_STEP, z_eff[st], inv_fs[st], one_minus_ehat[st]
-                )
+                r_c, r_t, p = radial_params(energy[i], j * TAU_STEP, z_eff[st], inv_fs[st], one_minus_ehat[st])
+                table[st, j, 0], table[st, j, 1], table[st, j, 2] = r_c * core_scale, r_t * tail_scale, p
         for layer in range(per_layer.shape[1]):
             m = per_layer[i, layer]
             if m == 0:
@@ -295,9 +303,11 @@ def simulate(
     window: str | Window = "25x25x25",
     seed: int = 0,
     chunk_size: int = 256,
+    tuning: GFlashTuning = IDENTITY,
 ) -> ShowerSet:
-    """Simulate ``n`` electron showers in memory (energies in GeV, angles in degrees)."""
-    sim = ShowerSimulator(parse_window(window))
+    """Simulate ``n`` electron showers in memory (energies in GeV, angles in degrees), optionally with a
+    GFlash tuning (``caloquant calibrate``)."""
+    sim = ShowerSimulator(parse_window(window), tuning=tuning)
     spec = Spectrum(*parse_range(energy, "energy"), kind=spectrum)
     ang = AngleRange(*parse_range(angle, "angle"))
     return ShowerSet.concatenate(list(sim.stream(n, spec, ang, seed=seed, chunk_size=chunk_size)))

@@ -13,6 +13,7 @@ from caloquant.errors import InputError, Interrupted
 from caloquant.geometry import Window, parse_window
 from caloquant.simulate.engine import AngleRange, ShowerSimulator, Spectrum, check_count, parse_range
 from caloquant.simulate import g4data
+from caloquant.simulate.tuning import GFlashTuning, load_tuning
 from caloquant.ui import progress_bar, warn
 
 if TYPE_CHECKING:
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
 
 def run_attrs(n: int, energy: str | float | tuple[float, float], *, spectrum: str = "uniform",
               angle: str | float | tuple[float, float] = 90.0, window: str | Window = "25x25x25", seed: int = 0,
-              layout: str = "3dgan", first: int = 0, engine: str = "gflash") -> dict[str, Any]:
+              layout: str = "3dgan", first: int = 0, engine: str = "gflash",
+              tuning: GFlashTuning | str | None = None) -> dict[str, Any]:
     """The checked request as the attributes of its output file (engine details are added by ``_engine``)."""
     check_count(n)
     if first < 0:
@@ -30,7 +32,8 @@ def run_attrs(n: int, energy: str | float | tuple[float, float], *, spectrum: st
         raise InputError(f"unknown format {layout!r}; choose one of {', '.join(LAYOUTS)}")
     spec = Spectrum(*parse_range(energy, "energy"), kind=spectrum)
     ang = AngleRange(*parse_range(angle, "angle"))
-    return {
+    tuned = {"gflash_tuning": _tuning(tuning).describe()} if engine == "gflash" else {}
+    return tuned | {
         "generator": _generator_name(engine),
         "engine": engine,
         "seed": seed,
@@ -62,15 +65,17 @@ def simulate_to_file(
     workers: int = 0,
     first: int = 0,
     on_chunk: Callable[[int], None] | None = None,
+    tuning: GFlashTuning | str | None = None,
 ) -> Path:
     """Simulate showers [first, first + n) into ``path``; the file appears only once complete (Ctrl-C/SIGTERM:
-    not at all). ``on_chunk(k)`` is called with the number of showers written so far."""
+    not at all). ``on_chunk(k)`` is called with the number of showers written so far. ``tuning`` (GFlash
+    engine only) is a GFlashTuning, a shipped tuning's name or a tuning file."""
     attrs = run_attrs(n, energy, spectrum=spectrum, angle=angle, window=window, seed=seed, layout=layout,
-                      first=first, engine=engine)
+                      first=first, engine=engine, tuning=tuning)
     win = parse_window(window)
     spec = Spectrum(*parse_range(energy, "energy"), kind=spectrum)
     ang = AngleRange(*parse_range(angle, "angle"))
-    sim, engine_attrs = _engine(engine, win, workers)
+    sim, engine_attrs = _engine(engine, win, workers, tuning)
     attrs |= engine_attrs
     with deferred_signals() as stop, \
             ShowerWriter(path, win, layout=layout, attrs=attrs, chunk_rows=min(chunk_size, 64),
@@ -87,11 +92,14 @@ def simulate_to_file(
     return Path(path)
 
 
-def _engine(engine: str, window: Window, workers: int) -> tuple[ShowerSimulator | Geant4Simulator, dict[str, Any]]:
+def _engine(engine: str, window: Window, workers: int, tuning: GFlashTuning | str | None = None
+            ) -> tuple[ShowerSimulator | Geant4Simulator, dict[str, Any]]:
     """The simulator for ``engine`` and the attributes every file it writes records."""
     _generator_name(engine)  # checks the name
     if engine == "gflash":
-        return ShowerSimulator(window), {}
+        return ShowerSimulator(window, tuning=_tuning(tuning)), {}
+    if tuning is not None and str(tuning) != "none":
+        raise InputError("--tuning applies to the gflash engine only")
     from caloquant.simulate import geant4
 
     sim = geant4.Geant4Simulator(window, workers=workers)
@@ -105,6 +113,11 @@ def _engine(engine: str, window: Window, workers: int) -> tuple[ShowerSimulator 
         "geant4_data": src.description,
         "geant4_data_approximate": src.approximate,
     }
+
+
+def _tuning(tuning: GFlashTuning | str | None) -> GFlashTuning:
+    """A GFlashTuning as given, or loaded by name or path (None: the identity)."""
+    return tuning if isinstance(tuning, GFlashTuning) else load_tuning(tuning)
 
 
 def _generator_name(engine: str) -> str:
