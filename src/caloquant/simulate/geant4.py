@@ -13,6 +13,7 @@ import importlib.util
 import multiprocessing as mp
 import os
 import queue
+import resource
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -246,3 +247,19 @@ class Geant4Simulator:
         if on_chunk is not None:
             on_chunk(k)
         return ShowerSet(ecal, [p[1] for p in prim], [p[2] for p in prim])
+
+
+def core_rate(window: Window, spectrum: Spectrum, n: int, seed: int = 1) -> float:
+    """Showers per CPU-second of one Geant4 worker over ``n`` showers of ``spectrum`` (the set-up and physics
+    tables of the worker excluded: a one-shower run is measured first and subtracted)."""
+    sim = Geant4Simulator(window, workers=1)
+
+    def cpu_seconds(count: int) -> float:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        for _ in sim.stream(count, spectrum, seed=seed):
+            pass
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+    setup = cpu_seconds(1)
+    return n / max(cpu_seconds(n + 1) - setup, 1e-9)
