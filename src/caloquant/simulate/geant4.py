@@ -219,7 +219,7 @@ class Geant4Simulator:
                         raise SimulationError(f"a Geant4 worker died (exit {p.exitcode}): {_log_tail(log)}"
                                               ) from None
                 if all(p.exitcode == 0 for p, _ in procs):
-                    raise SimulationError("the Geant4 workers stopped before all showers were simulated")
+                    raise SimulationError("the Geant4 workers stopped before all showers were simulated") from None
                 continue
             if start < 0:
                 raise SimulationError(f"a Geant4 worker failed: {ecal}")
