@@ -245,4 +245,4 @@ class Geant4Simulator:
         prim = primaries(self.calorimeter, spectrum, angles, seed, begin, k)
         if on_chunk is not None:
             on_chunk(k)
-        return ShowerSet(ecal, [p[1] for p in prim], [p[2] for p in prim])
+        return ShowerSet(ecal, np.array([p[1] for p in prim]), np.array([p[2] for p in prim]))
