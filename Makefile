@@ -33,4 +33,4 @@ bench: $(STAMP)
 	$(PY) bench/mc_speed.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
