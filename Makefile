@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench setup clean
+.PHONY: demo test test-slow lint bench setup clean
 
 setup: $(STAMP)
 
@@ -15,7 +15,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[all,test]"
 	touch $(STAMP)
 
-test: $(STAMP)
+# Lint (ruff, then mypy with the settings in pyproject.toml; both well under a minute) before the tests.
+lint: $(STAMP)
+	$(PY) -m ruff check src tests bench
+	$(PY) -m mypy
+
+test: lint
 	$(PY) -m pytest -m "not slow" -q
 
 test-slow: $(STAMP)
@@ -28,4 +33,4 @@ bench: $(STAMP)
 	$(PY) bench/mc_speed.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

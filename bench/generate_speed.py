@@ -115,7 +115,8 @@ def main() -> None:
         print(f"caloquant generate --n {r['showers']} --streams {r['streams']}: {r['seconds']:.1f} s "
               f"({r['showers'] / r['seconds']:,.1f} showers/s incl. start-up, noise, transform, gzip HDF5)")
     if args.json:
-        args.json.write_text(json.dumps({"model": model, "rows": rows, "ab_ratios": ratios, "end_to_end": e2e}, indent=2))
+        summary = {"model": model, "rows": rows, "ab_ratios": ratios, "end_to_end": e2e}
+        args.json.write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

@@ -119,8 +119,8 @@ def markdown(gen: list[dict], train: list[dict]) -> str:
                   "|---|---|---|---|---|---|"]
         lines += [f"| {r['workers']} | {r['showers']} | {r['seconds']:.1f} | {r['showers_per_s']:.1f} | "
                   f"{r['efficiency'] * 100:.0f} % | {r['rss_mib_per_worker']:.0f} |" for r in gen]
-        lines.append(f"\nOne process without Dask (streams = cores), same job: {gen[0]['single_process_showers_per_s']:.1f} "
-                     "showers/s.\n")
+        lines.append("\nOne process without Dask (streams = cores), same job: "
+                     f"{gen[0]['single_process_showers_per_s']:.1f} showers/s.\n")
     if train:
         lines += ["| scaling | processes | batch per rank | global batch | showers/s | efficiency | "
                   "peak RSS per rank (MiB) |", "|---|---|---|---|---|---|---|"]

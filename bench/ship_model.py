@@ -83,7 +83,8 @@ def main() -> None:
                       ("images", figures.average_images(result.reference, cand)),
                       ("features", figures.feature_histograms(
                           result.reference, cand,
-                          [result.candidates[args.name].metrics["separation_power_mean"].details.get("per_feature", {})]))):
+                          [result.candidates[args.name].metrics["separation_power_mean"].details.get(
+                              "per_feature", {})]))):
         (img / f"{args.name}_{stem}.png").write_bytes(figures.png_bytes(fig))
     print(json.dumps({"sha256": card["sha256"], "training": {k: v for k, v in training.items() if k != "config"}},
                      indent=2))

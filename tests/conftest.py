@@ -1,4 +1,4 @@
-"""Shared fixtures: small reference-MC samples, made once per test session."""
+"""Shared fixtures: small reference-MC samples, random-init checkpoints, a private model cache."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 
 from caloquant.data import ShowerSet
 from caloquant.simulate import simulate
+from helpers import make_checkpoint
 
 
 @pytest.fixture(scope="session")
@@ -24,15 +25,22 @@ def mc_tilted() -> ShowerSet:
 
 @pytest.fixture(scope="session")
 def gan_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A randomly initialised 25x25x25 generator saved as a caloquant checkpoint (seed 1)."""
-    import torch
+    """A randomly initialised 25x25x25 generator saved as a caloquant checkpoint (seed 1), shared by the session."""
+    pytest.importorskip("torch")
+    return make_checkpoint(tmp_path_factory.mktemp("gan") / "g.pt")
 
-    from caloquant.models import DEFAULT_SPECS, build_generator
-    from caloquant.models.registry import CHECKPOINT_FORMAT
 
-    torch.manual_seed(1)
-    g = build_generator(DEFAULT_SPECS["ecal25"])
-    path = tmp_path_factory.mktemp("gan") / "g.pt"
-    torch.save({"format": CHECKPOINT_FORMAT, "spec": DEFAULT_SPECS["ecal25"].to_dict(), "generator": g.state_dict()},
-               path)
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same random-init checkpoint, a file private to the test module; torch runs single-threaded."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    return make_checkpoint(tmp_path_factory.mktemp("rt") / "g.pt")
+
+
+@pytest.fixture
+def model_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Exported and INT8 models go to a cache shared by the session, not ~/.cache/caloquant."""
+    path = tmp_path_factory.getbasetemp() / "cache"
+    monkeypatch.setenv("CALOQUANT_CACHE_DIR", str(path))
     return path

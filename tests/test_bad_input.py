@@ -17,17 +17,19 @@ from caloquant.data import ShowerFile, read_showers, write_showers
 from caloquant.errors import CaloquantError
 from caloquant.simulate import simulate
 from caloquant.simulate.engine import AngleRange, Spectrum, parse_range
-from test_robustness import leftovers, run_cli
+from helpers import leftovers, run_cli, write_h5
 
 SHAPE = (25, 25, 25)
 
 
-def _h5(**datasets: object) -> Callable[[Path], None]:
-    def make(path: Path) -> None:
-        with h5py.File(path, "w") as f:
-            for k, v in datasets.items():
-                f[k] = v
-    return make
+def _h5(**datasets: object) -> Callable[[Path], object]:
+    return lambda path: write_h5(path, **datasets)
+
+
+def _ecal_group(path: Path) -> None:
+    with h5py.File(path, "w") as f:
+        f["energy"] = np.ones(2)
+        f.create_group("ECAL")
 
 
 def _good(n: int = 4) -> dict[str, np.ndarray]:
@@ -38,7 +40,7 @@ def _with(**changes: object) -> dict[str, object]:
     return {**_good(), **changes}
 
 
-BAD_FILES: dict[str, tuple[Callable[[Path], None], str]] = {
+BAD_FILES: dict[str, tuple[Callable[[Path], object], str]] = {
     "missing": (lambda p: None, "file not found"),
     "empty file": (lambda p: p.write_bytes(b""), "not a readable HDF5 file"),
     "text file": (lambda p: p.write_text("ECAL,energy\n1,2\n"), "not a readable HDF5 file"),
@@ -52,8 +54,7 @@ BAD_FILES: dict[str, tuple[Callable[[Path], None], str]] = {
     "row mismatch": (_h5(**_with(energy=np.full(3, 50.0))), "has 3 rows but there are 4"),
     "theta mismatch": (_h5(**_with(theta=np.zeros(2))), "'theta' has 2 rows"),
     "string energies": (_h5(**_with(energy=np.array([b"a"] * 4))), "expected numbers"),
-    "group for ECAL": (lambda p: (_h5(energy=np.ones(2))(p), h5py.File(p, "a").create_group("ECAL")),
-                       "is a group"),
+    "group for ECAL": (_ecal_group, "is a group"),
     "NaN cells": (_h5(**_with(ECAL=np.full((4, *SHAPE), np.nan, "f4"))), "NaN or infinite"),
     "inf energy": (_h5(**_with(energy=np.array([50, np.inf, 50, 50]))), "NaN or infinite"),
     "negative cells": (_h5(**_with(ECAL=np.full((4, *SHAPE), -1.0, "f4"))), "negative values"),

@@ -7,7 +7,6 @@ import os
 import signal
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 
@@ -20,6 +19,7 @@ from caloquant.generate import generate_to_file
 from caloquant.runtime import open_generator
 from caloquant.simulate import simulate_to_file
 from caloquant.validate.features import compute_features
+from helpers import read_h5
 
 distributed = pytest.importorskip("distributed")
 
@@ -34,21 +34,12 @@ def client():
         yield c
 
 
-def _datasets(paths: list[Path]) -> dict[str, np.ndarray]:
-    out: dict[str, list[np.ndarray]] = {"ECAL": [], "energy": [], "theta": []}
-    for p in paths:
-        with h5py.File(p, "r") as f:
-            for k in out:
-                out[k].append(f[k][()])
-    return {k: np.concatenate(v) for k, v in out.items()}
-
-
 def _shards(outdir: Path) -> list[Path]:
     return [outdir / s.file for s in Manifest.load(outdir / MANIFEST).shards]
 
 
 def _assert_same(outdir: Path, single: Path) -> None:
-    a, b = _datasets(_shards(outdir)), _datasets([single])
+    a, b = read_h5(*_shards(outdir)), read_h5(single)
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
@@ -94,7 +85,8 @@ def test_sharded_generate_equals_single_run(client, tmp_path) -> None:
     run_sharded(tmp_path / "g", job, 3, cluster=client)
     _assert_same(tmp_path / "g", single)
     m = Manifest.load(tmp_path / "g" / MANIFEST)
-    assert m.job["model_source"].endswith("ecal25.pt") and m.job["precision"] == "fp32" and len(m.job["model_sha256"]) == 64
+    assert m.job["model_source"].endswith("ecal25.pt") and m.job["precision"] == "fp32"
+    assert len(m.job["model_sha256"]) == 64
 
 
 def test_killed_worker_is_replaced_and_the_job_completes(client, sim_single, tmp_path) -> None:
@@ -138,7 +130,7 @@ def test_shards_read_as_one_sample(sim_single, tmp_path) -> None:
     assert np.array_equal(compute_features(out).energy, compute_features(sim_single).energy)
     assert main(["info", str(out)]) == 0
     assert main(["merge", str(out), "-o", str(tmp_path / "merged.h5")]) == 0
-    assert _datasets([tmp_path / "merged.h5"])["ECAL"].shape[0] == 30
+    assert read_h5(tmp_path / "merged.h5")["ECAL"].shape[0] == 30
     _assert_same(out, tmp_path / "merged.h5")
 
 

@@ -25,7 +25,7 @@ from caloquant._atomic import OutputLock
 from caloquant.data import write_showers
 from caloquant.errors import AccuracyNotReachedError, InputError
 from caloquant.simulate import simulate
-from test_robustness import SRC, leftovers, run_cli
+from helpers import SRC, leftovers, run_cli
 
 torch = pytest.importorskip("torch")
 

@@ -11,6 +11,7 @@ import pytest
 from caloquant.data import ShowerDataset, ShowerFile, ShowerSet, ShowerWriter, convert, read_showers, write_showers
 from caloquant.errors import DataFormatError, GeometryMismatchError
 from caloquant.geometry import WINDOW_51
+from helpers import write_h5
 
 
 def test_round_trip_both_layouts(tmp_path: Path, mc_small: ShowerSet) -> None:
@@ -62,19 +63,11 @@ def test_convert_and_streaming_dataset(tmp_path: Path, mc_small: ShowerSet) -> N
 
 def test_writer_is_atomic(tmp_path: Path, mc_small: ShowerSet) -> None:
     target = tmp_path / "out.h5"
-    with pytest.raises(RuntimeError):
-        with ShowerWriter(target, mc_small.window) as w:
-            w.append(mc_small[:10])
-            raise RuntimeError("crash mid-run")
+    with pytest.raises(RuntimeError), ShowerWriter(target, mc_small.window) as w:
+        w.append(mc_small[:10])
+        raise RuntimeError("crash mid-run")
     assert not target.exists()
     assert not list(tmp_path.iterdir())  # no temporary left behind
-
-
-def _h5(path: Path, **datasets: np.ndarray) -> Path:
-    with h5py.File(path, "w") as f:
-        for k, v in datasets.items():
-            f[k] = v
-    return path
 
 
 @pytest.mark.parametrize(
@@ -82,14 +75,14 @@ def _h5(path: Path, **datasets: np.ndarray) -> Path:
     [
         (lambda p: p, "file not found"),
         (lambda p: (p.write_text("hello"), p)[1], "not a readable HDF5"),
-        (lambda p: _h5(p, foo=np.zeros(3)), "missing keys"),
-        (lambda p: _h5(p, ECAL=np.zeros((2, 25, 25)), energy=np.ones(2)), "expected \\(N, x, y, z\\)"),
-        (lambda p: _h5(p, ECAL=np.zeros((2, 10, 10, 10)), energy=np.ones(2)), "match no known window"),
-        (lambda p: _h5(p, ECAL=np.zeros((0, 25, 25, 25)), energy=np.ones(0)), "no showers"),
-        (lambda p: _h5(p, ECAL=np.full((2, 25, 25, 25), np.nan), energy=np.ones(2)), "NaN"),
-        (lambda p: _h5(p, ECAL=-np.ones((2, 25, 25, 25)), energy=np.ones(2)), "negative"),
-        (lambda p: _h5(p, ECAL=np.zeros((2, 25, 25, 25)), energy=-np.ones(2)), "negative energies"),
-        (lambda p: _h5(p, ECAL=np.zeros((2, 25, 25, 25)), energy=np.ones(3)), "rows"),
+        (lambda p: write_h5(p, foo=np.zeros(3)), "missing keys"),
+        (lambda p: write_h5(p, ECAL=np.zeros((2, 25, 25)), energy=np.ones(2)), "expected \\(N, x, y, z\\)"),
+        (lambda p: write_h5(p, ECAL=np.zeros((2, 10, 10, 10)), energy=np.ones(2)), "match no known window"),
+        (lambda p: write_h5(p, ECAL=np.zeros((0, 25, 25, 25)), energy=np.ones(0)), "no showers"),
+        (lambda p: write_h5(p, ECAL=np.full((2, 25, 25, 25), np.nan), energy=np.ones(2)), "NaN"),
+        (lambda p: write_h5(p, ECAL=-np.ones((2, 25, 25, 25)), energy=np.ones(2)), "negative"),
+        (lambda p: write_h5(p, ECAL=np.zeros((2, 25, 25, 25)), energy=-np.ones(2)), "negative energies"),
+        (lambda p: write_h5(p, ECAL=np.zeros((2, 25, 25, 25)), energy=np.ones(3)), "rows"),
     ],
 )
 def test_bad_files_raise_one_clear_error(tmp_path: Path, make, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -100,9 +93,8 @@ def test_bad_files_raise_one_clear_error(tmp_path: Path, make, message: str) -> 
 
 
 def test_writer_refuses_other_window(tmp_path: Path, mc_small: ShowerSet) -> None:
-    with pytest.raises(GeometryMismatchError):
-        with ShowerWriter(tmp_path / "x.h5", WINDOW_51) as w:
-            w.append(mc_small[:2])
+    with pytest.raises(GeometryMismatchError), ShowerWriter(tmp_path / "x.h5", WINDOW_51) as w:
+        w.append(mc_small[:2])
 
 
 def test_dataset_refuses_mixed_windows_and_empty_dirs(tmp_path: Path, mc_small: ShowerSet, mc_tilted: ShowerSet

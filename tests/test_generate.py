@@ -15,9 +15,10 @@ from caloquant.errors import InputError, Interrupted
 from caloquant.generate import PartialShowerFile, Packer, RequestBatcher, generate_to_file, pack, partial_path
 from caloquant.runtime import open_generator
 from caloquant.simulate import simulate
-from test_runtime import REORDERED, _cache, ckpt  # noqa: F401 - shared fixtures (random-init checkpoint, cache dir)
+from helpers import REORDERED, read_h5
 
 pytest.importorskip("openvino")
+pytestmark = pytest.mark.usefixtures("model_cache")
 
 
 def ctrl_c() -> None:
@@ -29,13 +30,8 @@ def ctrl_c() -> None:
     signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
 
 
-def _datasets(path) -> dict[str, np.ndarray]:
-    with h5py.File(path, "r") as f:
-        return {k: f[k][()] for k in ("ECAL", "energy", "theta")}
-
-
 def _same_file(a, b) -> bool:
-    da, db = _datasets(a), _datasets(b)
+    da, db = read_h5(a), read_h5(b)
     return all(np.array_equal(da[k], db[k]) for k in da)
 
 
@@ -89,7 +85,7 @@ def test_file_independent_of_streams_and_paired_with_simulate(ckpt, tmp_path) ->
     generate_to_file(tmp_path / "s2.h5", open_generator(ckpt, batch=4, streams=2), 22, "10:500", **kw)
     assert _same_file(tmp_path / "s1.h5", tmp_path / "s2.h5")
     generate_to_file(tmp_path / "b5.h5", open_generator(ckpt, batch=5, streams=2), 22, "10:500", **kw)
-    a, b = _datasets(tmp_path / "s1.h5"), _datasets(tmp_path / "b5.h5")
+    a, b = read_h5(tmp_path / "s1.h5"), read_h5(tmp_path / "b5.h5")
     assert np.allclose(a["ECAL"], b["ECAL"], **REORDERED) and np.array_equal(a["energy"], b["energy"])
     mc = simulate(22, "10:500", seed=3)
     assert np.allclose(a["energy"], mc.energy, rtol=1e-6)  # same conditions as the MC for the same seed
@@ -131,7 +127,7 @@ def test_uncommitted_rows_are_dropped_on_resume(ckpt, tmp_path) -> None:
     part.append(stale)
     part.abort()
     res = generate_to_file(out, gen, 12, "50", seed=4, chunk_size=4, resume=True)
-    got, full = _datasets(out), _datasets(tmp_path / "full.h5")
+    got, full = read_h5(out), read_h5(tmp_path / "full.h5")
     assert res.resumed_from == 4 and got["ECAL"].shape == full["ECAL"].shape
     # Bitwise where caloquant owns the bytes: the committed rows are copied, conditions are numpy draws per
     # (seed, index). The resumed rows are recomputed by the engine on identical batches (same shapes, rows,

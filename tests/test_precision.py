@@ -14,9 +14,9 @@ from caloquant.quantize.recipe import replay_note
 from caloquant.runtime import generator as generator_module
 from caloquant.runtime import open_generator, precision_check
 from caloquant.runtime.engines import OpenVINOEngine
-from test_runtime import _cache, ckpt  # noqa: F401 - shared fixtures (random-init checkpoint, cache dir)
 
 pytest.importorskip("openvino")
+pytestmark = pytest.mark.usefixtures("model_cache")
 
 
 class HalvedReducedPrecision(OpenVINOEngine):

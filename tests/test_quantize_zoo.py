@@ -24,6 +24,7 @@ from caloquant.quantize.openvino_backend import (
     Calibration,
     Quantizer,
     compile_model,
+    nncf_internals_known,
     quantizable_layers,
     read_model,
 )
@@ -167,6 +168,14 @@ def test_cached_statistics_match_a_fresh_calibration_and_fall_back_to_it(zoo, mo
 
     monkeypatch.setattr(Quantizer, "_cached", broken)
     assert np.array_equal(_outputs(q.build([n], cal), x), fresh) and q.fresh == 1
+
+    import nncf  # a release whose internals are unknown never reaches them: fresh calibration straight away
+
+    assert nncf_internals_known()
+    monkeypatch.setattr(nncf, "__version__", "3.5.0")
+    monkeypatch.setattr(Quantizer, "_cached", lambda *_: pytest.fail("NNCF internals used on an unknown release"))
+    assert not nncf_internals_known()
+    assert np.array_equal(_outputs(q.build([n], cal), x), fresh) and q.fresh == 2
 
 
 def _npz(path: Path, **arrays: np.ndarray) -> Path:

@@ -23,8 +23,8 @@ _PROBE = """<script>
 window.__cq = {errors: []};
 const _err = console.error;
 console.error = function(...a) { window.__cq.errors.push('console: ' + a.join(' ')); _err.apply(console, a); };
-window.addEventListener('error', e => window.__cq.errors.push('error: ' + (e.message || (e.target && e.target.tagName))),
-                        true);
+window.addEventListener('error',
+                        e => window.__cq.errors.push('error: ' + (e.message || (e.target && e.target.tagName))), true);
 window.addEventListener('load', () => {
   const imgs = Array.from(document.images);
   const broken = imgs.filter(i => !i.complete || i.naturalWidth === 0).map(i => i.alt);

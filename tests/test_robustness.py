@@ -25,22 +25,7 @@ from caloquant.cli import main
 from caloquant.data import read_showers, write_showers
 from caloquant.errors import InputError, Interrupted, ModelError
 from caloquant.simulate import simulate
-
-SRC = Path(__file__).resolve().parents[1] / "src"
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str]:
-    """Exit code and stderr of one CLI call; asserts the error (if any) is a single line without traceback."""
-    code = main([str(a) for a in args])
-    err = capsys.readouterr().err.strip()
-    if code != 0:
-        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return code, err
-
-
-def leftovers(folder: Path) -> list[str]:
-    """Hidden temporary files or locks left in ``folder``."""
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+from helpers import SRC, leftovers, run_cli
 
 
 def fail_writes_after(monkeypatch: pytest.MonkeyPatch, budget: int) -> None:
@@ -71,14 +56,6 @@ def with_fsize_limit(limit: int, *args: str, cwd: Path) -> subprocess.CompletedP
 
 
 # -- 1, 2, 3: generate on a full disk, concurrently, into a directory -------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("torch")
-    from test_runtime import make_checkpoint
-
-    return make_checkpoint(tmp_path_factory.mktemp("rb") / "g.pt")
 
 
 def _gen_args(ckpt: Path, out: Path, *extra: object) -> list[object]:
@@ -124,8 +101,8 @@ def test_2_concurrent_generate_is_refused_with_owner(ckpt, tmp_path, capsys) -> 
 
 
 def test_2_lock_is_released_when_its_owner_dies(tmp_path) -> None:
-    code = ("import sys, os; sys.path.insert(0, %r); from caloquant._atomic import OutputLock; "
-            "l = OutputLock(%r); os._exit(0)") % (str(SRC), str(tmp_path / "y.h5"))
+    code = (f"import sys, os; sys.path.insert(0, {str(SRC)!r}); from caloquant._atomic import OutputLock; "
+            f"l = OutputLock({str(tmp_path / 'y.h5')!r}); os._exit(0)")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert (tmp_path / ".y.h5.lock").exists()  # stale file, but no lock held
     OutputLock(tmp_path / "y.h5").release()

@@ -10,38 +10,13 @@ import torch
 
 from caloquant.errors import GeometryMismatchError, InputError, ModelError, PrecisionError
 from caloquant.export import export_onnx, export_openvino
-from caloquant.models import DEFAULT_SPECS, build_generator, load_generator
-from caloquant.models.registry import CHECKPOINT_FORMAT
+from caloquant.models import load_generator
 from caloquant.runtime import measure_throughput, open_generator
+from helpers import REORDERED, make_checkpoint
 
 ov = pytest.importorskip("openvino")
+pytestmark = pytest.mark.usefixtures("model_cache")
 ENERGIES = np.linspace(10.0, 500.0, 21)
-#: FP32 results that differ only in summation order (another batch size, engine or ISA picks other kernel
-#: blockings). Each output is a chain of ~6 layers of dot products of length n <= 64 * 27 = 1728 with unit
-#: roundoff u = 2^-24 = 6e-8: the typical error sqrt(n) * u = 2.5e-6 per layer, ~6e-6 through the chain, times
-#: 1/0.85 = 1.18 from the inverse transform; rtol 1e-4 keeps a >10x margin (AMX was seen at ~2e-5, issue 12).
-#: atol 1e-6 GeV covers cells whose value is a cancellation near zero (1 keV, far below any threshold).
-REORDERED = {"rtol": 1e-4, "atol": 1e-6}
-
-
-def make_checkpoint(path, arch: str = "ecal25", seed: int = 1):
-    """A random-init generator checkpoint (the shipped weights are not needed to test the runtime)."""
-    torch.manual_seed(seed)
-    g = build_generator(DEFAULT_SPECS[arch])
-    torch.save({"format": CHECKPOINT_FORMAT, "spec": DEFAULT_SPECS[arch].to_dict(), "generator": g.state_dict()},
-               path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    torch.set_num_threads(1)
-    return make_checkpoint(tmp_path_factory.mktemp("rt") / "g.pt")
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("CALOQUANT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ def test_calibrated_response_is_linear_within_2_percent(scan: dict[float, Shower
 
 def test_resolution_has_stochastic_and_constant_terms(scan: dict[float, ShowerSet], weights: np.ndarray) -> None:
     rel = []
-    for e, s in scan.items():
+    for s in scan.values():
         r = calibrated_energy(s, weights)
         rel.append(np.std(r) / np.mean(r))
     rel_arr = np.array(rel)

@@ -17,7 +17,7 @@ from caloquant.data import ShowerSet, write_showers
 from caloquant.errors import DataFormatError, GeometryMismatchError, InputError, ModelError
 from caloquant.models import load_generator
 from caloquant.train import TrainConfig, Trainer, train
-from caloquant.train.data import BatchStream, preprocess, split_blocks
+from caloquant.train.data import BatchStream, split_blocks
 
 TINY = dict(batch_size=2, checkpoint_every=2, eval_showers=40, chunk_size=50, threads=1, seed=3, precision="fp32")
 
@@ -92,11 +92,12 @@ from caloquant.train import TrainConfig, Trainer
 from caloquant.train.data import preprocess
 from caloquant.train.distributed import init_distributed, shutdown_distributed
 data, out, per_rank = sys.argv[1], sys.argv[2], int(sys.argv[3])
-cfg = TrainConfig(batch_size=per_rank, dropout=0.0, optimizer="sgd", lr=1e-4, channels_last=False, physics_weight=0.0, scale_lr=False, chunk_size=50, precision="fp32",
-                  threads=1, seed=5, device="cpu")
+cfg = TrainConfig(batch_size=per_rank, dropout=0.0, optimizer="sgd", lr=1e-4, channels_last=False, physics_weight=0.0,
+                  scale_lr=False, chunk_size=50, precision="fp32", threads=1, seed=5, device="cpu")
 ctx = init_distributed("cpu")
 tr = Trainer(cfg, data, out, ctx=ctx, progress=False, val=data)
-init = {"G": {k: v.clone() for k, v in tr.G.state_dict().items()}, "D": {k: v.clone() for k, v in tr.D.state_dict().items()}}
+init = {"G": {k: v.clone() for k, v in tr.G.state_dict().items()},
+        "D": {k: v.clone() for k, v in tr.D.state_dict().items()}}
 full = preprocess(read_showers(data, 0, 3 * per_rank * ctx.world_size), DEFAULT_SPECS["ecal25"], 10.0)
 for step in range(1):  # one reference iteration = 2 D + 2 G optimizer steps
     gb = per_rank * ctx.world_size
@@ -297,7 +298,8 @@ def test_ema_generator_is_evaluated_and_exported(data_file: Path, tmp_path: Path
 def test_init_generator_and_lr_scaling(data_file: Path, tmp_path: Path) -> None:
     first = train(_cfg(max_steps=1), data_file, tmp_path / "a", progress=False)
     src = first.out_dir / "generator-best.pt"
-    tr = Trainer(_cfg(init_generator=str(src), reference_batch=1, warmup_steps=4), data_file, tmp_path / "b", progress=False)
+    cfg = _cfg(init_generator=str(src), reference_batch=1, warmup_steps=4)
+    tr = Trainer(cfg, data_file, tmp_path / "b", progress=False)
     loaded = torch.load(src, weights_only=True)
     assert all(torch.equal(v, loaded[k]) for k, v in tr.G.state_dict().items())
     # global batch 2 at reference batch 1: lr doubles, reached linearly over the warm-up

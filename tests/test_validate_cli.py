@@ -53,7 +53,8 @@ def test_validate_one_candidate_json_and_report(files: dict[str, Path], tmp_path
 def test_validate_several_candidates_both_layouts(files: dict[str, Path], tmp_path: Path) -> None:
     js = tmp_path / "v.json"
     rc = main(["validate", str(files["ref"]), str(files["cand"]), str(files["cc"]), "--json", str(js),
-               "--no-classifier", "--max-showers", "200", "--n-boot", "10", "--bins", "3dgan", "--fpd-batches", "3", "-q"])
+               "--no-classifier", "--max-showers", "200", "--n-boot", "10", "--bins", "3dgan", "--fpd-batches", "3",
+               "-q"])
     assert rc == 0
     doc = json.loads(js.read_text())
     cands = doc["candidates"]
@@ -77,7 +78,8 @@ def test_validate_several_candidates_both_layouts(files: dict[str, Path], tmp_pa
 def test_bad_input_one_line_exit_2(files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                    args: list[str], message: str) -> None:
     subs = {k: str(v) for k, v in files.items()} | {"d": str(tmp_path)}
-    rc = main(["validate", *(a.format(**subs) for a in args), "--no-classifier", "--n-boot", "5", "--fpd-batches", "2", "-q"])
+    rc = main(["validate", *(a.format(**subs) for a in args), "--no-classifier", "--n-boot", "5", "--fpd-batches", "2",
+               "-q"])
     err = capsys.readouterr().err.strip()
     assert rc == 2
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err

@@ -14,7 +14,7 @@ import socket
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from caloquant.errors import InputError, Interrupted
 
@@ -162,7 +162,7 @@ class RollbackFile(io.RawIOBase):
     def __init__(self, path: str | os.PathLike[str], mode: str) -> None:
         super().__init__()
         self.path = Path(path)
-        self._f = open(self.path, mode, buffering=0)  # noqa: SIM115 - closed by close()
+        self._f = cast(io.FileIO, open(self.path, mode, buffering=0))  # noqa: SIM115 - closed by close()
         self._undo: list[tuple[int, bytes]] = []
         self._size = os.fstat(self._f.fileno()).st_size
         self._discard = False

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -216,7 +216,7 @@ def _plans(model: str, gen: Any, given: dict[str, Path], workdir: Path, rows: tu
     return plans
 
 
-def run_bench(model: str | os.PathLike[str], *, given: dict[str, str | os.PathLike[str]] | None = None,
+def run_bench(model: str | os.PathLike[str], *, given: Mapping[str, str | os.PathLike[str]] | None = None,
               settings: BenchSettings | None = None, workdir: str | os.PathLike[str] | None = None,
               say: Callable[[str], None] = lambda _: None) -> BenchResult:
     """Measure every row of the table for ``model`` (shipped name or checkpoint) in this run.

@@ -70,9 +70,9 @@ def train_cmd(
     cfg = TrainConfig(
         arch=arch, batch_size=batch, lr=lr, scale_lr=not no_scale_lr, warmup_steps=warmup, epochs=epochs,
         max_steps=max_steps, max_minutes=max_minutes, physics_weight=physics_weight, pretrain_steps=pretrain_steps,
-        checkpoint_every=checkpoint_every, eval_every=eval_every, eval_showers=eval_showers, chunk_size=chunk, device=device,
-        threads=threads, seed=seed, precision=precision, resident=resident, compile=compile_, ema_decay=ema,
-        init_generator=init_generator, reference_batch=reference_batch, log_every=log_every,
+        checkpoint_every=checkpoint_every, eval_every=eval_every, eval_showers=eval_showers, chunk_size=chunk,
+        device=device, threads=threads, seed=seed, precision=precision, resident=resident, compile=compile_,
+        ema_decay=ema, init_generator=init_generator, reference_batch=reference_batch, log_every=log_every,
         select=select,
     )
     try:
@@ -84,7 +84,8 @@ def train_cmd(
         best = f"{st.best_metric:.4f} at step {st.best_step}" if st.best_step >= 0 else "not evaluated"
         status = "finished" if result.finished else "paused (resume with --resume)"
         typer.echo(f"{status}: step {st.step}, epoch {st.epoch}, {st.elapsed / 60:.1f} min; "
-                   f"best {'FPD' if stored.get('select', select) == 'fpd' else 'moment metric'} {best}; outputs in {out}")
+                   f"best {'FPD' if stored.get('select', select) == 'fpd' else 'moment metric'} {best}; "
+                   f"outputs in {out}")
 
 
 def _stored_config(out: Path) -> dict[str, Any]:

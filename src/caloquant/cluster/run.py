@@ -37,9 +37,17 @@ PROGRESS_TOPIC = "caloquant-shard-progress"
 class ShardTask(Protocol):
     """A job that can write any index range of itself to a file (picklable: it travels to the workers)."""
 
-    kind: str
-    n: int
-    seed: int
+    @property
+    def kind(self) -> str:
+        """What the job makes ("simulate" or "generate")."""
+
+    @property
+    def n(self) -> int:
+        """Showers in the whole job."""
+
+    @property
+    def seed(self) -> int:
+        """The seed of the whole run."""
 
     def identity(self) -> dict[str, Any]:
         """The request as shard-file attributes that every shard must carry (besides seed, n, first_index)."""

@@ -151,9 +151,9 @@ class ShowerFile:
             self.n = showers.shape[0]
             name = h5.attrs.get("window")
             if name is not None:
-                self.window = self._window(WINDOWS[str(name)].shape) if str(name) in WINDOWS else None
-                if self.window is None:
+                if str(name) not in WINDOWS:
                     raise DataFormatError(f"{p}: unknown window attribute {name!r}")
+                self.window = self._window(WINDOWS[str(name)].shape)
             else:
                 matches = [w for w in WINDOWS.values() if w.n_cells == showers.shape[1]]
                 if not matches:
@@ -313,8 +313,9 @@ class ShowerWriter:
         cause = getattr(getattr(self, "_file", None), "error", None) or error
         if not isinstance(cause, OSError) and not isinstance(error, RuntimeError):
             return error
-        why = os.strerror(cause.errno) if getattr(cause, "errno", None) else str(cause).splitlines()[0]
-        return OSError(getattr(cause, "errno", None) or errno.EIO, f"write failed ({why})", str(self.path))
+        code = getattr(cause, "errno", None)
+        why = os.strerror(code) if code else str(cause).splitlines()[0]
+        return OSError(code or errno.EIO, f"write failed ({why})", str(self.path))
 
     def append(self, showers: ShowerSet) -> None:
         if showers.ecal.shape[1:] != self.window.shape:

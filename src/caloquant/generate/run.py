@@ -8,6 +8,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from collections.abc import Generator as GeneratorType
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ def conditions(spectrum: Spectrum, angles: AngleRange, seed: int, start: int, n:
 
 
 def _batches_in_order(generator: Generator, energies: Spectrum, angles: AngleRange, seed: int, start: int,
-                      n: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+                      n: int) -> GeneratorType[tuple[np.ndarray, np.ndarray, np.ndarray], None, None]:
     """(raw output, energies, angles) of showers [start, n) batch by batch, in order, across all streams."""
     b = generator.engine.batch
     conds: deque[tuple[np.ndarray, np.ndarray]] = deque()

@@ -24,6 +24,10 @@ RANGES = ("minmax", "mean_minmax", "percentile", "mse")
 #: Inference precision of a candidate's non-INT8 computation: the recipe word and the OpenVINO hint. Always set
 #: explicitly: the CPU plugin's default is bf16 wherever the CPU has it, which FP32 candidates must never get.
 FALLBACKS = {"fp32": "f32", "bf16": "bf16"}
+#: NNCF releases [low, high) whose private internals the cached-statistics builds use (PostTrainingQuantization.
+#: _pipeline, the algorithms' _algorithm_key, PatternsManager's pattern getters, find_subgraphs_matching_pattern);
+#: pinned in pyproject.toml. Any other NNCF gets a fresh calibration per build through its public API.
+NNCF_INTERNALS = ((3, 4), (3, 5))
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,17 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def nncf_internals_known() -> bool:
+    """Whether the installed NNCF is a release whose private internals the cached-statistics builds were made for."""
+    import nncf
+
+    try:
+        version = tuple(int(p) for p in nncf.__version__.split(".")[:2])
+    except ValueError:
+        return False
+    return NNCF_INTERNALS[0] <= version < NNCF_INTERNALS[1]
 
 
 def _quiet_nncf() -> None:
@@ -211,11 +226,12 @@ class Quantizer:
         if not int8:
             return self.model.clone()
         ignored = [n for n in quantizable_layers(self.model) if n not in int8]
-        try:
-            with _memoized_patterns(self._patterns):
-                return self._cached(ignored, cal)
-        except Exception as e:  # noqa: BLE001 - NNCF internals: any failure means "calibrate afresh"
-            logging.getLogger(__name__).info("cached statistics failed (%s); calibrating afresh", e)
+        if nncf_internals_known():
+            try:
+                with _memoized_patterns(self._patterns):
+                    return self._cached(ignored, cal)
+            except Exception as e:  # noqa: BLE001 - NNCF internals: any failure means "calibrate afresh"
+                logging.getLogger(__name__).info("cached statistics failed (%s); calibrating afresh", e)
         self.fresh += 1
         return self._fresh(ignored, cal)
 

@@ -36,7 +36,7 @@ def _sandia() -> g4.G4SandiaTable:
     """One Sandia table, made once (its per-atom coefficients do not depend on the material)."""
     if not _SANDIA:
         _SANDIA.append(g4.G4NistManager.Instance().FindOrBuildMaterial("G4_Si").GetSandiaTable())
-    return _SANDIA[0]  # type: ignore[return-value]
+    return _SANDIA[0]
 
 
 def _material(m: Material) -> g4.G4Material:

@@ -17,6 +17,7 @@ Rayleigh scattering is not in option 1, with or without real data.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -200,7 +201,7 @@ def build(root: Path, zs: Iterable[int], coefficients: Callable[[int, float], tu
         phot.mkdir(parents=True)
         for z in sorted(set(zs)):
             (brem / f"br{z}").write_text(brems_table(z))
-            for name, text in photo_tables(z, lambda e, z=z: coefficients(z, e)).items():
+            for name, text in photo_tables(z, functools.partial(coefficients, z)).items():
                 (phot / name).write_text(text)
         (tmp / "README").write_text(f"caloquant generated Geant4 tables v{TABLES_VERSION}: {APPROXIMATION_NOTE}\n")
         if root.exists():

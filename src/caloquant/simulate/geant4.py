@@ -220,7 +220,7 @@ class Geant4Simulator:
                         raise SimulationError(f"a Geant4 worker died (exit {p.exitcode}): {_log_tail(log)}"
                                               ) from None
                 if all(p.exitcode == 0 for p, _ in procs):
-                    raise SimulationError("the Geant4 workers stopped before all showers were simulated")
+                    raise SimulationError("the Geant4 workers stopped before all showers were simulated") from None
                 continue
             if start < 0:
                 raise SimulationError(f"a Geant4 worker failed: {ecal}")
@@ -246,7 +246,7 @@ class Geant4Simulator:
         prim = primaries(self.calorimeter, spectrum, angles, seed, begin, k)
         if on_chunk is not None:
             on_chunk(k)
-        return ShowerSet(ecal, [p[1] for p in prim], [p[2] for p in prim])
+        return ShowerSet(ecal, np.array([p[1] for p in prim]), np.array([p[2] for p in prim]))
 
 
 def core_rate(window: Window, spectrum: Spectrum, n: int, seed: int = 1) -> float:

@@ -95,4 +95,5 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in fields(cls)}
-        return cls(**{k: (tuple(v) if k == "loss_weights" else v) for k, v in d.items() if k in names})
+        kw: dict[str, Any] = {k: (tuple(v) if k == "loss_weights" else v) for k, v in d.items() if k in names}
+        return cls(**kw)

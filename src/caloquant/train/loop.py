@@ -12,6 +12,7 @@ import math
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,7 @@ class Trainer:
         if config.init_generator and ckpt is None:
             self._init_generator(config.init_generator)
         if config.channels_last:
-            self.D = self.D.to(memory_format=torch.channels_last_3d)
+            self.D = self.D.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # torch stubs
         self.ctx.broadcast_module(self.G)
         self.ctx.broadcast_module(self.D)
         self.opt_g = make_optimizer(config, self.G)
@@ -440,13 +441,13 @@ class Trainer:
         total = cfg.max_steps or cfg.epochs * self.steps_per_epoch()
         finished = False
         gb = cfg.batch_size * self.ctx.world_size
-        source = self.resident if self.resident is not None else self.stream
+        source: ResidentStream | BatchStream = self.resident if self.resident is not None else self.stream
         last_log = (st.step, time.perf_counter())
         try:
             with progress_bar(total, f"train {cfg.arch}", unit="showers", enabled=self.progress) as advance:
                 advance(min(st.step, total))
                 while st.epoch < cfg.epochs and not finished:
-                    it = source.epoch(st.epoch, skip=st.batch_in_epoch)
+                    it: Iterator[Batch | TensorBatch] = source.epoch(st.epoch, skip=st.batch_in_epoch)
                     while True:
                         batch = next(it, None)
                         if not self.ctx.all_true(batch is not None):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -163,7 +163,7 @@ def validate(
     """
     opts = options or MetricOptions()
     say = progress or (lambda msg: None)
-    cand_list = list(candidates) if isinstance(candidates, (list, tuple)) else [candidates]
+    cand_list = list(candidates) if isinstance(candidates, (list, tuple)) else [cast(Sample, candidates)]
     if not cand_list:
         raise InputError("no candidate sample given")
     say("reference features")

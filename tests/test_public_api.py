@@ -1,0 +1,51 @@
+"""Each package's public names, pinned: an API change is a deliberate edit of this list (pyhf's test_public_api)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import pytest
+
+import caloquant
+
+PUBLIC = {
+    "caloquant": ["__version__"],
+    "caloquant.bench": [],
+    "caloquant.cli": ["app", "fail", "main"],
+    "caloquant.cluster": ["GenerateJob", "ShardedResult", "SimulateJob", "connect", "run_sharded"],
+    "caloquant.data": ["LAYOUTS", "Manifest", "ShowerDataset", "ShowerFile", "ShowerFiles", "ShowerSet",
+        "ShowerWriter", "convert", "expand_paths", "open_showers", "read_showers", "write_showers"],
+    "caloquant.export": ["PRECISION_KEY", "export_onnx", "export_openvino", "inference_hint", "read_spec"],
+    "caloquant.generate": ["GenerateResult", "Packer", "PartialShowerFile", "RequestBatcher", "Slice", "conditions",
+        "generate_to_file", "pack", "partial_path"],
+    "caloquant.models": ["AngleDiscriminator", "AngleGenerator", "DEFAULT_SPECS", "EcalEnergyDiscriminator",
+        "EcalEnergyGenerator", "LoadedGenerator", "ModelSpec", "available_models", "build_discriminator",
+        "build_generator", "count_parameters", "load_generator", "model_card", "sample_showers", "sha256_file",
+        "shower_noise"],
+    "caloquant.plotting": ["average_images", "cell_spectrum", "feature_histograms", "moments_vs_energy", "png_bytes",
+        "profiles", "sampling_fraction_vs_energy", "write_report"],
+    "caloquant.quantize": ["Calibration", "Candidate", "Criterion", "Evaluator", "GAN_CALIBRATION",
+        "PerItemEvaluator", "PhysicsEvaluator", "TuneResult", "apply_recipe", "gan_calibration", "tune"],
+    "caloquant.runtime": ["ENGINES", "Engine", "Generator", "OnnxRuntimeEngine", "OpenVINOEngine", "PRECISIONS",
+        "Throughput", "TorchEngine", "cache_dir", "describe", "measure_throughput", "open_generator", "peak_rss_mib"],
+    "caloquant.simulate": ["AngleRange", "ShowerSimulator", "Spectrum", "parse_range", "simulate", "simulate_to_file"],
+    "caloquant.train": ["TrainConfig", "TrainResult", "Trainer", "train"],
+    "caloquant.validate": ["CandidateResult", "ClassifierResult", "Comparison", "EnergyBins", "METRICS",
+        "MetricOptions", "MetricResult", "PairedResult", "ShowerFeatures", "ValidationResult", "as_features",
+        "chi2_ndf", "classifier_auc", "compare", "compute_features", "fpd", "frechet_at_size", "frechet_distance",
+        "kpd", "mmd2_unbiased", "moments_metric", "paired_difference", "profiles_metric", "resolve_bins",
+        "sampling_fraction_mre", "separation_power", "validate"],
+}
+
+
+def test_every_package_is_pinned() -> None:
+    found = {"caloquant"} | {f"caloquant.{m.name}" for m in pkgutil.iter_modules(caloquant.__path__) if m.ispkg}
+    assert found == set(PUBLIC)
+
+
+@pytest.mark.parametrize("package", sorted(PUBLIC))
+def test_public_names(package: str) -> None:
+    module = importlib.import_module(package)
+    assert sorted(module.__all__) == PUBLIC[package]
+    assert all(hasattr(module, name) for name in module.__all__)
