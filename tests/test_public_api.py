@@ -12,6 +12,8 @@ import caloquant
 PUBLIC = {
     "caloquant": ["__version__"],
     "caloquant.bench": [],
+    "caloquant.calibrate": ["CalibrationResult", "QUANTITIES", "Summary", "calibrate", "deviations", "fit_gflash",
+        "markdown_table", "profile_chi2", "summarise"],
     "caloquant.cli": ["app", "fail", "main"],
     "caloquant.cluster": ["GenerateJob", "ShardedResult", "SimulateJob", "connect", "run_sharded"],
     "caloquant.data": ["LAYOUTS", "Manifest", "ShowerDataset", "ShowerFile", "ShowerFiles", "ShowerSet",
@@ -29,7 +31,8 @@ PUBLIC = {
         "PerItemEvaluator", "PhysicsEvaluator", "TuneResult", "apply_recipe", "gan_calibration", "tune"],
     "caloquant.runtime": ["ENGINES", "Engine", "Generator", "OnnxRuntimeEngine", "OpenVINOEngine", "PRECISIONS",
         "Throughput", "TorchEngine", "cache_dir", "describe", "measure_throughput", "open_generator", "peak_rss_mib"],
-    "caloquant.simulate": ["AngleRange", "ShowerSimulator", "Spectrum", "parse_range", "simulate", "simulate_to_file"],
+    "caloquant.simulate": ["AngleRange", "GFlashTuning", "ShowerSimulator", "Spectrum", "load_tuning", "parse_range",
+        "simulate", "simulate_to_file"],
     "caloquant.train": ["TrainConfig", "TrainResult", "Trainer", "train"],
     "caloquant.validate": ["CandidateResult", "ClassifierResult", "Comparison", "EnergyBins", "METRICS",
         "MetricOptions", "MetricResult", "PairedResult", "ShowerFeatures", "ValidationResult", "as_features",

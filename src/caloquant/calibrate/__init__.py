@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from caloquant.calibrate.fit import CalibrationResult, fit_gflash
 from caloquant.calibrate.summary import QUANTITIES, Summary, deviations, markdown_table, profile_chi2, summarise
+from caloquant.calibrate.workflow import calibrate
 
-__all__ = ["QUANTITIES", "Summary", "deviations", "markdown_table", "profile_chi2", "summarise"]
+__all__ = ["QUANTITIES", "CalibrationResult", "Summary", "calibrate", "deviations", "fit_gflash", "markdown_table",
+           "profile_chi2", "summarise"]
