@@ -5,18 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from caloquant._atomic import deferred_signals
 from caloquant.data import LAYOUTS, ShowerWriter
 from caloquant.errors import InputError, Interrupted
 from caloquant.geometry import Window, parse_window
+from caloquant.simulate import g4data, geant4
 from caloquant.simulate.engine import AngleRange, ShowerSimulator, Spectrum, check_count, parse_range
-from caloquant.simulate import g4data
+from caloquant.simulate.geant4 import PHYSICS_LIST
 from caloquant.ui import progress_bar, warn
-
-if TYPE_CHECKING:
-    from caloquant.simulate.geant4 import Geant4Simulator
 
 
 def run_attrs(n: int, energy: str | float | tuple[float, float], *, spectrum: str = "uniform",
@@ -87,13 +85,11 @@ def simulate_to_file(
     return Path(path)
 
 
-def _engine(engine: str, window: Window, workers: int) -> tuple[ShowerSimulator | Geant4Simulator, dict[str, Any]]:
+def _engine(engine: str, window: Window, workers: int) -> tuple[ShowerSimulator | geant4.Geant4Simulator, dict[str, Any]]:
     """The simulator for ``engine`` and the attributes every file it writes records."""
     _generator_name(engine)  # checks the name
     if engine == "gflash":
         return ShowerSimulator(window), {}
-    from caloquant.simulate import geant4
-
     sim = geant4.Geant4Simulator(window, workers=workers)
     src = sim.source
     if src.approximate:
@@ -112,7 +108,5 @@ def _generator_name(engine: str) -> str:
     if engine == "gflash":
         return "caloquant GFlash reference MC"
     if engine == "geant4":
-        from caloquant.simulate.geant4 import PHYSICS_LIST
-
         return f"Geant4 11.4 full simulation ({PHYSICS_LIST}, geant4-pybind)"
     raise InputError(f"unknown engine {engine!r}; choose gflash or geant4")

@@ -13,10 +13,11 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from caloquant.bench.compare import BenchResult
-from caloquant.bench.machine import describe_markdown
 from caloquant.bench.tables import HEADER, cells
-from caloquant.plotting.figures import _figure, hep_style
+from caloquant.machine import describe_markdown
+from caloquant.plotting.figures import hep_style, new_figure
 from caloquant.plotting.report import figure_html, validation_parts, write_page
+from caloquant.plotting.tuning import scatter
 from caloquant.validate.suite import PairedResult, ValidationResult
 
 
@@ -24,7 +25,7 @@ def speed_vs_physics(result: BenchResult) -> Figure:
     """Showers/s (all streams, log scale) against the moment metric +- error of every measured row."""
     rows = [r for r in result.rows if not r.missing and r.metric is not None]
     with hep_style():
-        fig = _figure(9, 5.5)
+        fig = new_figure(9, 5.5)
         ax = fig.add_subplot()
         colors = matplotlib.colormaps["tab10"].colors
         for k, r in enumerate(rows):
@@ -66,8 +67,6 @@ def write_demo_report(path: str | os.PathLike[str], *, bench: BenchResult, times
                       validation: ValidationResult, paired: Mapping[str, PairedResult],
                       tuning: Mapping[str, Any] | None, notes: Sequence[str] = (), dpi: int = 90) -> Path:
     """Write the demo report: one self-contained HTML file, every figure an embedded PNG."""
-    from caloquant.plotting.tuning import scatter
-
     parts = ["<h1>caloquant demo</h1>",
              f"<p>Model {html.escape(bench.model)}, {html.escape(bench.created)}. "
              + " ".join(html.escape(n) for n in notes) + "</p>",
