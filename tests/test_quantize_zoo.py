@@ -16,6 +16,7 @@ from torch import nn
 
 from caloquant.cli import main
 from caloquant.errors import AccuracyNotReachedError
+from caloquant.export.files import read_model
 from caloquant.models.registry import sha256_file
 from caloquant.quantize import Criterion, PerItemEvaluator, TuneResult, tune
 from caloquant.quantize import recipe as rec
@@ -25,7 +26,6 @@ from caloquant.quantize.openvino_backend import (
     Quantizer,
     compile_model,
     quantizable_layers,
-    read_model,
 )
 from caloquant.quantize.userdata import load_data, metric_evaluator
 
