@@ -61,7 +61,7 @@ def main() -> None:
 
     rows = {
         "openvino_fp32": {"throughput": ours.fp32.throughput, "metric": ours.fp32.metric},
-        "pytorch_fp32": {"throughput": torch_throughput(src.module, example)},
+        "pytorch_fp32": {"throughput": torch_throughput(src.generator.module, example)},
         "full_int8_minmax": {"throughput": ours.full_int8.throughput, "metric": ours.full_int8.metric},
         "caloquant": {"throughput": throughput(ours.model, example), "metric": ours.best.metric,
                       "upper95": ours.best.upper95, "candidates": len(ours.history), "seconds": ours_s,

@@ -31,9 +31,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from caloquant.bench.machine import describe_markdown
 from caloquant.cluster import GenerateJob, run_sharded
-from caloquant.runtime.engines import cpu_count
+from caloquant.machine import cpu_count, describe_markdown
 from caloquant.simulate import simulate_to_file
 
 

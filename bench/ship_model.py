@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from caloquant.bench.machine import describe
 from caloquant.data import ShowerSet
+from caloquant.machine import describe_machine
 from caloquant.models import load_generator, sample_showers, sha256_file
 from caloquant.models.registry import safe_load
 from caloquant.simulate import simulate
@@ -51,7 +51,7 @@ def main() -> None:
     rows = list(csv.DictReader((args.run / "losses.csv").open()))
     gb = int(rows[-1]["showers"]) // max(int(rows[-1]["step"]), 1)  # global batch
     evals = list(csv.DictReader((args.run / "metrics.csv").open()))
-    machine = describe()
+    machine = describe_machine()
     training = {
         "steps": int(state["step"]),
         "showers_seen": int(state["step"]) * gb,

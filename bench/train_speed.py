@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from caloquant.bench.machine import describe_markdown
+from caloquant.machine import describe_markdown
 from caloquant.simulate import simulate_to_file
 from caloquant.train import TrainConfig, Trainer
 from caloquant.train.hardware import count_flops, device_name, peak_tflops

@@ -158,7 +158,7 @@ def nncf_peer(path: Path, calib: list[np.ndarray], x_val: np.ndarray, y_val: np.
     """NNCF ``quantize_with_accuracy_control`` on the same model, data, metric and tolerance: model, calls, s."""
     import nncf
 
-    from caloquant.quantize.openvino_backend import read_model
+    from caloquant.export.files import read_model
 
     calls = 0
 
@@ -178,8 +178,8 @@ def nncf_peer(path: Path, calib: list[np.ndarray], x_val: np.ndarray, y_val: np.
 def main() -> None:
     """Train, export, tune, run the NNCF peer, measure every model and print the tables."""
     from caloquant.quantize import Criterion, PerItemEvaluator, tune
-    from caloquant.quantize.openvino_backend import (Quantizer, batch_runner, compile_model, int8_layers, read_model,
-                                                     throughput)
+    from caloquant.export.files import read_model
+    from caloquant.quantize.openvino_backend import Quantizer, batch_runner, compile_model, int8_layers, throughput
     from caloquant.quantize.tuner import BASELINE_CALIBRATION
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

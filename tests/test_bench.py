@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
@@ -26,10 +27,33 @@ def test_replace_block_keeps_text_around_the_markers() -> None:
 
 
 @pytest.fixture(scope="module")
-def bench_result(gan_checkpoint):
+def bench_run(gan_checkpoint, tmp_path_factory):
+    """One bench run on a cold model cache, with every ONNX export of the weights recorded (IRs are made from one)."""
+    torch = pytest.importorskip("torch")
     settings = BenchSettings(seconds=0.2, n_showers=64, n_reference=200, n_boot=20,
                              rows=("pytorch-fp32", "openvino-fp32", "full-int8", "tuned", "mc"))
-    return run_bench(gan_checkpoint, settings=settings)
+    cache, exports, export = tmp_path_factory.mktemp("cache"), [], torch.onnx.export
+
+    def spy(module, *args, **kwargs):
+        exports.append(hashlib.sha256(b"".join(t.numpy().tobytes() for t in module.state_dict().values())).digest())
+        return export(module, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CALOQUANT_CACHE_DIR", str(cache))
+        mp.setattr(torch.onnx, "export", spy)
+        return run_bench(gan_checkpoint, settings=settings), exports, cache
+
+
+@pytest.fixture(scope="module")
+def bench_result(bench_run):
+    return bench_run[0]
+
+
+def test_bench_exports_each_weight_set_once(bench_run) -> None:
+    _, exports, cache = bench_run
+    # one ONNX export; the FP32 IR, INT8 rows and workers all start from it
+    assert len(exports) == len(set(exports)) == 1
+    assert len(list((cache / "export").iterdir())) == 2  # its ONNX and IR cache entries, nothing exported twice
 
 
 def test_bench_measures_every_row_in_one_run(bench_result) -> None:

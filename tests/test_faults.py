@@ -203,7 +203,7 @@ def test_quantize_lock_overwrite_rule_and_staged_outputs(tmp_path, capsys, monke
 @pytest.mark.slow
 def test_quantize_sigkill_mid_run_second_writer_refused_rerun_completes(tmp_path, capsys) -> None:
     pytest.importorskip("openvino")
-    from caloquant.bench.machine import isa_identity
+    from caloquant.machine import isa_identity
     from caloquant.models.registry import _weights_dir
 
     recipe = json.loads((_weights_dir() / "ecal25.recipe.json").read_text())

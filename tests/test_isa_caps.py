@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from caloquant.bench.machine import ISA_CAP_FLAGS, ISA_CAP_VARS, missing_isa_flags
+from caloquant.machine import ISA_CAP_FLAGS, ISA_CAP_VARS, missing_isa_flags
 
 pytest.importorskip("openvino")
 TESTS = Path(__file__).parent

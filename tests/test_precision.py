@@ -7,9 +7,10 @@ import logging
 import numpy as np
 import pytest
 
-from caloquant.bench.machine import isa_identity
 from caloquant.cli import main
 from caloquant.errors import PrecisionError
+from caloquant.export import cache_dir
+from caloquant.machine import isa_identity
 from caloquant.quantize.recipe import replay_note
 from caloquant.runtime import generator as generator_module
 from caloquant.runtime import open_generator, precision_check
@@ -67,7 +68,7 @@ def test_pass_is_cached_per_machine_and_isa_cap(ckpt, monkeypatch) -> None:
     identity = {"model_sha256": gen.model_sha256, "precision": "bf16", "precision_sha256": "",
                 "engine": "openvino", "batch": 8}
     key = precision_check.check_key(identity)
-    assert (generator_module.cache_dir() / "precision-checks" / f"{key}.json").exists()
+    assert (cache_dir() / "precision-checks" / f"{key}.json").exists()
 
     def never(*args, **kwargs):
         raise AssertionError("a cached pass must not be checked again")

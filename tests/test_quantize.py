@@ -68,9 +68,11 @@ def test_generic_cnn_reaches_accuracy_criterion(cnn_onnx) -> None:
 
 
 def test_recipe_replay_gives_identical_model_and_checks_hash(cnn_onnx, tmp_path) -> None:
+    from caloquant.export import save_ir
+    from caloquant.export.files import read_model
     from caloquant.models.registry import sha256_file
     from caloquant.quantize import recipe as rec
-    from caloquant.quantize.openvino_backend import Calibration, quantizable_layers, read_model, save_model
+    from caloquant.quantize.openvino_backend import Calibration, quantizable_layers
 
     model, sha = read_model(cnn_onnx), sha256_file(cnn_onnx)
     layers = quantizable_layers(model)
@@ -78,7 +80,7 @@ def test_recipe_replay_gives_identical_model_and_checks_hash(cnn_onnx, tmp_path)
                         calibration_data={"kind": "user"}, source_sha256=sha, source=str(cnn_onnx))
     calib = [_images(64, 2)[0]]
     for k in range(2):
-        save_model(rec.build(read_model(cnn_onnx), r, calib, sha), tmp_path / f"m{k}.xml")
+        save_ir(rec.build(read_model(cnn_onnx), r, calib, sha), tmp_path / f"m{k}.xml", {})
     assert (tmp_path / "m0.bin").read_bytes() == (tmp_path / "m1.bin").read_bytes()
     with pytest.raises(ModelError, match="does not match the recipe"):
         rec.build(model, {**r, "source_sha256": "0" * 64}, calib, sha)
@@ -86,7 +88,7 @@ def test_recipe_replay_gives_identical_model_and_checks_hash(cnn_onnx, tmp_path)
     r16 = rec.make_recipe(layers=layers, int8=layers[:2], calibration=Calibration(), calibration_data={},
                           source_sha256=sha, source=str(cnn_onnx), fallback="bf16")
     assert set(r16["precision"].values()) == {"int8", "bf16"}
-    save_model(rec.build(read_model(cnn_onnx), r16, calib, sha), tmp_path / "bf16.xml")
+    save_ir(rec.build(read_model(cnn_onnx), r16, calib, sha), tmp_path / "bf16.xml", {})
     assert inference_hint(read_model(tmp_path / "bf16.xml")) == "bf16"  # travels with the saved IR
     with pytest.raises(InputError, match="recipe precisions"):
         rec.build(model, {**r16, "precision": dict.fromkeys(layers, "fp16")}, calib, sha)

@@ -16,6 +16,7 @@ from torch import nn
 
 from caloquant.cli import main
 from caloquant.errors import AccuracyNotReachedError
+from caloquant.export.files import read_model
 from caloquant.models.registry import sha256_file
 from caloquant.quantize import Criterion, PerItemEvaluator, TuneResult, tune
 from caloquant.quantize import recipe as rec
@@ -26,7 +27,6 @@ from caloquant.quantize.openvino_backend import (
     compile_model,
     nncf_internals_known,
     quantizable_layers,
-    read_model,
 )
 from caloquant.quantize.userdata import load_data, metric_evaluator
 

@@ -165,7 +165,7 @@ def test_4_tampered_or_truncated_export_cache_is_rebuilt(ckpt, tmp_path, monkeyp
 
     monkeypatch.setenv("CALOQUANT_CACHE_DIR", str(tmp_path / "cache"))
     first = open_generator(ckpt, batch=4).generate(np.array([100.0, 200.0]), seed=1)
-    (entry,) = (tmp_path / "cache" / "export").iterdir()
+    (entry,) = (tmp_path / "cache" / "export").glob("*-xml")  # the IR (converted from the cached ONNX)
     weights = entry / "model.bin"
     blob = bytearray(weights.read_bytes())
     blob[len(blob) // 2] ^= 0xFF
@@ -190,12 +190,12 @@ def test_5_invalid_ir_and_malformed_spec_are_one_line(ckpt, exported, tmp_path, 
 
 
 def test_12_rejected_tune_is_not_written_as_model_xml(exported, tmp_path) -> None:
+    from caloquant.export.files import read_model
     from caloquant.models import DEFAULT_SPECS
-    from caloquant.quantize.openvino_backend import read_model
-    from caloquant.quantize.source import Source
+    from caloquant.quantize.source import ResolvedModel
     from caloquant.quantize.workflow import REJECTED, _save
 
-    src = Source(read_model(exported), "0" * 64, "g.pt", DEFAULT_SPECS["ecal25"])
+    src = ResolvedModel(read_model(exported), exported, "0" * 64, "g.pt", "g.pt", DEFAULT_SPECS["ecal25"])
     _save(read_model(exported), tmp_path, src, accepted=False)
     assert (tmp_path / REJECTED).exists() and not (tmp_path / "model.xml").exists()
     assert json.loads((tmp_path / REJECTED).with_suffix(".spec.json").read_text())["accepted"] is False
@@ -312,7 +312,7 @@ def test_10_17_signals_in_simulate_leave_nothing(tmp_path, capsys, monkeypatch, 
 
 
 def test_10_signal_outside_a_run_is_one_line(capsys, monkeypatch) -> None:
-    monkeypatch.setattr("caloquant.ui.print_summary",
+    monkeypatch.setattr("caloquant.data.summary.print_summary",
                         lambda path: signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None))
     assert run_cli(capsys, "info", "x.h5") == (143, "caloquant: error: terminated")
 

@@ -11,6 +11,7 @@ import torch
 from caloquant.errors import GeometryMismatchError, InputError, ModelError, PrecisionError
 from caloquant.export import export_onnx, export_openvino
 from caloquant.models import load_generator
+from caloquant.quantize import open_deployed
 from caloquant.runtime import measure_throughput, open_generator
 from helpers import REORDERED, make_checkpoint
 
@@ -100,28 +101,35 @@ def test_tuned_model_mismatches(ckpt, tmp_path) -> None:
 def test_int8_without_recipe_explains_how_to_get_one(ckpt) -> None:
     with pytest.raises(ModelError, match="caloquant quantize --model"):
         open_generator(ckpt, precision="int8")
+    with pytest.raises(ModelError, match="caloquant quantize --model"):
+        open_deployed(ckpt, precision="int8")
 
 
-def test_int8_recipe_is_applied_once_and_cached(tmp_path, monkeypatch) -> None:
-    import caloquant.quantize
+def test_int8_recipe_is_built_once_cached_and_only_loaded_by_the_runtime(tmp_path, monkeypatch) -> None:
+    from caloquant.quantize import shipped
+    from caloquant.quantize.recipe import FORMAT
 
     ckpt = make_checkpoint(tmp_path / "m.pt", seed=3)
-    (tmp_path / "m.recipe.json").write_text("{}")
+    (tmp_path / "m.recipe.json").write_text(json.dumps({"format": FORMAT, "source_sha256": "x", "precision": {},
+                                                        "calibration": {}, "calibration_data": {}}))
     fp32_xml = export_openvino(ckpt, tmp_path / "fp32.xml")
     calls = []
     core = ov.Core()  # must outlive the model it reads (its frontend library owns parts of the model)
 
     def fake_apply(model, recipe):  # stands in for the tuner: returns the FP32 model
-        calls.append((str(model), str(recipe)))
+        calls.append(model.source)
         return core.read_model(str(fp32_xml))
 
-    monkeypatch.setattr(caloquant.quantize, "apply_recipe", fake_apply)
+    monkeypatch.setattr(shipped, "apply_recipe", fake_apply)
+    with pytest.raises(ModelError, match="not built yet"):  # the runtime never builds it
+        open_generator(ckpt, precision="int8", batch=4)
     ref = open_generator(ckpt, engine="torch", batch=4).generate(ENERGIES[:4], seed=1)
     for _ in range(2):
-        gen = open_generator(ckpt, precision="int8", batch=4)
+        gen = open_deployed(ckpt, precision="int8", batch=4)
         assert np.allclose(gen.generate(ENERGIES[:4], seed=1).ecal, ref.ecal, rtol=1e-4, atol=1e-6)
-    assert calls == [(str(ckpt), str(tmp_path / "m.recipe.json"))]
+    assert calls == [str(ckpt)]
     assert gen.engine.precision == "int8" and len(gen.precision_sha256) == 64
+    assert open_generator(ckpt, precision="int8", batch=4).precision_sha256 == gen.precision_sha256
 
 
 def test_bad_options(ckpt) -> None:

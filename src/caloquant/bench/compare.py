@@ -21,9 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from caloquant.bench.machine import describe
+from caloquant.bench import deployments
 from caloquant.bench.worker import LARGE_BATCH
-from caloquant.errors import CaloquantError, InputError
+from caloquant.errors import CaloquantError, InputError, ModelError
+from caloquant.machine import cpu_count, describe_machine
+from caloquant.models.registry import LoadedGenerator, load_generator
+from caloquant.quantize.evaluators import PhysicsEvaluator
+from caloquant.quantize.shipped import shipped_int8
+from caloquant.quantize.source import ResolvedModel, resolve
+from caloquant.runtime import open_generator
+from caloquant.simulate import simulate
+from caloquant.validate import compute_features
+from caloquant.validate.metrics import bootstrap_counts
 
 #: Row keys in table order, with their display names.
 ROWS = {
@@ -116,23 +125,17 @@ class _Plan:
 
 
 def _physics_evaluator(spec: Any, s: BenchSettings) -> Any:
-    from caloquant.quantize.evaluators import PhysicsEvaluator
-
     return PhysicsEvaluator(spec, n_showers=s.n_showers, n_reference=s.n_reference, seed=s.seed, batch=LARGE_BATCH)
 
 
 def _score(ev: Any, outputs: Any, s: BenchSettings) -> tuple[float, float]:
     """Metric and its bootstrap error (showers and reference resampled)."""
-    from caloquant.validate.metrics import bootstrap_counts
-
     weights = bootstrap_counts(ev.n_items(outputs), s.n_boot, np.random.default_rng([s.seed, 5]))
     reps = np.asarray(ev.metric(outputs, weights), dtype=float)
     return float(ev.metric(outputs)[0]), float(np.nanstd(reps, ddof=1))
 
 
 def _generator_physics(gen: Any, engine: str, precision: str, ev: Any, s: BenchSettings) -> tuple[float, float]:
-    from caloquant.runtime import open_generator
-
     # bench judges every row's physics itself (the baselines are there because they are off): no FP32 guard
     g = open_generator(gen, engine=engine, precision=precision, batch=LARGE_BATCH, streams=1, check=False)
 
@@ -143,9 +146,6 @@ def _generator_physics(gen: Any, engine: str, precision: str, ev: Any, s: BenchS
 
 
 def _mc_physics(spec: Any, ev: Any, s: BenchSettings) -> tuple[float, float]:
-    from caloquant.simulate import simulate
-    from caloquant.validate import compute_features
-
     mc = simulate(s.n_showers, spec.energy_range, window=spec.window, seed=s.seed + 2000)
     return _score(ev, compute_features(mc), s)
 
@@ -164,10 +164,8 @@ def _timings(config: dict[str, Any]) -> dict[str, Any]:
 GIVEN_ROWS = ("full-int8", "tuned", "nncf-ac")
 
 
-def _check_given(gen: Any, path: Path, key: str) -> None:
+def _check_given(gen: LoadedGenerator, path: Path, key: str) -> None:
     """A given IR must exist and come from the same weights (one-line error before anything is measured)."""
-    from caloquant.runtime import open_generator
-
     if key not in GIVEN_ROWS:
         raise InputError(f"a model file can be given for the rows {', '.join(GIVEN_ROWS)}, not {key!r}")
     if not path.exists():
@@ -175,69 +173,69 @@ def _check_given(gen: Any, path: Path, key: str) -> None:
     open_generator(gen, engine="openvino", precision=str(path), batch=1, streams=1, check=False)
 
 
-def _built(key: str, model: str, gen: Any, workdir: Path) -> Path:
-    """Build the IR of an INT8 row: full INT8, the shipped tuned recipe, or the NNCF accuracy-control peer."""
-    from caloquant.bench import models
-
+def _built(key: str, src: ResolvedModel, workdir: Path) -> Path:
+    """Build the IR of an INT8 row: full INT8, the shipped tuned recipe (cached), or the NNCF accuracy-control peer."""
     if key == "full-int8":
-        return models.build_full_int8(model, gen, workdir / "full_int8.xml")
+        return deployments.build_full_int8(src, workdir / "full_int8.xml")
     if key == "tuned":
-        return models.build_shipped_tuned(model, gen, workdir / "tuned.xml")
-    return models.build_nncf_accuracy_control(model, gen, workdir / "nncf_ac.xml")
+        return shipped_int8(src)
+    return deployments.build_nncf_accuracy_control(src, workdir / "nncf_ac.xml")
 
 
-def _plans(model: str, gen: Any, given: dict[str, Path], workdir: Path, rows: tuple[str, ...]) -> list[_Plan]:
+def _plans(src: ResolvedModel, gen: LoadedGenerator, given: dict[str, Path], workdir: Path,
+           rows: tuple[str, ...]) -> list[_Plan]:
     """Build or locate the model file of every requested row; rows whose model cannot be had get ``missing``."""
-    from caloquant.bench import models
-    from caloquant.export import export_openvino
-
-    fp32_xml = export_openvino(gen, workdir / "openvino_fp32.xml")
     plans = []
     for key in rows:
         engine = "mc" if key == "mc" else ("torch" if key == "pytorch-fp32" else "openvino")
         plan = _Plan(Row(key, ROWS[key], engine, "fp32"))
         try:
             if key == "pytorch-fp32":
-                plan.model_mb = models.files_mib(models.save_weights(gen, workdir / "pytorch_fp32.pt"))
+                plan.model_mb = deployments.files_mib(deployments.save_weights(gen, workdir / "pytorch_fp32.pt"))
                 plan.precision_arg = "fp32"
             elif key in ("openvino-fp32", "openvino-bf16"):
-                plan.precision_arg = str(fp32_xml) if key == "openvino-fp32" else "bf16"
+                plan.precision_arg = str(src.path) if key == "openvino-fp32" else "bf16"
                 plan.row.precision = key.split("-")[1]
-                plan.model_mb = models.ir_mib(fp32_xml)
+                plan.model_mb = deployments.ir_mib(src.path)
             elif key == "mc":
                 plan.row.precision = "fp64"
             else:
                 plan.row.precision = "int8" if key == "full-int8" else "int8/fp32"
-                xml = given.get(key) or _built(key, model, gen, workdir)
-                plan.precision_arg, plan.model_mb = str(xml), models.ir_mib(xml)
+                xml = given.get(key) or _built(key, src, workdir)
+                plan.precision_arg, plan.model_mb = str(xml), deployments.ir_mib(xml)
         except (CaloquantError, ImportError) as e:
             plan.row.missing = str(e)
         plans.append(plan)
     return plans
 
 
-def run_bench(model: str | os.PathLike[str], *, given: Mapping[str, str | os.PathLike[str]] | None = None,
-              settings: BenchSettings | None = None, workdir: str | os.PathLike[str] | None = None,
-              say: Callable[[str], None] = lambda _: None) -> BenchResult:
-    """Measure every row of the table for ``model`` (shipped name or checkpoint) in this run.
+def run_bench(model: str | os.PathLike[str] | ResolvedModel, *,
+              given: Mapping[str, str | os.PathLike[str]] | None = None, settings: BenchSettings | None = None,
+              workdir: str | os.PathLike[str] | None = None, say: Callable[[str], None] = lambda _: None
+              ) -> BenchResult:
+    """Measure every row of the table for ``model`` (shipped name, checkpoint, or a model resolved already) in this
+    run; the weights are loaded and exported once.
 
     ``given`` maps the rows full-int8, tuned and nncf-ac to IR files of the same weights; rows not given are
     built here (tuned: from the recipe shipped with the model, else the row is missing).
     """
-    from caloquant.models import load_generator
-    from caloquant.runtime.engines import cpu_count
-
     s = settings or BenchSettings()
     s.check()
-    gen = load_generator(model)
+    if isinstance(model, ResolvedModel):
+        resolved, name, gen = model, model.name, model.generator
+        if gen is None:
+            raise ModelError(f"{name}: bench measures caloquant generators (a shipped name or a checkpoint)")
+    else:
+        resolved, name, gen = None, str(model), load_generator(model)
     paths = {k: Path(v) for k, v in (given or {}).items()}
     for key, path in paths.items():
         _check_given(gen, path, key)
+    src = resolved or resolve(gen)
     cores = cpu_count()
-    machine = describe()
+    machine = describe_machine()
     with tempfile.TemporaryDirectory(prefix="caloquant-bench-", dir=workdir) as tmp:
         say("preparing the model of every row (building INT8 models, NNCF accuracy control: minutes)")
-        plans = _plans(str(model), gen, paths, Path(tmp), s.rows)
+        plans = _plans(src, gen, paths, Path(tmp), s.rows)
         say(f"reference MC for the physics metric ({s.n_reference:,} showers)")
         ev = _physics_evaluator(gen.spec, s)
         for k, plan in enumerate(plans, 1):
@@ -262,7 +260,7 @@ def run_bench(model: str | os.PathLike[str], *, given: Mapping[str, str | os.Pat
             r.metric, r.metric_error = (_mc_physics(gen.spec, ev, s) if r.key == "mc" else
                                         _generator_physics(gen, r.engine, plan.precision_arg, ev, s))
     rows = [p.row for p in plans]
-    result = BenchResult(str(model), machine, asdict(s) | {"large_batch": LARGE_BATCH, "cores": cores,
+    result = BenchResult(name, machine, asdict(s) | {"large_batch": LARGE_BATCH, "cores": cores,
                                                            "metric": "3dgan_moments (lower is better)"},
                          datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), rows)
     for ref_key, attr in (("pytorch-fp32", "speedup_vs_pytorch_fp32"), ("mc", "speedup_vs_mc")):

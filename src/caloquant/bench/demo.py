@@ -21,8 +21,18 @@ from rich.console import Console
 from rich.table import Table
 
 from caloquant._atomic import write_text_atomic
-from caloquant.bench.compare import BenchResult, BenchSettings
-from caloquant.errors import AccuracyNotReachedError, InputError
+from caloquant._optional import require
+from caloquant.bench.compare import BenchResult, BenchSettings, run_bench
+from caloquant.bench.deployments import build_full_int8, build_nncf_accuracy_control
+from caloquant.bench.tables import rich_table, update_markdown
+from caloquant.data import read_showers, write_showers
+from caloquant.data.summary import print_summary
+from caloquant.errors import AccuracyNotReachedError, InputError, ModelError
+from caloquant.quantize.source import ResolvedModel, resolve
+from caloquant.quantize.workflow import quantize_generator
+from caloquant.runtime import open_generator
+from caloquant.simulate import simulate_to_file
+from caloquant.validate import MetricOptions, paired_difference, validate
 
 #: Seed of the tuner's evaluation showers (``caloquant quantize`` default); the bench judges on others.
 TUNE_SEED = 1
@@ -68,32 +78,25 @@ class DemoResult:
     tuning_accepted: bool
 
 
-def _models(cfg: DemoConfig, gen: Any, say: Any) -> dict[str, Path]:
+def _models(cfg: DemoConfig, src: ResolvedModel, say: Any) -> dict[str, Path]:
     """Tune (into out/quantize), then build the full-INT8 baseline and the NNCF peer; IR path per bench row."""
-    from caloquant.bench.models import build_full_int8, build_nncf_accuracy_control
-    from caloquant.quantize.workflow import quantize_generator
-
     qdir = cfg.out_dir / "quantize"
     try:
-        quantize_generator(cfg.model, qdir, max_candidates=cfg.tune_candidates, max_minutes=cfg.tune_minutes,
+        quantize_generator(src, qdir, max_candidates=cfg.tune_candidates, max_minutes=cfg.tune_minutes,
                            n_showers=cfg.tune_showers, n_reference=cfg.tune_reference, seed=TUNE_SEED, overwrite=True,
                            log=say)
     except AccuracyNotReachedError as e:
         say(f"tuner: {e} (continuing with the closest candidate; the report says so)")
     say("full INT8 (every layer, min/max ranges)")
-    full = build_full_int8(cfg.model, gen, cfg.out_dir / "full_int8.xml")
+    full = build_full_int8(src, cfg.out_dir / "full_int8.xml")
     say("NNCF accuracy-control peer (same calibration data, metric, showers and tolerance as the tuner)")
-    nncf = build_nncf_accuracy_control(cfg.model, gen, cfg.out_dir / "nncf_ac.xml", n_showers=cfg.tune_showers,
+    nncf = build_nncf_accuracy_control(src, cfg.out_dir / "nncf_ac.xml", n_showers=cfg.tune_showers,
                                        n_reference=cfg.tune_reference, seed=TUNE_SEED)
     return {"full-int8": full, "tuned": qdir / "model.xml", "nncf-ac": nncf}
 
 
 def _validate(cfg: DemoConfig, gen: Any, models: dict[str, Path], say: Any) -> tuple[Any, dict[str, Any]]:
     """Generate FP32, full-INT8 and tuned showers for the reference's energies; full and paired validation."""
-    from caloquant.data import read_showers, write_showers
-    from caloquant.runtime import open_generator
-    from caloquant.validate import MetricOptions, paired_difference, validate
-
     ref_path = cfg.out_dir / "reference.h5"
     energies = read_showers(ref_path, 0, cfg.n_validate).energy
     files = {}
@@ -104,7 +107,7 @@ def _validate(cfg: DemoConfig, gen: Any, models: dict[str, Path], say: Any) -> t
         g = open_generator(gen, engine="openvino", precision=precision, batch=128, check=name != "full INT8")
         path = cfg.out_dir / f"generated_{name.replace(' ', '_').lower()}.h5"
         files[name] = write_showers(path, g.generate(energies, seed=cfg.seed))
-    result = validate(ref_path, list(files.values()), names=list(files), progress=say,
+    result = validate(ref_path, list(files.values()), names=list(files), log=say,
                       options=MetricOptions(classifier=cfg.classifier))
     paired = {f"FP32 (A) vs {name} (B)": paired_difference(ref_path, files["FP32"], files[name])
               for name in ("full INT8", "tuned")}
@@ -115,14 +118,6 @@ def _validate(cfg: DemoConfig, gen: Any, models: dict[str, Path], say: Any) -> t
 
 def run_demo(cfg: DemoConfig) -> DemoResult:
     """Run every stage into ``cfg.out_dir``; returns the stage times, the bench table and the report path."""
-    from caloquant.bench.compare import run_bench
-    from caloquant.bench.tables import rich_table, update_markdown
-    from caloquant.models import load_generator
-    from caloquant.plotting.figures import png_bytes
-    from caloquant.plotting.summary import speed_vs_physics, write_demo_report
-    from caloquant.simulate import simulate_to_file
-    from caloquant.ui import print_summary
-
     cfg.check()
     console = Console()
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
@@ -144,24 +139,28 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
                                progress=cfg.progress)
         print_summary(ref)
     with stage("load", f"load the generator {cfg.model}"):
-        gen = load_generator(cfg.model)
+        src = resolve(cfg.model)
+        gen = src.generator
+        if gen is None:
+            raise ModelError(f"{cfg.model}: the demo runs a caloquant generator (a shipped name or a checkpoint)")
         say(f"{gen.source} (sha256 {gen.sha256[:16]}...), {gen.spec.arch}, window {gen.spec.window}, "
             f"{gen.spec.energy_range[0]:g}-{gen.spec.energy_range[1]:g} GeV")
     with stage("tune", "quantize: physics-judged tuning, full INT8, NNCF accuracy-control peer"):
-        models = _models(cfg, gen, say)
+        models = _models(cfg, src, say)
     with stage("validate", "validate FP32 / full INT8 / tuned against the reference MC"):
         validation, paired = _validate(cfg, gen, models, say)
     with stage("bench", "bench: every deployment side by side"):
-        bench = run_bench(cfg.model, given=models, settings=cfg.bench, say=say)
+        bench = run_bench(src, given=models, settings=cfg.bench, say=say)
         write_text_atomic(cfg.out_dir / "bench.json", bench.to_json())
         update_markdown(cfg.out_dir / "bench.md", bench)
     tuning = json.loads((cfg.out_dir / "quantize" / "history.json").read_text())
     with stage("report", "report"):
-        (cfg.out_dir / "summary.png").write_bytes(png_bytes(speed_vs_physics(bench), 110))
-        report = write_demo_report(cfg.out_dir / "report.html", bench=bench, times=times, validation=validation,
-                                   paired=paired, tuning=tuning,
-                                   notes=[f"Reference MC: {cfg.n_reference:,} showers, {cfg.energy} GeV.",
-                                          f"Run directory: {cfg.out_dir}."])
+        figures, demo_report = require("caloquant.plotting.figures"), require("caloquant.bench.report")
+        (cfg.out_dir / "summary.png").write_bytes(figures.png_bytes(demo_report.speed_vs_physics(bench), 110))
+        report = demo_report.write_demo_report(
+            cfg.out_dir / "report.html", bench=bench, times=times, validation=validation, paired=paired,
+            tuning=tuning, notes=[f"Reference MC: {cfg.n_reference:,} showers, {cfg.energy} GeV.",
+                                  f"Run directory: {cfg.out_dir}."])
     Console(width=max(160, console.width)).print(rich_table(bench))  # wide even when not a terminal
     table = Table(title=f"demo finished: {report}")
     table.add_column("stage")

@@ -10,8 +10,8 @@ from rich.table import Table
 
 from caloquant._atomic import write_text_atomic
 from caloquant.bench.compare import BenchResult, Row
-from caloquant.bench.machine import describe_markdown
 from caloquant.errors import InputError
+from caloquant.machine import describe_markdown
 
 BEGIN = "<!-- caloquant bench: begin -->"
 END = "<!-- caloquant bench: end -->"

@@ -18,6 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from caloquant.geometry import parse_window
+from caloquant.runtime import measure_throughput, open_generator
+from caloquant.simulate import AngleRange, ShowerSimulator, Spectrum
+
 #: The large batch of the table (column ``ms_per_shower_b128``).
 LARGE_BATCH = 128
 
@@ -37,8 +41,6 @@ def peak_rss_mib() -> float:
 
 def measure_generator(model: str, engine: str, precision: str, seconds: float, cores: int) -> dict[str, Any]:
     """ms/shower at batch 1 and ``LARGE_BATCH`` (one stream), showers/s at ``LARGE_BATCH`` on ``cores`` streams."""
-    from caloquant.runtime import measure_throughput, open_generator
-
     out: dict[str, Any] = {}
     for key, batch, streams in (("b1", 1, 1), ("large", LARGE_BATCH, 1), ("multi", LARGE_BATCH, cores)):
         gen = open_generator(model, engine=engine, precision=precision, batch=batch, streams=streams,
@@ -52,9 +54,6 @@ def measure_generator(model: str, engine: str, precision: str, seconds: float, c
 
 def _mc_rate(energy: tuple[float, float], n: int, seconds: float, barrier: Any = None) -> float:
     """Showers/s of repeated ``simulate`` calls of ``n`` showers after a warm-up (and after ``barrier``)."""
-    from caloquant.geometry import parse_window
-    from caloquant.simulate import AngleRange, ShowerSimulator, Spectrum
-
     sim, spec, angle = ShowerSimulator(parse_window("25x25x25")), Spectrum(*energy), AngleRange(90.0, 90.0)
     sim.simulate(8, spec, angle)  # numba compilation and caches, not timed
     if barrier is not None:

@@ -46,11 +46,11 @@ def generate_cmd(
 ) -> None:
     """Generate showers with a trained generator and write them to HDF5, as `simulate` does with the MC."""
     from caloquant.generate import generate_to_file
-    from caloquant.runtime import open_generator
+    from caloquant.quantize import open_deployed
 
     if cluster is not None:
         from caloquant.cluster import GenerateJob
-        from caloquant.runtime.engines import cpu_count
+        from caloquant.machine import cpu_count
 
         if resume:
             raise InputError("--resume is for a single output file; a --cluster run always continues where it "
@@ -66,7 +66,7 @@ def generate_cmd(
         return
     _sharded.check_unsharded(workers, shards)
 
-    gen = open_generator(model, engine=engine, precision=precision, batch=batch, streams=streams,
+    gen = open_deployed(model, engine=engine, precision=precision, batch=batch, streams=streams,
                          fallback_fp32=fallback_fp32)
     result = generate_to_file(
         output, gen, n, energy, spectrum=spectrum, angle=angle, seed=seed, window=window, layout=fmt,

@@ -44,8 +44,8 @@ def simulate_cmd(
                                "engine) or a file written by caloquant calibrate."),
 ) -> None:
     """Simulate electron showers (GFlash-style reference MC or Geant4) and write them to HDF5."""
+    from caloquant.data.summary import print_summary
     from caloquant.simulate.run import simulate_to_file
-    from caloquant.ui import print_summary
 
     if chunk <= 0:
         raise InputError(f"--chunk must be positive, got {chunk}")
@@ -94,6 +94,6 @@ def merge_cmd(
 
 def info_cmd(path: Path = typer.Argument(..., help="Shower file, shard manifest or directory of shards.")) -> None:
     """Print the layout, window, energy range and physics summary of a shower file or a set of shards."""
-    from caloquant.ui import print_summary
+    from caloquant.data.summary import print_summary
 
     print_summary(path)

@@ -1,4 +1,4 @@
-"""CLI for stage 2: ``caloquant train`` (single process, or data-parallel under torchrun)."""
+"""CLI for stage 3: ``caloquant train`` (single process, or data-parallel under torchrun)."""
 
 from __future__ import annotations
 

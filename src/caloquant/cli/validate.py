@@ -1,4 +1,4 @@
-"""CLI for stage 5: ``validate`` (physics metrics of candidate samples against a reference, JSON + HTML)."""
+"""CLI for stage 7: ``validate`` (physics metrics of candidate samples against a reference, JSON + HTML)."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def validate_cmd(
         reference, candidates, bins=_parse_bins(bins), max_showers=max_showers, names=names,
         options=MetricOptions(n_boot=n_boot, seed=seed, classifier=not no_classifier, legacy=legacy,
                               fpd_batches=fpd_batches),
-        progress=None if quiet else (lambda msg: console.print(f"[dim]validate: {msg}[/dim]")),
+        log=None if quiet else (lambda msg: console.print(f"[dim]validate: {msg}[/dim]")),
     )
     out_console = Console()
     for name, cand in result.candidates.items():

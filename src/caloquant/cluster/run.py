@@ -21,9 +21,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from caloquant._atomic import OutputLock, check_writable_dir, sha256_file
+from caloquant._optional import require
 from caloquant.data.formats import ShowerFile
 from caloquant.data.shards import MANIFEST, Manifest, Shard, plan
 from caloquant.errors import DataFormatError, InputError
+from caloquant.generate.resume import partial_path
+from caloquant.machine import cpu_count
 from caloquant.ui import progress_bar
 
 #: Reruns Dask makes of a shard task that raised (a full or flaky shared disk) before the job fails.
@@ -68,8 +71,6 @@ class ShardedResult:
 
 def default_shards(n: int, workers: int | None) -> int:
     """Four shards per local worker (load balance, cheap reruns), at most ``SHARD_SHOWERS`` showers each."""
-    from caloquant.runtime.engines import cpu_count
-
     return max(1, min(n, max(4 * (workers or cpu_count()), -(-n // SHARD_SHOWERS))))
 
 
@@ -86,14 +87,10 @@ def check_cluster(cluster: str, workers: int | None) -> None:
 @contextlib.contextmanager
 def connect(cluster: str, workers: int | None = None) -> Iterator[Any]:
     """A Dask client: on a new LocalCluster of ``workers`` single-threaded processes, or on a scheduler address."""
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise InputError("--cluster needs dask.distributed: pip install 'caloquant[cluster]'") from None
+    distributed = require("distributed")
+    Client, LocalCluster = distributed.Client, distributed.LocalCluster
     check_cluster(cluster, workers)
     if cluster == "local":
-        from caloquant.runtime.engines import cpu_count
-
         with LocalCluster(n_workers=workers or cpu_count(), threads_per_worker=1, processes=True,
                           dashboard_address=None, silence_logs=logging.ERROR) as lc, Client(lc) as client:
             yield client
@@ -126,8 +123,6 @@ def _load_or_plan(outdir: Path, wanted: Manifest, overwrite: bool) -> tuple[Mani
     path = outdir / MANIFEST
     stored = Manifest.load(path) if path.exists() else None
     if stored is not None and not stored.same_job(wanted):
-        from caloquant.generate.resume import partial_path  # imports the model stack: only when needed
-
         if not overwrite:
             raise InputError(f"{outdir} holds a different {stored.kind} job ({stored.n} showers, seed {stored.seed}, "
                              f"{len(stored.shards)} shards); use another directory or --overwrite")
@@ -152,9 +147,7 @@ def _load_or_plan(outdir: Path, wanted: Manifest, overwrite: bool) -> tuple[Mani
 
 def _write_shard(task: ShardTask, path: str, index: int, start: int, stop: int, topic: str) -> str:
     """Dask task: write one shard, reporting progress as events, and return its sha256."""
-    from distributed import get_worker
-
-    worker = get_worker()
+    worker = require("distributed").get_worker()
     task.write(Path(path), start, stop, lambda k: worker.log_event(topic, (index, k)))
     return sha256_file(path)
 
@@ -212,8 +205,7 @@ def run_sharded(outdir: str | os.PathLike[str], task: ShardTask, shards: int, *,
 def _run(client: Any, task: ShardTask, out: Path, m: Manifest, todo: list[Shard], bar: _Progress,
          on_shard: Callable[[Shard], None] | None) -> None:
     """Submit the shards still to write, record each finished one in the manifest as it completes."""
-    from distributed import as_completed
-
+    as_completed = require("distributed").as_completed
     topic = f"{PROGRESS_TOPIC}-{uuid.uuid4().hex}"
     client.subscribe_topic(topic, bar.event)
     futures = {client.submit(_write_shard, task, str(out / s.file), s.index, s.start, s.stop, topic,

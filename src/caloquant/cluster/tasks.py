@@ -8,6 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from caloquant.generate import generate_to_file, partial_path
+from caloquant.generate import run as generate_run
+from caloquant.quantize import open_deployed
+from caloquant.simulate import run as simulate_run
+
 #: Attributes of a generated shard that define the job (the rest vary per shard or per machine).
 _GENERATE_JOB = ("generator", "model_source", "model_sha256", "precision", "precision_sha256", "engine", "batch",
                  "energy_gev", "spectrum", "angle_deg", "layout", "window")
@@ -31,16 +36,13 @@ class SimulateJob:
     kind: str = "simulate"
 
     def identity(self) -> dict[str, Any]:
-        from caloquant.simulate.run import run_attrs
-
-        attrs = run_attrs(self.n, self.energy, spectrum=self.spectrum, angle=self.angle, window=self.window,
-                          seed=self.seed, layout=self.layout, engine=self.engine, tuning=self.tuning)
+        attrs = simulate_run.run_attrs(self.n, self.energy, spectrum=self.spectrum, angle=self.angle,
+                                       window=self.window, seed=self.seed, layout=self.layout, engine=self.engine,
+                                       tuning=self.tuning)
         return {k: attrs.get(k) for k in _SIMULATE_JOB}
 
     def write(self, path: Path, start: int, stop: int, on_chunk: Callable[[int], None]) -> None:
-        from caloquant.simulate.run import simulate_to_file
-
-        simulate_to_file(path, stop - start, self.energy, spectrum=self.spectrum, angle=self.angle,
+        simulate_run.simulate_to_file(path, stop - start, self.energy, spectrum=self.spectrum, angle=self.angle,
                          window=self.window, seed=self.seed, layout=self.layout, chunk_size=self.chunk,
                          overwrite=True, first=start, on_chunk=on_chunk, engine=self.engine, workers=1,
                          tuning=self.tuning)
@@ -71,16 +73,12 @@ class GenerateJob:
         return _open(self.model, self.engine, self.precision, self.batch, self.streams, self.fallback_fp32)
 
     def identity(self) -> dict[str, Any]:
-        from caloquant.generate.run import run_attrs
-
-        attrs = run_attrs(self._generator(), self.n, self.energy, spectrum=self.spectrum, angle=self.angle,
-                          seed=self.seed, window=self.window, layout=self.layout,
-                          allow_extrapolation=self.allow_extrapolation)
+        attrs = generate_run.run_attrs(self._generator(), self.n, self.energy, spectrum=self.spectrum,
+                                       angle=self.angle, seed=self.seed, window=self.window, layout=self.layout,
+                                       allow_extrapolation=self.allow_extrapolation)
         return {k: attrs[k] for k in _GENERATE_JOB}
 
     def write(self, path: Path, start: int, stop: int, on_chunk: Callable[[int], None]) -> None:
-        from caloquant.generate import generate_to_file, partial_path
-
         generate_to_file(path, self._generator(), stop - start, self.energy, spectrum=self.spectrum, angle=self.angle,
                          seed=self.seed, window=self.window, layout=self.layout, chunk_size=self.chunk,
                          resume=partial_path(path).exists(), overwrite=True,
@@ -93,11 +91,9 @@ _OPENED = threading.local()
 
 def _open(model: str, engine: str, precision: str, batch: str, streams: str, fallback_fp32: bool) -> Any:
     """The compiled generator of this thread for these options, opened on first use."""
-    from caloquant.runtime import open_generator
-
     key = (model, engine, precision, batch, streams, fallback_fp32)
     if getattr(_OPENED, "key", None) != key:
-        _OPENED.generator = open_generator(model, engine=engine, precision=precision, batch=batch, streams=streams,
-                                           fallback_fp32=fallback_fp32)
+        _OPENED.generator = open_deployed(model, engine=engine, precision=precision, batch=batch, streams=streams,
+                                          fallback_fp32=fallback_fp32)
         _OPENED.key = key
     return _OPENED.generator

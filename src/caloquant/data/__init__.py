@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-from caloquant.data.dataset import ShowerDataset, expand_paths
-from caloquant.data.formats import (
-    LAYOUTS,
-    ShowerFile,
-    ShowerSet,
-    ShowerWriter,
-    convert,
-    read_showers,
-    write_showers,
-)
-from caloquant.data.shards import Manifest, ShowerFiles, open_showers
+from caloquant.data.dataset import ShowerDataset
+from caloquant.data.formats import LAYOUTS, ShowerFile, ShowerSet, ShowerWriter, write_showers
+from caloquant.data.shards import Manifest, ShowerFiles, convert, expand_paths, open_showers, read_showers
 
 __all__ = [
     "LAYOUTS",

@@ -2,44 +2,15 @@
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 
 from caloquant.data.formats import ShowerFile, ShowerSet
-from caloquant.data.shards import manifest_path, shard_paths
-from caloquant.errors import DataFormatError, GeometryMismatchError
+from caloquant.data.shards import expand_paths
+from caloquant.errors import GeometryMismatchError
 from caloquant.geometry import Window
-
-
-def expand_paths(sources: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """Files from a mix of file paths, shard manifests (a ``.json`` file or a directory holding
-    ``manifest.json``: its shards in index order), directories (all ``*.h5``/``*.hdf5`` inside) and globs."""
-    items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
-    out: list[Path] = []
-    for item in items:
-        p = Path(item)
-        manifest = manifest_path(p)
-        if manifest is not None:
-            out.extend(shard_paths(manifest))
-        elif p.is_dir():
-            found = sorted([*p.glob("*.h5"), *p.glob("*.hdf5")])
-            if not found:
-                raise DataFormatError(f"{p}: directory contains no .h5 or .hdf5 files")
-            out.extend(found)
-        elif any(c in str(item) for c in "*?["):
-            found = sorted(Path(x) for x in glob.glob(str(item)))
-            if not found:
-                raise DataFormatError(f"{item}: pattern matches no files")
-            out.extend(found)
-        else:
-            out.append(p)
-    if not out:
-        raise DataFormatError("no input files given")
-    return out
 
 
 class ShowerDataset:

@@ -236,14 +236,6 @@ class ShowerFile:
         self.close()
 
 
-def read_showers(path: str | os.PathLike[str], start: int = 0, stop: int | None = None) -> ShowerSet:
-    """Read showers [start, stop) of one file (either layout), or of a shard manifest or folder, into memory."""
-    from caloquant.data.shards import open_showers  # shards imports this module
-
-    with open_showers(path) as f:
-        return f.read(start, stop)
-
-
 class ShowerWriter:
     """Append ShowerSets to an HDF5 file in chunks; the file appears under its name only when closed cleanly.
 
@@ -403,15 +395,3 @@ def write_showers(
     with ShowerWriter(path, showers.window, layout=layout, attrs=attrs) as w:
         w.append(showers)
     return Path(path)
-
-
-def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, layout: str, chunk_size: int = 1000,
-            overwrite: bool = False) -> int:
-    """Copy ``src`` (a file, or a shard manifest / directory: merged in index order) to ``dst`` in ``layout``,
-    chunk by chunk; returns the number of showers."""
-    from caloquant.data.shards import open_showers  # shards imports this module
-
-    with open_showers(src) as f, ShowerWriter(dst, f.window, layout=layout, attrs=f.attrs, overwrite=overwrite) as w:
-        for chunk in f.iter_chunks(chunk_size):
-            w.append(chunk)
-        return w.n

@@ -1,4 +1,5 @@
-"""Sharded outputs: a folder of HDF5 shards plus ``manifest.json``, and reading them back as one sample.
+"""Sharded outputs: a folder of HDF5 shards plus ``manifest.json``, and reading any shower source (a file, a
+shard set, a folder or a glob) back as one sample.
 
 A job of N showers with seed s is cut into S contiguous index ranges; shard k holds showers
 [start_k, stop_k) of the single-process run with seed s (shower i depends only on (s, i)), so the shards
@@ -8,15 +9,16 @@ and per shard its file, index range, seed and the sha256 of the finished file (n
 
 from __future__ import annotations
 
+import glob
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from caloquant._atomic import write_text_atomic
-from caloquant.data.formats import ShowerFile, ShowerSet
+from caloquant.data.formats import ShowerFile, ShowerSet, ShowerWriter
 from caloquant.errors import DataFormatError, GeometryMismatchError, InputError
 
 MANIFEST = "manifest.json"
@@ -187,10 +189,50 @@ class ShowerFiles:
 
 def open_showers(source: str | os.PathLike[str]) -> ShowerFile | ShowerFiles:
     """A shower file, or a manifest / directory of shards / glob opened as one sample in shard order."""
-    from caloquant.data.dataset import expand_paths  # dataset imports this module
-
     p = Path(source)
     if p.is_file() and manifest_path(p) is None:
         return ShowerFile(p)
     return ShowerFiles(expand_paths(source), source)
 
+
+def expand_paths(sources: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Files from a mix of file paths, shard manifests (a ``.json`` file or a directory holding
+    ``manifest.json``: its shards in index order), directories (all ``*.h5``/``*.hdf5`` inside) and globs."""
+    items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        manifest = manifest_path(p)
+        if manifest is not None:
+            out.extend(shard_paths(manifest))
+        elif p.is_dir():
+            found = sorted([*p.glob("*.h5"), *p.glob("*.hdf5")])
+            if not found:
+                raise DataFormatError(f"{p}: directory contains no .h5 or .hdf5 files")
+            out.extend(found)
+        elif any(c in str(item) for c in "*?["):
+            found = sorted(Path(x) for x in glob.glob(str(item)))
+            if not found:
+                raise DataFormatError(f"{item}: pattern matches no files")
+            out.extend(found)
+        else:
+            out.append(p)
+    if not out:
+        raise DataFormatError("no input files given")
+    return out
+
+
+def read_showers(path: str | os.PathLike[str], start: int = 0, stop: int | None = None) -> ShowerSet:
+    """Read showers [start, stop) of one file (either layout), or of a shard manifest or folder, into memory."""
+    with open_showers(path) as f:
+        return f.read(start, stop)
+
+
+def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, layout: str, chunk_size: int = 1000,
+            overwrite: bool = False) -> int:
+    """Copy ``src`` (a file, or a shard manifest / directory: merged in index order) to ``dst`` in ``layout``,
+    chunk by chunk; returns the number of showers."""
+    with open_showers(src) as f, ShowerWriter(dst, f.window, layout=layout, attrs=f.attrs, overwrite=overwrite) as w:
+        for chunk in f.iter_chunks(chunk_size):
+            w.append(chunk)
+        return w.n

@@ -1,4 +1,4 @@
-"""Stage 6 generate: bin-packed multi-stream generation, streamed to resumable HDF5 files."""
+"""Stage 6, generate: bin-packed multi-stream generation, streamed to resumable HDF5 files."""
 
 from caloquant.generate.packing import Packer, Slice, pack
 from caloquant.generate.resume import PartialShowerFile, partial_path

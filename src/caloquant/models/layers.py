@@ -6,6 +6,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from caloquant._optional import require
+
 
 def keras_bn(channels: int, eps: float = 1e-3) -> nn.BatchNorm3d:
     """BatchNorm with Keras defaults (momentum 0.99 means PyTorch momentum 0.01)."""
@@ -22,8 +24,7 @@ class GlobalBatchNorm3d(nn.BatchNorm3d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
+        all_reduce = require("torch.distributed.nn.functional").all_reduce
         dims = [0, 2, 3, 4]
         c = x.shape[1]
         shape = (1, c, 1, 1, 1)

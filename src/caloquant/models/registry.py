@@ -12,28 +12,34 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from caloquant._atomic import sha256_file
+from caloquant._optional import require
 from caloquant.errors import ModelError
-from caloquant.models.gan3d import AngleDiscriminator, AngleGenerator, EcalEnergyDiscriminator, EcalEnergyGenerator
 from caloquant.models.spec import ModelSpec, shower_noise
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 CHECKPOINT_FORMAT = "caloquant-checkpoint-v1"
 
 
 def build_generator(spec: ModelSpec) -> nn.Module:
-    return EcalEnergyGenerator() if spec.arch == "ecal25" else AngleGenerator()
+    """A freshly initialised generator of the spec's architecture."""
+    gan3d = require("caloquant.models.gan3d")
+    return gan3d.EcalEnergyGenerator() if spec.arch == "ecal25" else gan3d.AngleGenerator()
 
 
 def build_discriminator(spec: ModelSpec, dropout: float = 0.2) -> nn.Module:
+    """A freshly initialised discriminator of the spec's architecture."""
+    gan3d = require("caloquant.models.gan3d")
     if spec.arch == "ecal25":
-        return EcalEnergyDiscriminator(power=spec.xpower, dropout=dropout)
-    return AngleDiscriminator(power=spec.xpower, dropout=dropout)
+        return gan3d.EcalEnergyDiscriminator(power=spec.xpower, dropout=dropout)
+    return gan3d.AngleDiscriminator(power=spec.xpower, dropout=dropout)
 
 
 def _weights_dir() -> Path:
@@ -60,6 +66,7 @@ def safe_load(path: str | os.PathLike[str]) -> Any:
     p = Path(path)
     if not p.exists():
         raise ModelError(f"{p}: no such model file")
+    torch = require("torch")
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for truncated/corrupt files
@@ -90,6 +97,12 @@ def _read_card(path: Path, weights: Path) -> dict[str, Any]:
     if not isinstance(card, dict) or not isinstance(card.get("spec"), dict):
         raise ModelError(f"{path}: not a caloquant model card (no 'spec')")
     return card
+
+
+def shipped_recipe(gen: LoadedGenerator) -> Path | None:
+    """The quantization recipe shipped next to the generator's weights (``<name>.recipe.json``), if there is one."""
+    recipe = Path(gen.source).with_suffix(".recipe.json")
+    return recipe if recipe.exists() else None
 
 
 @dataclass
@@ -140,6 +153,7 @@ def load_generator(model: str | os.PathLike[str], *, expect_arch: str | None = N
 def sample_showers(module: nn.Module, spec: ModelSpec, energies: np.ndarray, angles_deg: np.ndarray | None, *,
                    seed: int, batch: int = 256, device: torch.device | str = "cpu") -> np.ndarray:
     """Physical showers (GeV, (N, X, Y, Z)) from a PyTorch generator in eval mode, noise drawn per shower index."""
+    torch = require("torch")
     was_training = module.training
     module.eval()
     noise = shower_noise(seed, np.arange(len(energies)), spec.noise_size)

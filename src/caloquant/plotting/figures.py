@@ -35,7 +35,8 @@ def hep_style() -> Iterator[None]:
         yield
 
 
-def _figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+    """An empty figure of this size (inches) on the Agg canvas, with constrained layout."""
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -56,7 +57,7 @@ def _mean_err(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def profiles(reference: ShowerFeatures, candidates: Named) -> Figure:
     """Mean longitudinal (z) and lateral (x, y) energy profiles with candidate/reference ratio panels."""
     with hep_style():
-        fig = _figure(13, 5)
+        fig = new_figure(13, 5)
         top, bottom = _ratio_axes(fig, 3)
         for k, (axis, attr) in enumerate((("x", "profile_x"), ("y", "profile_y"), ("z (layer)", "profile_z"))):
             r, re = _mean_err(getattr(reference, attr))
@@ -92,7 +93,7 @@ def moments_vs_energy(reference: ShowerFeatures, candidates: Named, bins: Energy
     names = ["mu_x", "mu_y", "mu_z", "sigma2_x", "sigma2_y", "sigma2_z"]
     x = bins.centres[int(bins.include_all):]
     with hep_style():
-        fig = _figure(13, 7)
+        fig = new_figure(13, 7)
         axes = [fig.add_subplot(2, 3, k + 1) for k in range(6)]
         for label, f, style in [("reference", reference, "o"), *[(n, c, "s") for n, c in candidates]]:
             m, e = _binned_means(f, f.moments, bins)
@@ -109,7 +110,7 @@ def sampling_fraction_vs_energy(reference: ShowerFeatures, candidates: Named, bi
     """Mean sampling fraction (visible / primary) per energy bin, with a ratio panel."""
     x = bins.centres[int(bins.include_all):]
     with hep_style():
-        fig = _figure(7, 6)
+        fig = new_figure(7, 6)
         top, bottom = _ratio_axes(fig, 1)
         r, re = _binned_means(reference, reference.sampling_fraction[:, None], bins)
         top[0].errorbar(x, r[:, 0], re[:, 0], fmt="o", color="black", label="reference")
@@ -134,7 +135,7 @@ def feature_histograms(reference: ShowerFeatures, candidates: Named,
     cand_x = [(n, *f.high_level()) for n, f in candidates]
     with hep_style():
         ncol = 4
-        fig = _figure(16, 3.4 * ((len(wanted) + ncol - 1) // ncol))
+        fig = new_figure(16, 3.4 * ((len(wanted) + ncol - 1) // ncol))
         for k, feat in enumerate(wanted):
             ax = fig.add_subplot((len(wanted) + ncol - 1) // ncol, ncol, k + 1)
             j = names.index(feat)
@@ -156,7 +157,7 @@ def cell_spectrum(reference: ShowerFeatures, candidates: Named) -> Figure:
     """Distribution of non-empty cell energies (per shower), log-log, with a ratio panel."""
     centres = np.sqrt(CELL_EDGES[:-1] * CELL_EDGES[1:])
     with hep_style():
-        fig = _figure(7, 6)
+        fig = new_figure(7, 6)
         top, bottom = _ratio_axes(fig, 1)
         r = reference.cell_hist.sum(axis=0) / len(reference)
         top[0].step(centres, r, where="mid", color="black", label="reference")
@@ -181,7 +182,7 @@ def average_images(reference: ShowerFeatures, candidates: Named) -> Figure:
     samples = [("reference", reference), *candidates]
     samples = [(n, f) for n, f in samples if f.image_sum is not None]
     with hep_style():
-        fig = _figure(12, 3.6 * len(samples))
+        fig = new_figure(12, 3.6 * len(samples))
         for row, (name, f) in enumerate(samples):
             img = f.image_sum / len(f)
             for col, (axes, labels) in enumerate((((2,), "xy"), ((1,), "xz"), ((0,), "yz"))):

@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 from caloquant._atomic import atomic_path
+from caloquant._optional import require
 
 
 def _read(path: Path) -> dict[str, list[float]]:
@@ -20,11 +21,8 @@ def _read(path: Path) -> dict[str, list[float]]:
 
 def plot_training(run_dir: str | Path) -> Path:
     """Write ``curves.png`` (losses vs step; moment metric and sampling-fraction error vs step)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    require("matplotlib").use("Agg")
+    plt = require("matplotlib.pyplot")
     run = Path(run_dir)
     losses, metrics = _read(run / "losses.csv"), _read(run / "metrics.csv")
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))

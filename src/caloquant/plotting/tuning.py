@@ -1,9 +1,10 @@
 """The tuning report: speed-vs-degradation scatter with its Pareto front, per-layer sensitivity and latency
-bars, the candidate table and (for generators) physics plots of FP32, tuned, full INT8 and reference MC."""
+bars, the candidate table and (for generators) physics plots of FP32, tuned, full INT8 and reference MC.
+
+It draws the tuner's summary as given (``TuneResult.summary()``, Pareto indices included)."""
 
 from __future__ import annotations
 
-import base64
 import html
 import os
 from collections.abc import Sequence
@@ -13,10 +14,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from caloquant._atomic import write_text_atomic
-from caloquant.plotting.figures import _figure, hep_style, png_bytes
-from caloquant.plotting.report import _CSS
-from caloquant.quantize.search import pareto_front
+from caloquant.plotting.figures import hep_style, new_figure
+from caloquant.plotting.report import figure_html, write_page
 
 
 def scatter(summary: dict[str, Any]) -> Figure:
@@ -25,7 +24,7 @@ def scatter(summary: dict[str, Any]) -> Figure:
     speed = [c["throughput"] for c in cands]
     deg = [c["degradation"] for c in cands]
     with hep_style():
-        fig = _figure(8, 5)
+        fig = new_figure(8, 5)
         ax = fig.add_subplot()
         for c in cands:
             colour = "tab:green" if c["passed"] else "tab:red"
@@ -33,7 +32,7 @@ def scatter(summary: dict[str, Any]) -> Figure:
                         fmt="o", color=colour, ms=5, capsize=2)
             ax.annotate(f"{c['index']} {c['kind']}", (c["throughput"], c["degradation"]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
-        front = pareto_front(speed, deg)
+        front = summary["pareto"]
         ax.plot([speed[i] for i in front], [deg[i] for i in front], "k--", lw=1, label="Pareto front")
         ax.axhline(summary["allowed"], color="tab:orange", lw=1, label="tolerance")
         ax.axhspan(-summary["noise_floor"], summary["noise_floor"], color="grey", alpha=0.2, label="noise floor")
@@ -48,7 +47,7 @@ def layer_bars(layers: Sequence[dict[str, Any]]) -> Figure:
     names = [d["name"] for d in layers]
     x = np.arange(len(names))
     with hep_style():
-        fig = _figure(11, 5)
+        fig = new_figure(11, 5)
         ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
         for k, (key, label) in enumerate((("t_fp32", "FP32"), ("t_int8", "INT8"), ("t_bf16", "BF16"))):
             ax1.bar(x + (k - 1) * 0.27, [1e3 * d[key] for d in layers], 0.27, label=label)
@@ -93,8 +92,7 @@ def write_tuning_report(summary: dict[str, Any], path: str | os.PathLike[str],
     figs = [("Throughput vs metric degradation and its Pareto front (error bar: 95% upper bound)", scatter(summary)),
             ("Per-layer latency and sensitivity", layer_bars(summary["layers"])), *physics]
     extra = "".join(f"<li>{html.escape(k)}: {html.escape(str(v))}</li>" for k, v in summary.get("context", {}).items())
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>caloquant quantize</title><style>{_CSS}"
-             "</style></head><body><h1>caloquant quantize</h1>",
+    parts = ["<h1>caloquant quantize</h1>",
              f"<p>Criterion: {html.escape(summary['criterion'])}; FP32 {html.escape(summary['metric'])} = "
              f"{_fmt(summary['baseline_metric'])} (noise floor {_fmt(summary['noise_floor'])}, bootstrap spread "
              f"of the FP32 value); allowed degradation {_fmt(summary['allowed'])}. A candidate passes when the 95% "
@@ -103,8 +101,5 @@ def write_tuning_report(summary: dict[str, Any], path: str | os.PathLike[str],
              f"{summary['speedup_vs_fp32']:.2f}x, vs full INT8 {summary['speedup_vs_full_int8']:.2f}x</li>"
              f"<li>{len(summary['candidates'])} candidates in {summary['minutes']:.2f} min; stop: "
              f"{html.escape(summary['stop_reason'])}</li>{extra}</ul>", _table(summary)]
-    for title, fig in figs:
-        data = base64.b64encode(png_bytes(fig, dpi)).decode("ascii")
-        parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
-    parts.append("</body></html>")
-    return write_text_atomic(path, "\n".join(parts))
+    parts += [figure_html(title, fig, dpi=dpi) for title, fig in figs]
+    return write_page(path, "caloquant quantize", parts)

@@ -12,8 +12,12 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from caloquant.data.formats import ShowerSet
 from caloquant.models.spec import ModelSpec, shower_noise
 from caloquant.quantize.openvino_backend import as_input
+from caloquant.simulate import simulate
+from caloquant.validate import Comparison, compute_features, resolve_bins
+from caloquant.validate.metrics import bin_average, bootstrap_counts
 
 Infer = Callable[[np.ndarray], np.ndarray]
 
@@ -74,9 +78,6 @@ class PhysicsEvaluator:
 
     def __init__(self, spec: ModelSpec, *, n_showers: int = 2048, n_reference: int = 3000, seed: int = 1,
                  batch: int = 128) -> None:
-        from caloquant.simulate import simulate
-        from caloquant.validate import compute_features, resolve_bins
-
         self.spec = spec
         lo, hi = spec.energy_range
         self.energies = np.random.default_rng([seed, 7]).uniform(lo, hi, n_showers)
@@ -89,9 +90,6 @@ class PhysicsEvaluator:
         self.seed = seed
 
     def outputs(self, infer: Infer) -> Any:
-        from caloquant.data.formats import ShowerSet
-        from caloquant.validate import compute_features
-
         raw = infer(self.inputs)
         return compute_features(ShowerSet(self.spec.to_physical(raw), self.energies, self.theta))
 
@@ -99,24 +97,16 @@ class PhysicsEvaluator:
         return len(outputs)
 
     def _comparison(self, outputs: Any) -> Any:
-        from caloquant.validate import Comparison
-
         return Comparison(self.reference, outputs, self.bins)
 
     def _reference_weights(self, n_boot: int) -> np.ndarray:
-        from caloquant.validate.metrics import bootstrap_counts
-
         return bootstrap_counts(len(self.reference), n_boot, np.random.default_rng([self.seed, n_boot, 11]))
 
     def metric(self, outputs: Any, weights: np.ndarray | None = None) -> np.ndarray:
-        from caloquant.validate.metrics import bin_average
-
         w_ref = None if weights is None else self._reference_weights(len(weights))
         return bin_average(self._comparison(outputs).binned("moments", w_ref, weights))
 
     def details(self, outputs: Any) -> dict[str, float]:
-        from caloquant.validate.metrics import bin_average
-
         return {"sampling_fraction_mre": float(bin_average(self._comparison(outputs).binned("sampling_fraction"))[0])}
 
 

@@ -5,25 +5,23 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from caloquant._optional import require
 from caloquant.errors import InputError, ModelError
+from caloquant.export.files import PRECISION_HINTS
+from caloquant.runtime.throughput import median_seconds
 
 #: OpenVINO op types that NNCF quantizes as weighted layers.
 QUANTIZABLE_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData",
                      "MatMul")
 RANGES = ("minmax", "mean_minmax", "percentile", "mse")
-#: Inference precision of a candidate's non-INT8 computation: the recipe word and the OpenVINO hint. Always set
-#: explicitly: the CPU plugin's default is bf16 wherever the CPU has it, which FP32 candidates must never get.
-FALLBACKS = {"fp32": "f32", "bf16": "bf16"}
 #: NNCF releases [low, high) whose private internals the cached-statistics builds use (PostTrainingQuantization.
 #: _pipeline, the algorithms' _algorithm_key, PatternsManager's pattern getters, find_subgraphs_matching_pattern);
 #: pinned in pyproject.toml. Any other NNCF gets a fresh calibration per build through its public API.
@@ -53,10 +51,8 @@ class Calibration:
 
 def nncf_internals_known() -> bool:
     """Whether the installed NNCF is a release whose private internals the cached-statistics builds were made for."""
-    import nncf
-
     try:
-        version = tuple(int(p) for p in nncf.__version__.split(".")[:2])
+        version = tuple(int(p) for p in require("nncf").__version__.split(".")[:2])
     except ValueError:
         return False
     return NNCF_INTERNALS[0] <= version < NNCF_INTERNALS[1]
@@ -67,50 +63,31 @@ def _quiet_nncf() -> None:
     os.environ.setdefault("NNCF_DISABLE_PROGRESS_BAR", "1")
 
 
-def read_model(model: Any) -> Any:
-    """An ov.Model from an ov.Model, an ONNX file or an OpenVINO IR .xml (one-line ModelError otherwise)."""
-    import openvino as ov
-
-    if isinstance(model, ov.Model):
-        return model
-    p = Path(model)
-    if not p.exists():
-        raise ModelError(f"{p}: no such model file")
-    try:
-        return ov.Core().read_model(str(p))
-    except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses with multi-line text
-        raise ModelError(f"{p}: not a readable ONNX/OpenVINO model ({str(e).splitlines()[0][:120]})") from None
-
-
 def quantizable_layers(model: Any) -> list[str]:
     """Names of the weighted layers NNCF can quantize (convolutions, MatMuls), in execution order."""
     return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in QUANTIZABLE_TYPES]
 
 
 def _advanced(cal: Calibration) -> Any:
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
-    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
-
+    params = require("nncf.quantization.advanced_parameters")
+    RangeEstimatorParametersSet = require("nncf.quantization.range_estimator").RangeEstimatorParametersSet
     estimator = {"minmax": RangeEstimatorParametersSet.MINMAX, "mean_minmax": RangeEstimatorParametersSet.MEAN_MINMAX,
                  "percentile": RangeEstimatorParametersSet.MEAN_QUANTILE,
                  "mse": RangeEstimatorParametersSet.HISTOGRAM}[cal.range]
-    return AdvancedQuantizationParameters(
+    return params.AdvancedQuantizationParameters(
         disable_channel_alignment=True, disable_bias_correction=not cal.bias_correction,
         activations_range_estimator_params=estimator,
-        weights_quantization_params=QuantizationParameters(per_channel=cal.per_channel),
+        weights_quantization_params=params.QuantizationParameters(per_channel=cal.per_channel),
     )
 
 
 def _scope(ignored: Sequence[str]) -> Any:
-    import nncf
-
-    return nncf.IgnoredScope(names=list(ignored)) if ignored else None
+    return require("nncf").IgnoredScope(names=list(ignored)) if ignored else None
 
 
 def _ptq(cal: Calibration, subset_size: int, ignored: Sequence[str]) -> Any:
-    from nncf.quantization.algorithms.post_training.algorithm import PostTrainingQuantization
-
-    return PostTrainingQuantization(subset_size=subset_size, fast_bias_correction=True,
+    ptq = require("nncf.quantization.algorithms.post_training.algorithm").PostTrainingQuantization
+    return ptq(subset_size=subset_size, fast_bias_correction=True,
                                     ignored_scope=_scope(ignored), advanced_parameters=_advanced(cal))
 
 
@@ -157,9 +134,9 @@ def _memoized_patterns(cache: dict[Any, Any]) -> Iterator[None]:
     They depend on the model graph only, never on the ignored scope, yet take most of a build (NNCF 3.4
     rebuilds the patterns and runs subgraph isomorphism for every quantizer setup).
     """
-    import nncf.common.graph.graph as graph_module
-    import nncf.common.insertion_point_graph as ip_module
-    from nncf.common.graph.patterns.manager import PatternsManager
+    graph_module: Any = require("nncf.common.graph.graph")
+    ip_module: Any = require("nncf.common.insertion_point_graph")
+    PatternsManager = require("nncf.common.graph.patterns.manager").PatternsManager
 
     match, hw, ignored = ip_module.find_subgraphs_matching_pattern, PatternsManager.__dict__[
         "get_full_hw_pattern_graph"], PatternsManager.__dict__["get_full_ignored_pattern_graph"]
@@ -196,8 +173,7 @@ class Quantizer:
     """
 
     def __init__(self, model: Any, calibration: Sequence[np.ndarray]) -> None:
-        from nncf.openvino.graph.nncf_graph_builder import GraphConverter
-
+        GraphConverter = require("nncf.openvino.graph.nncf_graph_builder").GraphConverter
         _quiet_nncf()
         self.model = model
         found = quantizable_layers(model)
@@ -237,10 +213,11 @@ class Quantizer:
 
     def _cached(self, ignored: Sequence[str], cal: Calibration) -> Any:
         """PTQ applied with cached statistics; points no earlier build needed are collected now (NNCF 3.4)."""
-        import nncf
-        from nncf.common.tensor_statistics.statistic_point import StatisticPoint, StatisticPointsContainer
-        from nncf.openvino.quantization.quantize_model import compress_quantize_weights_transformation
-        from nncf.quantization.algorithms.pipeline import collect_statistics
+        nncf = require("nncf")
+        points = require("nncf.common.tensor_statistics.statistic_point")
+        StatisticPoint, StatisticPointsContainer = points.StatisticPoint, points.StatisticPointsContainer
+        compress = require("nncf.openvino.quantization.quantize_model").compress_quantize_weights_transformation
+        collect_statistics = require("nncf.quantization.algorithms.pipeline").collect_statistics
 
         alg = _ptq(cal, len(self.calibration), ignored)
         steps = alg._pipeline.pipeline_steps
@@ -269,13 +246,12 @@ class Quantizer:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             q = alg.apply(self.model.clone(), self.graph, statistic_points=stats)
-        compress_quantize_weights_transformation(q)
+        compress(q)
         return q
 
     def _fresh(self, ignored: Sequence[str], cal: Calibration) -> Any:
         """PTQ through NNCF's supported API, calibrating afresh (one-line ModelError when NNCF fails)."""
-        import nncf
-
+        nncf = require("nncf")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -289,26 +265,13 @@ class Quantizer:
 
 def native_bf16() -> bool:
     """Whether this CPU runs BF16 natively (AVX512-BF16 or AMX); elsewhere OpenVINO would only emulate it."""
-    import openvino as ov
-
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-
-
-def set_fallback(model: Any, fallback: str) -> Any:
-    """Record in the model's runtime info the precision its non-INT8 computation was judged in."""
-    if fallback not in FALLBACKS:
-        raise InputError(f"fallback precision must be one of {', '.join(FALLBACKS)}, got {fallback!r}")
-    from caloquant.export import PRECISION_KEY
-
-    model.set_rt_info(FALLBACKS[fallback], PRECISION_KEY)
-    return model
+    return "BF16" in require("openvino").Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def compile_model(model: Any, config: dict[str, Any] | None = None, fallback: str = "fp32") -> Any:
     """Compile on CPU with the non-INT8 computation in ``fallback`` precision (FP32 by default), plus ``config``."""
-    import openvino as ov
-
-    return ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": FALLBACKS[fallback], **(config or {})})
+    config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[fallback], **(config or {})}
+    return require("openvino").Core().compile_model(model, "CPU", config)
 
 
 def batch_runner(compiled: Any, batch: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -332,14 +295,7 @@ def throughput(model: Any, example: np.ndarray, *, seconds: float = 2.0, min_run
                fallback: str = "fp32") -> float:
     """Items per second of one infer request at the example's batch size (median over timed runs)."""
     request = compile_model(model, {"PERFORMANCE_HINT": "LATENCY"}, fallback).create_infer_request()
-    request.infer({0: example})
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < min_runs or time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
-        request.infer({0: example})
-        times.append(time.perf_counter() - t0)
-    return float(len(example) / np.median(times))
+    return len(example) / median_seconds(lambda: request.infer({0: example}), seconds=seconds, min_runs=min_runs)
 
 
 def layer_times(model: Any, layers: Sequence[str], example: np.ndarray, *, runs: int = 3,
@@ -353,10 +309,8 @@ def layer_times(model: Any, layers: Sequence[str], example: np.ndarray, *, runs:
                     consumer = target.get_node().get_friendly_name()
                     if consumer in layers:
                         feeds[op.get_friendly_name()] = consumer
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision, "PERF_COUNT": True,
-                                                      "PERFORMANCE_HINT": "LATENCY"})
+    config = {"INFERENCE_PRECISION_HINT": precision, "PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY"}
+    compiled = require("openvino").Core().compile_model(model, "CPU", config)
     request = compiled.create_infer_request()
     request.infer({0: example})
     totals = dict.fromkeys(layers, 0.0)
@@ -374,18 +328,3 @@ def output_nmse(reference: np.ndarray, approx: np.ndarray) -> float:
     ref = np.asarray(reference, dtype=np.float64)
     den = float(np.sum(ref * ref))
     return float(np.sum((ref - np.asarray(approx, dtype=np.float64)) ** 2) / den) if den > 0 else float("nan")
-
-
-def save_model(model: Any, out_xml: Path, rt_info: dict[str, str] | None = None) -> Path:
-    """Save an IR (no FP16 weight compression), optionally with runtime-info entries (key path 'a/b' -> value)."""
-    import openvino as ov
-
-    from caloquant._atomic import atomic_path
-
-    for key, value in (rt_info or {}).items():
-        model.set_rt_info(value, key.split("/"))
-    with atomic_path(out_xml) as tmp:
-        ov.save_model(model, str(tmp.with_suffix(".xml")), compress_to_fp16=False)
-        tmp.with_suffix(".bin").replace(out_xml.with_suffix(".bin"))
-        tmp.with_suffix(".xml").replace(tmp)
-    return out_xml

@@ -10,22 +10,27 @@ from typing import Any
 
 import numpy as np
 
-from caloquant.bench.machine import isa_identity
+from caloquant import __version__
+from caloquant._optional import require
 from caloquant.errors import InputError, ModelError
-from caloquant.quantize.openvino_backend import FALLBACKS, Calibration, Quantizer, set_fallback
+from caloquant.export.files import PRECISION_HINTS, set_inference_precision
+from caloquant.machine import isa_change_note, isa_identity
+from caloquant.models.registry import LoadedGenerator
+from caloquant.quantize.evaluators import calibration_inputs
+from caloquant.quantize.openvino_backend import Calibration, Quantizer
+from caloquant.quantize.source import ResolvedModel, resolve
 
 FORMAT = "caloquant-quant-recipe-v1"
+#: Calibration set of the GAN workflow: showers, seed, batch (recorded in recipes so replays are identical).
+GAN_CALIBRATION = {"kind": "gan", "n": 512, "seed": 7, "batch": 128}
+#: Most calibration showers a recipe may ask for.
+MAX_CALIBRATION = 100_000
 
 
 def tool_versions() -> dict[str, str]:
     """Versions of the tools that shape the quantized model."""
-    import nncf
-    import openvino as ov
-
-    from caloquant import __version__
-
-    return {"caloquant": __version__, "openvino": ov.get_version(), "nncf": nncf.__version__,
-            "numpy": np.__version__}
+    return {"caloquant": __version__, "openvino": require("openvino").get_version(),
+            "nncf": require("nncf").__version__, "numpy": np.__version__}
 
 
 def make_recipe(*, layers: list[str], int8: list[str], calibration: Calibration, calibration_data: dict[str, Any],
@@ -46,20 +51,9 @@ def make_recipe(*, layers: list[str], int8: list[str], calibration: Calibration,
     }
 
 
-def _isa_words(machine: dict[str, Any]) -> str:
-    caps = ", caps " + ", ".join(f"{k}={v}" for k, v in machine.get("caps", {}).items()) if machine.get("caps") else ""
-    return f"{machine.get('cpu', '?')} ({', '.join(machine.get('isa', [])) or 'no AVX2'}{caps})"
-
-
 def replay_note(recipe: dict[str, Any]) -> str | None:
     """What to say when a recipe is replayed on another ISA than it was tuned on (None on the same ISA)."""
-    tuned, here = recipe.get("machine"), isa_identity()
-    if tuned is None:
-        return (f"the recipe does not record the ISA it was tuned on; re-checking its physics against FP32 on "
-                f"{_isa_words(here)}")
-    if (tuned.get("isa"), tuned.get("caps", {})) == (here["isa"], here["caps"]):
-        return None
-    return f"recipe tuned on {_isa_words(tuned)}, replayed on {_isa_words(here)}: re-checking its physics against FP32"
+    return isa_change_note(recipe.get("machine"))
 
 
 def read_recipe(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -97,11 +91,42 @@ def build(model: Any, recipe: dict[str, Any], calibration: list[np.ndarray], sou
     int8 = [n for n, p in recipe["precision"].items() if p == "int8" and n not in q.skipped]
     fallback = str(recipe.get("fallback", "fp32"))
     odd = sorted({p for p in recipe["precision"].values()} - {"int8", fallback})
-    if fallback not in FALLBACKS or odd:
-        raise InputError(f"recipe precisions must be int8 or one fallback of {', '.join(FALLBACKS)} "
+    if fallback not in PRECISION_HINTS or odd:
+        raise InputError(f"recipe precisions must be int8 or one fallback of {', '.join(PRECISION_HINTS)} "
                          f"(found {', '.join(odd) or fallback})")
     try:
         cal = Calibration(**recipe["calibration"])
     except TypeError as e:
         raise InputError(f"recipe calibration is malformed ({e})") from None
-    return set_fallback(q.build(int8, cal), fallback)
+    return set_inference_precision(q.build(int8, cal), fallback)
+
+
+def gan_calibration(spec: Any, data: dict[str, Any]) -> list[Any]:
+    """Calibration batches of a generator from a recipe's ``calibration_data``."""
+    if not isinstance(data, dict):
+        raise InputError(f"recipe calibration_data must be an object like {GAN_CALIBRATION}, got {str(data)[:60]}")
+    if data.get("kind") != "gan":
+        raise InputError("this recipe was made with user calibration data; pass it as calibration=...")
+    try:
+        n, seed, batch = (int(data[k]) for k in ("n", "seed", "batch"))
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"recipe calibration_data needs integer n, seed and batch, got {str(data)[:80]}") from None
+    if not (0 < n <= MAX_CALIBRATION and 0 < batch):
+        raise InputError(f"recipe calibration_data: n must be 1-{MAX_CALIBRATION} and batch positive, got {data}")
+    return calibration_inputs(spec, n, seed, batch)
+
+
+def apply_recipe(model: str | os.PathLike[str] | LoadedGenerator | ResolvedModel,
+                 recipe: str | os.PathLike[str] | dict[str, Any], calibration: list[Any] | None = None) -> Any:
+    """The recipe's quantized openvino.Model, rebuilt from the FP32 model (a name, path, loaded generator or a
+    model resolved already) after a sha256 check."""
+    r = recipe if isinstance(recipe, dict) else read_recipe(recipe)
+    src = resolve(model)
+    if src.sha256 != r["source_sha256"]:
+        raise ModelError(f"{src.source}: sha256 {src.sha256[:12]}... does not match the recipe's "
+                         f"{str(r['source_sha256'])[:12]}...")
+    if calibration is None:
+        if src.spec is None:
+            raise ModelError(f"{src.source}: not a caloquant generator; pass the recipe's calibration data")
+        calibration = gan_calibration(src.spec, r["calibration_data"])
+    return build(src.model, r, calibration, src.sha256)

@@ -1,44 +1,49 @@
-"""Resolve what the user names as a model (shipped name, checkpoint, ONNX, IR) into an OpenVINO model."""
+"""Resolve what the user names as a model (shipped name, checkpoint, loaded generator, ONNX, IR) into an FP32
+OpenVINO model, once per command: the result is passed on, never resolved again."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from caloquant._atomic import sha256_file
+from caloquant.errors import ModelError
+from caloquant.export.cache import exported
+from caloquant.export.files import read_model, read_spec
+from caloquant.models.registry import LoadedGenerator, load_generator
 from caloquant.models.spec import ModelSpec
 
 
 @dataclass
-class Source:
-    """An FP32 OpenVINO model with its identity; ``spec``/``module`` only for caloquant generators."""
+class ResolvedModel:
+    """An FP32 OpenVINO model, its file and identity; ``spec`` and ``generator`` only for caloquant generators."""
 
     model: Any
+    path: Path
     sha256: str
     source: str
+    name: str  #: what the user called it (a shipped name, a path)
     spec: ModelSpec | None = None
-    module: Any = None
+    generator: LoadedGenerator | None = None
 
 
-def resolve(model: str | os.PathLike[str]) -> Source:
-    """ONNX/.xml paths are read as they are; anything else is loaded as a caloquant generator and exported."""
-    from caloquant.errors import ModelError
-    from caloquant.export.onnx import export_openvino, read_spec
-    from caloquant.models.registry import load_generator, sha256_file
-    from caloquant.quantize.openvino_backend import read_model
-
-    p = Path(model)
-    if p.suffix in (".onnx", ".xml"):
-        ov_model = read_model(p)
-        try:
-            spec: ModelSpec | None = read_spec(p)[0]
-        except ModelError:
-            spec = None
-        return Source(ov_model, sha256_file(p), str(p), spec)
-    gen = load_generator(model)
-    with tempfile.TemporaryDirectory() as d:
-        xml = export_openvino(gen, Path(d) / "fp32.xml")
-        ov_model = read_model(xml)
-    return Source(ov_model, gen.sha256, gen.source, gen.spec, gen.module)
+def resolve(model: str | os.PathLike[str] | LoadedGenerator | ResolvedModel) -> ResolvedModel:
+    """ONNX/.xml paths are read as they are; a generator (loaded, or a name or checkpoint to load) is exported to
+    IR through the model cache. A ``ResolvedModel`` is returned as it is."""
+    if isinstance(model, ResolvedModel):
+        return model
+    if isinstance(model, LoadedGenerator):
+        gen, name = model, model.source
+    else:
+        p = Path(model)
+        if p.suffix in (".onnx", ".xml"):
+            try:
+                spec: ModelSpec | None = read_spec(p)[0]
+            except ModelError:
+                spec = None
+            return ResolvedModel(read_model(p), p, sha256_file(p), str(p), str(p), spec)
+        gen, name = load_generator(model), str(model)
+    xml = exported(gen, ".xml")
+    return ResolvedModel(read_model(xml), xml, gen.sha256, gen.source, name, gen.spec, gen)

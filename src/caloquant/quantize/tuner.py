@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from caloquant.errors import AccuracyNotReachedError, InputError, ModelError
+from caloquant.export.files import read_model, set_inference_precision
 from caloquant.quantize import search
 from caloquant.quantize.evaluators import Evaluator
 from caloquant.quantize.openvino_backend import (
@@ -22,10 +23,10 @@ from caloquant.quantize.openvino_backend import (
     layer_times,
     native_bf16,
     output_nmse,
-    set_fallback,
     throughput,
 )
 from caloquant.quantize.search import Criterion, LayerCost
+from caloquant.validate.metrics import bootstrap_counts
 
 #: Plain min/max ranges, per-channel weights, no bias correction: the TFLite-style full-INT8 baseline.
 BASELINE_CALIBRATION = Calibration("minmax", True, False)
@@ -116,6 +117,8 @@ class TuneResult:
             "speedup_vs_fp32": self.best.throughput / self.fp32.throughput,
             "speedup_vs_full_int8": self.best.throughput / self.full_int8.throughput,
             "candidates": [c.to_dict() for c in self.history], "layers": [r.to_dict() for r in self.layers],
+            "pareto": search.pareto_front([c.throughput for c in self.history],
+                                          [c.degradation for c in self.history]),
             "skipped": self.skipped, "fresh_calibrations": self.fresh_calibrations,
         }
 
@@ -148,8 +151,6 @@ class _Run:
         return len(self.history) < self.max_candidates - keep and time.perf_counter() < self.deadline
 
     def evaluate(self, int8: Sequence[str], cal: Calibration, kind: str, fallback: str = "fp32") -> Candidate:
-        from caloquant.validate.metrics import bootstrap_counts
-
         t0 = time.perf_counter()
         model = self.q.build(list(int8), cal)
         outputs = self.ev.outputs(batch_runner(compile_model(model, fallback=fallback), self.batch))
@@ -198,8 +199,6 @@ def tune(model: Any, calibration: Sequence[np.ndarray], evaluator: Evaluator, *,
 
     Raises AccuracyNotReachedError (carrying the result as ``.result``) when no candidate passes.
     """
-    from caloquant.quantize.openvino_backend import read_model
-
     criterion = criterion or Criterion(higher_is_better=evaluator.higher_is_better)
     if objective not in ("throughput", "latency"):
         raise InputError(f"objective must be 'throughput' or 'latency', got {objective!r}")
@@ -259,7 +258,7 @@ def tune(model: Any, calibration: Sequence[np.ndarray], evaluator: Evaluator, *,
         log(f"no passing INT8 mix beats FP32 on this machine ({best.throughput:.1f} vs {fp32.throughput:.1f} "
             "items/s): FP32 kept")
         best, stop = fp32, f"{stop}; FP32 kept: no passing INT8 mix is faster"
-    final = set_fallback(q.build(best.int8, Calibration(**best.calibration)), best.fallback)
+    final = set_inference_precision(q.build(best.int8, Calibration(**best.calibration)), best.fallback)
     result = TuneResult(final, best, accepted, run.history, [reports[n] for n in layers], criterion,
                         evaluator.name, fp32.metric, fp32.metric_error, allowed, objective, batch,
                         (time.perf_counter() - start) / 60.0, stop,

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from caloquant.errors import InputError
+from caloquant.models.registry import sha256_file
 from caloquant.quantize.evaluators import PerItemEvaluator
 from caloquant.quantize.openvino_backend import as_input, batch_runner, compile_model
 
@@ -41,8 +42,6 @@ class UserData:
 
 def load_data(path: str | os.PathLike[str]) -> UserData:
     """Read DATA.npz: ``x`` (evaluation inputs), optional ``y`` (labels/targets) and ``calib`` (calibration)."""
-    from caloquant.models.registry import sha256_file
-
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such data file")

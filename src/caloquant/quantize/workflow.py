@@ -14,30 +14,28 @@ from typing import Any
 import numpy as np
 
 from caloquant._atomic import OutputLock, check_writable_dir, publish_dir, staging_dir, write_text_atomic
+from caloquant._optional import require
 from caloquant.errors import AccuracyNotReachedError, InputError, ModelError
-from caloquant.quantize import GAN_CALIBRATION, apply_recipe, gan_calibration
+from caloquant.export.files import model_meta, save_ir
+from caloquant.models.registry import LoadedGenerator
 from caloquant.quantize import recipe as rec
+from caloquant.quantize import userdata
 from caloquant.quantize.evaluators import PhysicsEvaluator
-from caloquant.quantize.openvino_backend import Calibration, save_model
+from caloquant.quantize.openvino_backend import Calibration
+from caloquant.quantize.recipe import GAN_CALIBRATION, apply_recipe, gan_calibration
 from caloquant.quantize.search import Criterion
-from caloquant.quantize.source import Source, resolve
+from caloquant.quantize.source import ResolvedModel, resolve
 from caloquant.quantize.tuner import TuneResult, tune
+from caloquant.runtime.generator import open_generator
+from caloquant.runtime.throughput import median_seconds
 
 
 def torch_throughput(module: Any, example: np.ndarray, *, seconds: float = 2.0, min_runs: int = 3) -> float:
     """Items per second of the PyTorch FP32 module at the example's batch size (median over timed runs)."""
-    import torch
-
+    torch = require("torch")
     x = torch.from_numpy(example)
-    times: list[float] = []
     with torch.inference_mode():
-        module(x)
-        start = time.perf_counter()
-        while len(times) < min_runs or time.perf_counter() - start < seconds:
-            t0 = time.perf_counter()
-            module(x)
-            times.append(time.perf_counter() - t0)
-    return float(len(example) / np.median(times))
+        return len(example) / median_seconds(lambda: module(x), seconds=seconds, min_runs=min_runs)
 
 
 #: Name of the model a failed tune writes for inspection (with recipe.rejected.json): never ``model.xml``,
@@ -45,19 +43,14 @@ def torch_throughput(module: Any, example: np.ndarray, *, seconds: float = 2.0, 
 REJECTED = "model.rejected.xml"
 
 
-def _save(model: Any, out: Path, src: Source, *, accepted: bool = True) -> None:
-    """Write the model (``model.xml``, or ``REJECTED`` when it failed the criterion) and its spec sidecar."""
-    meta = json.dumps({"spec": src.spec.to_dict() if src.spec else None, "source": src.source,
-                       "source_sha256": src.sha256, "precision": "int8-mixed" if accepted else "rejected",
-                       "accepted": accepted})
-    xml = out / ("model.xml" if accepted else REJECTED)
-    save_model(model, xml, {"caloquant/meta": meta})
-    write_text_atomic(xml.with_suffix(".spec.json"), json.dumps(json.loads(meta), indent=2))
+def _save(model: Any, out: Path, src: ResolvedModel, *, accepted: bool = True) -> None:
+    """Write the model (``model.xml``, or ``REJECTED`` when it failed the criterion) with its metadata."""
+    save_ir(model, out / ("model.xml" if accepted else REJECTED), model_meta(
+        src.spec, src.source, src.sha256, precision="int8-mixed" if accepted else "rejected", accepted=accepted))
 
 
 def _physics_figures(ev: PhysicsEvaluator, result: TuneResult) -> list[tuple[str, Any]]:
-    from caloquant.plotting import figures
-
+    figures = require("caloquant.plotting.figures")
     cands = [("FP32", result.outputs["fp32"]), ("tuned", result.outputs["tuned"]),
              ("full INT8", result.outputs["full-int8"])]
     return [("Profiles: reference MC vs FP32, tuned, full INT8", figures.profiles(ev.reference, cands)),
@@ -71,7 +64,8 @@ OUTPUTS = ("model.xml", "model.bin", "model.spec.json", REJECTED, Path(REJECTED)
            "report.html")
 
 
-def quantize_generator(model: str | os.PathLike[str], outdir: str | os.PathLike[str], *,
+def quantize_generator(model: str | os.PathLike[str] | LoadedGenerator | ResolvedModel,
+                       outdir: str | os.PathLike[str], *,
                        recipe: str | os.PathLike[str] | None = None, criterion: Criterion | None = None,
                        max_candidates: int = 12, max_minutes: float = 10.0, batch: int = 128,
                        n_showers: int = 2048, n_reference: int = 3000, seed: int = 1, overwrite: bool = False,
@@ -113,7 +107,8 @@ def _into(outdir: str | os.PathLike[str], overwrite: bool, work: Callable[[Path]
         return summary
 
 
-def _quantize(model: str | os.PathLike[str], out: Path, *, recipe: str | os.PathLike[str] | None,
+def _quantize(model: str | os.PathLike[str] | LoadedGenerator | ResolvedModel, out: Path, *,
+              recipe: str | os.PathLike[str] | None,
               criterion: Criterion | None, max_candidates: int, max_minutes: float, batch: int, n_showers: int,
               n_reference: int, seed: int, log: Any) -> dict[str, Any]:
     """``quantize_generator`` into the staging folder ``out``."""
@@ -123,15 +118,13 @@ def _quantize(model: str | os.PathLike[str], out: Path, *, recipe: str | os.Path
                          "--data DATA.npz --metric accuracy|mse|PATH.py:FUNC")
     if recipe is not None:
         r = rec.read_recipe(recipe)
-        built = apply_recipe(model, r)
+        built = apply_recipe(src, r)
         _save(built, out, src)
         write_text_atomic(out / "recipe.json", json.dumps(r, indent=2))
         note = rec.replay_note(r)
-        if note is not None and src.module is not None:  # FP32 PyTorch reference at hand: judge it here
-            from caloquant.runtime import open_generator
-
+        if note is not None and src.generator is not None:  # FP32 PyTorch reference at hand: judge it here
             log(note)
-            check = open_generator(model, precision=str(out / "model.xml"), streams=1).check
+            check = open_generator(src.generator, precision=str(out / "model.xml"), streams=1).check
             log(f"physics re-checked: {check.describe() if check else 'fp32'}: pass")
         return r
     t0 = time.perf_counter()
@@ -147,8 +140,8 @@ def _quantize(model: str | os.PathLike[str], out: Path, *, recipe: str | os.Path
     context: dict[str, Any] = {"evaluation showers": n_showers, "reference-MC showers": n_reference,
                                "evaluator setup (MC + features) s": round(setup_s, 1),
                                "CPU cores": os.cpu_count()}
-    if src.module is not None:
-        pt = torch_throughput(src.module, ev.inputs[:batch])
+    if src.generator is not None:
+        pt = torch_throughput(src.generator.module, ev.inputs[:batch])
         summary["pytorch_fp32_throughput"] = pt
         summary["speedup_vs_pytorch_fp32"] = result.best.throughput / pt
         context["PyTorch FP32 items/s"] = round(pt, 1)
@@ -159,7 +152,7 @@ def _quantize(model: str | os.PathLike[str], out: Path, *, recipe: str | os.Path
     return _write(out, src, result, summary, GAN_CALIBRATION, failure, _physics_figures(ev, result))
 
 
-def _write(out: Path, src: Source, result: TuneResult, summary: dict[str, Any], calibration_data: dict[str, Any],
+def _write(out: Path, src: ResolvedModel, result: TuneResult, summary: dict[str, Any], calibration_data: dict[str, Any],
            failure: AccuracyNotReachedError | None, figures: list[tuple[str, Any]]) -> dict[str, Any]:
     """Write the tuned model, its recipe (``recipe.rejected.json`` on failure), history and report; re-raise."""
     r = rec.make_recipe(layers=[lr.name for lr in result.layers], int8=result.best.int8,
@@ -171,9 +164,7 @@ def _write(out: Path, src: Source, result: TuneResult, summary: dict[str, Any], 
     _save(result.model, out, src, accepted=failure is None)
     write_text_atomic(out / ("recipe.json" if failure is None else "recipe.rejected.json"), json.dumps(r, indent=2))
     write_text_atomic(out / "history.json", json.dumps(summary, indent=2, default=float))
-    from caloquant.plotting.tuning import write_tuning_report
-
-    write_tuning_report(summary, out / "report.html", figures)
+    require("caloquant.plotting.tuning").write_tuning_report(summary, out / "report.html", figures)
     if failure is not None:
         raise failure
     return summary
@@ -196,8 +187,6 @@ def _quantize_onnx(model: str | os.PathLike[str], data: str | os.PathLike[str], 
                    tolerance: float, relative: bool, max_candidates: int, max_minutes: float, batch: int,
                    log: Any) -> dict[str, Any]:
     """``quantize_onnx`` into the staging folder ``out``."""
-    from caloquant.quantize import userdata
-
     if Path(model).suffix not in (".onnx", ".xml"):
         raise ModelError(f"{model}: --onnx takes an ONNX (.onnx) or OpenVINO IR (.xml) model")
     src = resolve(model)

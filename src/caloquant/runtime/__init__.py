@@ -1,8 +1,9 @@
-"""Stage 6 runtime: one Generator interface over PyTorch eager, OpenVINO and ONNX Runtime engines."""
+"""Stage 6, runtime: one Generator interface over PyTorch eager, OpenVINO and ONNX Runtime engines."""
 
+from caloquant.export.cache import cache_dir
 from caloquant.runtime.engines import ENGINES, Engine, OnnxRuntimeEngine, OpenVINOEngine, TorchEngine
-from caloquant.runtime.generator import PRECISIONS, Generator, cache_dir, describe, open_generator
-from caloquant.runtime.throughput import Throughput, measure_throughput, peak_rss_mib
+from caloquant.runtime.generator import PRECISIONS, Generator, describe, open_generator
+from caloquant.runtime.throughput import Throughput, measure_throughput, median_seconds, peak_rss_mib
 
 __all__ = [
     "ENGINES",
@@ -16,6 +17,7 @@ __all__ = [
     "cache_dir",
     "describe",
     "measure_throughput",
+    "median_seconds",
     "open_generator",
     "peak_rss_mib",
 ]

@@ -8,7 +8,6 @@ on how many streams run or in which order batches complete.
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,14 +16,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from caloquant._optional import require
 from caloquant.errors import InputError, ModelError
+from caloquant.export.files import PRECISION_HINTS, inference_hint
+from caloquant.machine import cpu_count
 from caloquant.models.spec import ModelSpec
 
 ENGINES = ("openvino", "torch", "onnxruntime")
-
-#: OpenVINO CPU precision hints per --precision word. FP32 must be explicit: on CPUs without native BF16
-#: OpenVINO 2026 still defaults to a bf16 hint on some parts, which costs about 1 % per cell.
-OV_HINTS = {"fp32": "f32", "bf16": "bf16"}
 
 #: Completion callback: the raw output of a batch, or the exception that stopped it.
 Done = Callable[[np.ndarray | BaseException], None]
@@ -71,14 +69,6 @@ def pad_batch(latent: np.ndarray, batch: int) -> np.ndarray:
     return out
 
 
-def cpu_count() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 class _ThreadedEngine(ABC):
     """Asynchronous ``submit`` for engines with a thread-safe synchronous ``infer`` (torch, ONNX Runtime)."""
 
@@ -118,8 +108,7 @@ class TorchEngine(_ThreadedEngine):
     name = "torch"
 
     def __init__(self, module: Any, spec: ModelSpec, *, batch: int, streams: int = 1, precision: str = "fp32") -> None:
-        import torch
-
+        torch = require("torch")
         if precision != "fp32":
             raise InputError(f"engine torch runs fp32 only, not {precision!r} (use --engine openvino)")
         self.module, self.spec, self.batch, self.streams, self.precision = module.eval(), spec, batch, streams, precision
@@ -129,8 +118,7 @@ class TorchEngine(_ThreadedEngine):
 
     def infer(self, latent: np.ndarray) -> np.ndarray:
         """Raw output of up to ``batch`` rows (padded to ``batch``)."""
-        import torch
-
+        torch = require("torch")
         n = latent.shape[0]
         with torch.inference_mode():
             return self.module(torch.from_numpy(pad_batch(latent, self.batch))).numpy()[:n]
@@ -143,10 +131,7 @@ class OnnxRuntimeEngine(_ThreadedEngine):
 
     def __init__(self, onnx_path: Path, spec: ModelSpec, *, batch: int, streams: int = 1,
                  precision: str = "fp32") -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise ModelError("engine onnxruntime needs the onnxruntime package (pip install onnxruntime)") from None
+        ort = require("onnxruntime")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, cpu_count() // streams)
         opts.inter_op_num_threads = 1
@@ -171,10 +156,7 @@ class OpenVINOEngine:
 
     def __init__(self, model_xml: Path, spec: ModelSpec, *, batch: int, streams: int | None = None,
                  precision: str = "fp32") -> None:
-        import openvino as ov
-
-        from caloquant.export import inference_hint
-
+        ov = require("openvino")
         self._core = core = ov.Core()  # kept alive with the compiled model and its frontend libraries
         try:
             model = core.read_model(str(model_xml))
@@ -183,7 +165,7 @@ class OpenVINOEngine:
         model.reshape({model.inputs[0].any_name: [batch, spec.latent_size]})
         config: dict[str, Any] = {"PERFORMANCE_HINT": "THROUGHPUT"}
         # a quantized IR runs in the precision the tuner judged it in (f32 unless its rt_info says bf16)
-        config["INFERENCE_PRECISION_HINT"] = OV_HINTS.get(precision) or inference_hint(model)
+        config["INFERENCE_PRECISION_HINT"] = PRECISION_HINTS.get(precision) or inference_hint(model)
         if streams is not None:
             config["NUM_STREAMS"] = streams
         self.compiled = core.compile_model(model, "CPU", config)

@@ -6,33 +6,25 @@ a shower does not depend on the stream count, and depends on the batch size only
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from caloquant import __version__
+from caloquant._atomic import sha256_file
 from caloquant.data.formats import ShowerSet
 from caloquant.errors import GeometryMismatchError, InputError, ModelError, PrecisionError
-from caloquant.models.registry import LoadedGenerator, load_generator, sha256_file
+from caloquant.export.cache import exported, int8_entry, is_complete
+from caloquant.export.files import read_meta, read_model, read_spec
+from caloquant.machine import cpu_count, isa_change_note
+from caloquant.models.registry import LoadedGenerator, load_generator
 from caloquant.models.spec import ModelSpec, shower_noise
-from caloquant.runtime.engines import (
-    ENGINES,
-    Done,
-    Engine,
-    OnnxRuntimeEngine,
-    OpenVINOEngine,
-    TorchEngine,
-    cpu_count,
-)
+from caloquant.runtime.engines import ENGINES, Done, Engine, OnnxRuntimeEngine, OpenVINOEngine, TorchEngine
 from caloquant.runtime.precision_check import PrecisionCheck, guard, log
-from caloquant.ui import warn
 
 PRECISIONS = ("fp32", "bf16", "int8")
 #: Batch used by ``batch="auto"``, per engine (docs/benchmarks.md, "Generation").
@@ -120,88 +112,20 @@ class Generator:
         return ShowerSet(ecal, energies, np.radians(angles))
 
 
-def cache_dir() -> Path:
-    """Where exported and INT8 models are cached: $CALOQUANT_CACHE_DIR, else ~/.cache/caloquant."""
-    env = os.environ.get("CALOQUANT_CACHE_DIR")
-    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "caloquant"
-    base.mkdir(parents=True, exist_ok=True)
-    return base
-
-
-#: File in every cache entry listing the sha256 of its other files.
-MANIFEST = "sha256.json"
-
-
-def _digests(folder: Path) -> dict[str, str]:
-    return {f.name: sha256_file(f) for f in sorted(folder.iterdir()) if f.is_file() and f.name != MANIFEST}
-
-
-def _cached(entry: Path, build: Callable[[Path], None]) -> Path:
-    """The cache folder ``entry``, verified against its sha256 manifest; built by ``build(folder)`` when missing,
-    and rebuilt (with a one-line warning) when incomplete, truncated or modified."""
-    if entry.exists():
-        try:
-            if json.loads((entry / MANIFEST).read_text()) == _digests(entry):
-                return entry
-        except (OSError, ValueError):
-            pass
-        warn(f"cache entry {entry} is incomplete or was modified; rebuilding it")
-        shutil.rmtree(entry, ignore_errors=True)
-    tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")  # complete folders only, then rename
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        build(tmp)
-        (tmp / MANIFEST).write_text(json.dumps(_digests(tmp), indent=2))
-        tmp.replace(entry)
-    except OSError:
-        if not entry.exists():  # not another process caching it first: a real failure
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return entry
-
-
-def _exported(gen: LoadedGenerator, suffix: str) -> Path:
-    """The generator exported to IR (``.xml``) or ONNX, cached under its sha256 and the caloquant version."""
-    from caloquant.export import export_onnx, export_openvino
-
-    export = export_openvino if suffix == ".xml" else export_onnx
-    entry = cache_dir() / "export" / f"{gen.sha256}-{__version__}-{suffix[1:]}"
-    return _cached(entry, lambda d: export(gen, d / f"model{suffix}")) / f"model{suffix}"
-
-
-def _int8_model(gen: LoadedGenerator, model: str) -> tuple[Path, str]:
-    """The tuner's INT8 IR for this model, built from its shipped recipe once and cached."""
-    hint = (f"no INT8 model for {model}: run `caloquant quantize --model {model} -o DIR` "
-            "and pass --precision DIR/model.xml")
-    recipe = Path(gen.source).with_suffix(".recipe.json")  # shipped next to the weights
-    if not recipe.exists():
-        raise ModelError(hint)
-    try:
-        from caloquant.quantize import apply_recipe
-    except ImportError:
-        raise ModelError(hint) from None
-    import openvino as ov
-
-    recipe_sha = sha256_file(recipe)
-
-    def build(folder: Path) -> None:
-        meta = {"spec": gen.spec.to_dict(), "source": gen.source, "source_sha256": gen.sha256,
-                "recipe": str(recipe), "recipe_sha256": recipe_sha}
-        ov_model = apply_recipe(model, recipe)
-        ov_model.set_rt_info(json.dumps(meta), ["caloquant", "meta"])
-        ov.save_model(ov_model, str(folder / "model.xml"), compress_to_fp16=False)
-        (folder / "model.spec.json").write_text(json.dumps(meta, indent=2))
-
-    entry = _cached(cache_dir() / "int8" / f"{gen.sha256[:16]}-{recipe_sha[:16]}", build)
-    return entry / "model.xml", recipe_sha
+def _shipped_int8(gen: LoadedGenerator) -> tuple[Path, str, str | None]:
+    """The prebuilt INT8 IR of the recipe shipped with the weights, its recipe's sha256 and what to log when the
+    recipe was tuned on another ISA (``caloquant.quantize.shipped_int8`` builds it)."""
+    entry = int8_entry(gen)[1]
+    if not is_complete(entry):
+        raise ModelError(f"the INT8 model of {gen.source} is not built yet: build it from the shipped recipe with "
+                         "caloquant.quantize.shipped_int8 (`caloquant generate --precision int8` does)")
+    xml = entry / "model.xml"
+    meta = read_meta(xml)
+    return xml, str(meta["recipe_sha256"]), isa_change_note(meta.get("tuned_on"))
 
 
 def _tuned_model(gen: LoadedGenerator, path: Path, engine: str) -> None:
     """Check that a tuned IR/ONNX file was made from this model and fits the engine."""
-    from caloquant.export import read_spec
-
     if not path.exists():
         raise ModelError(f"{path}: no such tuned model file (--precision takes fp32, bf16, int8 or a path)")
     if path.suffix not in (".xml", ".onnx"):
@@ -210,8 +134,6 @@ def _tuned_model(gen: LoadedGenerator, path: Path, engine: str) -> None:
         raise ModelError(f"{path}: an OpenVINO IR runs on --engine openvino, not {engine}")
     if engine == "torch":
         raise ModelError(f"{path}: an ONNX model runs on --engine onnxruntime or openvino, not torch")
-    from caloquant.quantize.openvino_backend import read_model
-
     read_model(path)  # a one-line ModelError when the file is not a readable model
     spec, meta = read_spec(path)
     if meta.get("accepted") is False:
@@ -258,8 +180,9 @@ def open_generator(model: str | os.PathLike[str] | LoadedGenerator, *, engine: s
                    streams: int | str = "auto", fallback_fp32: bool = False, check: bool = True) -> Generator:
     """Load a model (shipped name or checkpoint) and compile it on an engine at a precision.
 
-    ``precision`` is fp32, bf16 (OpenVINO hint; emulated on CPUs without native BF16), int8 (the shipped
-    tuner recipe) or the path of a tuned OpenVINO ``.xml`` / QDQ ``.onnx`` made from the same weights.
+    ``precision`` is fp32, bf16 (OpenVINO hint; emulated on CPUs without native BF16), int8 (the INT8 IR of the
+    shipped tuner recipe, prebuilt by ``caloquant.quantize.shipped_int8``) or the path of a tuned OpenVINO
+    ``.xml`` / QDQ ``.onnx`` made from the same weights.
     ``streams``: ``auto`` lets OpenVINO's throughput hint choose; torch and ONNX Runtime use 1 by default.
     Any precision but fp32 is checked against FP32 once per machine (``runtime.precision_check``): a
     deviation raises PrecisionError, or with ``fallback_fp32`` logs it and compiles FP32 instead.
@@ -267,7 +190,6 @@ def open_generator(model: str | os.PathLike[str] | LoadedGenerator, *, engine: s
     full-INT8 baseline that demo and bench judge next to the tuned model), never for production files.
     """
     gen = model if isinstance(model, LoadedGenerator) else load_generator(model)
-    name = str(model.source if isinstance(model, LoadedGenerator) else model)
     word = str(precision)
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
@@ -284,14 +206,11 @@ def open_generator(model: str | os.PathLike[str] | LoadedGenerator, *, engine: s
     elif engine == "onnxruntime":
         if word != "fp32":
             raise InputError(f"engine onnxruntime runs fp32 or a QDQ .onnx path, not {word!r}")
-        compiled = _exported(gen, ".onnx")
+        compiled = exported(gen, ".onnx")
     elif word == "int8":
-        compiled, precision_sha = _int8_model(gen, name)
-        from caloquant.quantize.recipe import replay_note
-
-        note = replay_note(json.loads(Path(gen.source).with_suffix(".recipe.json").read_text()))
+        compiled, precision_sha, note = _shipped_int8(gen)
     else:
-        compiled = _exported(gen, ".xml")
+        compiled = exported(gen, ".xml")
     if engine == "openvino":
         eng: Engine = OpenVINOEngine(compiled, gen.spec, batch=b, streams=k, precision=word)
     else:
@@ -302,7 +221,8 @@ def open_generator(model: str | os.PathLike[str] | LoadedGenerator, *, engine: s
     identity = {"model_sha256": gen.sha256, "precision": word if word in PRECISIONS else "file",
                 "precision_sha256": precision_sha, "engine": engine, "batch": b}
     try:
-        out.check = guard(out, gen.module, identity, note=note)
+        out.check = guard(out, lambda: Generator(TorchEngine(gen.module, gen.spec, batch=b), gen.sha256, gen.source),
+                          identity, note=note)
     except PrecisionError as e:
         if not fallback_fp32:
             raise

@@ -13,15 +13,22 @@ acceptance test: that is the tuner's statistical criterion (docs/quantization.md
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from caloquant import __version__
+from caloquant._atomic import write_text_atomic
 from caloquant.data.formats import ShowerSet
 from caloquant.errors import PrecisionError
+from caloquant.export.cache import cache_dir
+from caloquant.machine import isa_identity
+from caloquant.validate import compute_features
 
 log = logging.getLogger("caloquant")
 
@@ -70,8 +77,6 @@ def check_inputs(energy_range: tuple[float, float]) -> np.ndarray:
 
 def _means(showers: ShowerSet) -> tuple[float, np.ndarray]:
     """Batch-mean visible energy and 3DGAN moments (NaN where the showers are not finite)."""
-    from caloquant.validate import compute_features
-
     if not np.all(np.isfinite(showers.ecal)):
         return float("nan"), np.full(6, np.nan)
     feats = compute_features(showers)
@@ -93,11 +98,6 @@ def compare(precision: str, showers: ShowerSet, reference: ShowerSet) -> Precisi
 
 def check_key(identity: dict[str, Any]) -> str:
     """Cache key of a check: a hash of the model/precision/engine identity, the machine's ISA and versions."""
-    import importlib.metadata
-
-    from caloquant import __version__
-    from caloquant.bench.machine import isa_identity
-
     versions = {}
     for pkg in ("openvino", "onnxruntime", "torch"):
         try:
@@ -109,17 +109,13 @@ def check_key(identity: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def guard(generator: Any, module: Any, identity: dict[str, Any], *, note: str | None = None) -> PrecisionCheck:
-    """Check ``generator`` (reduced precision) against the FP32 torch ``module`` once per machine.
+def guard(generator: Any, reference: Callable[[], Any], identity: dict[str, Any], *,
+          note: str | None = None) -> PrecisionCheck:
+    """Check ``generator`` (reduced precision) against the FP32 PyTorch generator ``reference()`` once per machine.
 
     ``identity`` names the model, precision and engine (it is part of the cache key); ``note`` is logged when
     the check runs (e.g. that a recipe was tuned on another ISA). Raises PrecisionError when it fails.
     """
-    from caloquant._atomic import write_text_atomic
-    from caloquant.bench.machine import isa_identity
-    from caloquant.runtime.engines import TorchEngine
-    from caloquant.runtime.generator import Generator, cache_dir
-
     path = cache_dir() / "precision-checks" / f"{check_key(identity)}.json"
     if path.exists():
         try:
@@ -130,9 +126,8 @@ def guard(generator: Any, module: Any, identity: dict[str, Any], *, note: str | 
             pass  # unreadable or from an older layout: check again
     if note:
         log.warning("caloquant: %s", note)
-    spec, batch = generator.spec, generator.engine.batch
-    energies = check_inputs(spec.energy_range)
-    fp32 = Generator(TorchEngine(module, spec, batch=batch), generator.model_sha256, generator.source)
+    energies = check_inputs(generator.spec.energy_range)
+    fp32 = reference()
     result = compare(generator.engine.precision, generator.generate(energies, seed=CHECK_SEED),
                      fp32.generate(energies, seed=CHECK_SEED))
     if not result.passed:

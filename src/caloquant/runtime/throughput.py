@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -37,6 +38,18 @@ class Throughput:
     def to_dict(self) -> dict[str, Any]:
         """Fields plus the derived rates (for JSON tables)."""
         return {**asdict(self), "showers_per_s": self.showers_per_s, "ms_per_shower": self.ms_per_shower}
+
+
+def median_seconds(run: Callable[[], object], *, seconds: float = 2.0, min_runs: int = 3) -> float:
+    """Median wall time of ``run()`` over at least ``min_runs`` calls and ``seconds``, after one untimed call."""
+    run()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_runs or time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
 
 
 def peak_rss_mib() -> float:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from caloquant._optional import require
 from caloquant.data.formats import ShowerSet
 from caloquant.errors import InputError, SimulationError
 from caloquant.geometry import CLIC_ECAL, Calorimeter, Window
@@ -46,7 +47,7 @@ def available() -> bool:
     return importlib.util.find_spec("geant4_pybind") is not None
 
 
-def require() -> None:
+def check_available() -> None:
     """Raise a one-line InputError when geant4-pybind is missing."""
     if not available():
         raise InputError("--engine geant4 needs geant4-pybind: pip install 'caloquant[geant4]'")
@@ -93,9 +94,7 @@ def _worker(env: dict[str, str], log: str, cal: Calorimeter, window: Window, tas
     code = 0
     try:
         _enter_child(env, log)
-        from caloquant.simulate.g4app import Application
-
-        app = Application(cal, window)
+        app = require("caloquant.simulate.g4app").Application(cal, window)
         while (task := tasks.get()) is not None:
             start, prim = task
             results.put((start, app.showers(prim)))
@@ -113,9 +112,7 @@ def _build(env: dict[str, str], log: str, root: str, zs: list[int]) -> None:
     code = 0
     try:
         _enter_child(env, log)
-        from caloquant.simulate.g4app import sandia_coefficients
-
-        g4data.build(Path(root), zs, sandia_coefficients)
+        g4data.build(Path(root), zs, require("caloquant.simulate.g4app").sandia_coefficients)
     except BaseException:
         code = 1
     finally:
@@ -156,7 +153,7 @@ class Geant4Simulator:
     source: g4data.DataSource = field(default_factory=g4data.resolve)
 
     def __post_init__(self) -> None:
-        require()
+        check_available()
         if self.workers < 0:
             raise InputError(f"--workers must be positive, got {self.workers}")
         self.workers = self.workers or os.cpu_count() or 1

@@ -5,19 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from caloquant._atomic import deferred_signals
 from caloquant.data import LAYOUTS, ShowerWriter
 from caloquant.errors import InputError, Interrupted
 from caloquant.geometry import Window, parse_window
+from caloquant.simulate import g4data, geant4
 from caloquant.simulate.engine import AngleRange, ShowerSimulator, Spectrum, check_count, parse_range
-from caloquant.simulate import g4data
 from caloquant.simulate.tuning import GFlashTuning, load_tuning
 from caloquant.ui import progress_bar, warn
-
-if TYPE_CHECKING:
-    from caloquant.simulate.geant4 import Geant4Simulator
 
 
 def run_attrs(n: int, energy: str | float | tuple[float, float], *, spectrum: str = "uniform",
@@ -93,15 +90,13 @@ def simulate_to_file(
 
 
 def _engine(engine: str, window: Window, workers: int, tuning: GFlashTuning | str | None = None
-            ) -> tuple[ShowerSimulator | Geant4Simulator, dict[str, Any]]:
+            ) -> tuple[ShowerSimulator | geant4.Geant4Simulator, dict[str, Any]]:
     """The simulator for ``engine`` and the attributes every file it writes records."""
     _generator_name(engine)  # checks the name
     if engine == "gflash":
         return ShowerSimulator(window, tuning=_tuning(tuning)), {}
     if tuning is not None and str(tuning) != "none":
         raise InputError("--tuning applies to the gflash engine only")
-    from caloquant.simulate import geant4
-
     sim = geant4.Geant4Simulator(window, workers=workers)
     src = sim.source
     if src.approximate:
@@ -125,7 +120,5 @@ def _generator_name(engine: str) -> str:
     if engine == "gflash":
         return "caloquant GFlash reference MC"
     if engine == "geant4":
-        from caloquant.simulate.geant4 import PHYSICS_LIST
-
-        return f"Geant4 11.4 full simulation ({PHYSICS_LIST}, geant4-pybind)"
+        return f"Geant4 11.4 full simulation ({geant4.PHYSICS_LIST}, geant4-pybind)"
     raise InputError(f"unknown engine {engine!r}; choose gflash or geant4")

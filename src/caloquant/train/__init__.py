@@ -1,4 +1,4 @@
-"""Stage 2: adversarial training of the 3DGAN models, single process or torchrun data-parallel."""
+"""Stage 3, train: adversarial training of the 3DGAN models, single process or torchrun data-parallel."""
 
 from caloquant.train.config import TrainConfig
 from caloquant.train.loop import Trainer, TrainResult, train

@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from caloquant.bench.machine import cpu_info
+from caloquant._optional import require
+from caloquant.machine import cpu_info
 
 #: CPU ISA flags with native BF16 arithmetic (oneDNN runs bf16 convolutions on them; elsewhere it emulates).
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -51,9 +52,7 @@ def autocast(device: torch.device, precision: str) -> Callable[[], contextlib.Ab
 @contextlib.contextmanager
 def count_flops() -> Iterator[Callable[[], int]]:
     """Count the floating-point operations of the enclosed PyTorch code (forward and backward)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    mode = FlopCounterMode(display=False)
+    mode = require("torch.utils.flop_counter").FlopCounterMode(display=False)
     with mode:
         yield mode.get_total_flops
 

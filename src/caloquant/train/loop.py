@@ -8,9 +8,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import json
 import math
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,7 +24,8 @@ import torch
 
 from caloquant._atomic import OutputLock, atomic_path, write_text_atomic
 from caloquant.data.dataset import ShowerDataset
-from caloquant.data.formats import ShowerSet, read_showers
+from caloquant.data.formats import ShowerSet
+from caloquant.data.shards import read_showers
 from caloquant.errors import InputError, Interrupted, ModelError
 from caloquant.models.registry import (
     CHECKPOINT_FORMAT,
@@ -32,8 +35,10 @@ from caloquant.models.registry import (
     load_state,
     safe_load,
     sample_showers,
+    sha256_file,
 )
 from caloquant.models.spec import DEFAULT_SPECS, ModelSpec
+from caloquant.plotting.training import plot_training
 from caloquant.train.config import TrainConfig
 from caloquant.train.data import (
     Batch,
@@ -49,6 +54,8 @@ from caloquant.train.data import (
 from caloquant.train.distributed import DistContext, init_distributed
 from caloquant.train.hardware import autocast, configure_backends, resolve_precision
 from caloquant.train.losses import bce_logits, mape, physics_loss
+from caloquant.ui import progress_bar
+from caloquant.validate import compute_features, frechet_at_size, moments_metric, sampling_fraction_mre
 
 #: Held-out metric that picks the best checkpoint, by ``TrainConfig.select``.
 SELECT_BY = {"moments": "moments_metric", "fpd": "fpd"}
@@ -194,8 +201,6 @@ class Trainer:
         The FPD here is the Frechet distance of the CaloChallenge feature vectors at the held-out sample's
         size (no 1/N extrapolation): biased upwards, but consistent from one evaluation to the next.
         """
-        from caloquant.validate import compute_features, frechet_at_size, moments_metric, sampling_fraction_mre
-
         assert self.val is not None
         fake = ShowerSet(self.generate(self.val.energy, self.val.theta, seed=self.cfg.seed + 1_000_003),
                          self.val.energy, self.val.theta)
@@ -358,9 +363,6 @@ class Trainer:
 
     def export_best_generator(self) -> Path:
         """The best generator as a bare state_dict plus JSON card (the shipped-weights format)."""
-        import json
-
-        from caloquant.models.registry import sha256_file
 
         src = self.out / "checkpoint-best.pt"
         ckpt = self._read_checkpoint(src if src.exists() else self.out / "checkpoint-last.pt")
@@ -398,8 +400,6 @@ class Trainer:
             w.writerow(row)
 
     def _plot(self) -> None:
-        from caloquant.plotting.training import plot_training
-
         try:
             plot_training(self.out)
         except Exception as e:  # noqa: BLE001 - a plot must never stop training
@@ -426,8 +426,6 @@ class Trainer:
 
     def run(self) -> TrainResult:
         """Train until epochs, max_steps or max_minutes run out, or SIGINT/SIGTERM (checkpoint, then exit 130/143)."""
-        from caloquant.ui import progress_bar
-
         cfg, st = self.cfg, self.state
         stop_requested = {"flag": False, "signum": signal.SIGINT}
 
@@ -534,8 +532,6 @@ def _check_resume(stored: dict[str, Any], given: TrainConfig, data: list[list[An
 
 
 def _main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 

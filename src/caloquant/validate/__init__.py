@@ -1,4 +1,4 @@
-"""Stage 5, validate: physics features of showers and metrics comparing a candidate sample to a reference.
+"""Stage 7, validate: physics features of showers and metrics comparing a candidate sample to a reference.
 
 Computation only (numpy, scipy, scikit-learn); plots live in ``caloquant.plotting``.
 """

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from caloquant._optional import require
 from caloquant.errors import InputError
 
 #: Train / calibration / test shares of each class (CaloChallenge uses 60/20/20 as well).
@@ -38,10 +39,9 @@ def classifier_auc(
     Per seed: balanced classes, 60/20/20 split, isotonic calibration on the middle part, AUC on the last.
     0.5 means indistinguishable; JSD = (ln 2 - BCE) / ln 2 of the calibrated test predictions is kept too.
     """
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.isotonic import IsotonicRegression
-    from sklearn.metrics import log_loss, roc_auc_score
-
+    HistGradientBoostingClassifier = require("sklearn.ensemble").HistGradientBoostingClassifier
+    IsotonicRegression = require("sklearn.isotonic").IsotonicRegression
+    log_loss, roc_auc_score = require("sklearn.metrics").log_loss, require("sklearn.metrics").roc_auc_score
     n = min(len(reference), len(candidate))
     if n < 10:
         raise InputError(f"the classifier test needs at least 10 showers per sample, got {n}")

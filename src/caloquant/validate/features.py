@@ -18,6 +18,7 @@ from caloquant.data.formats import ShowerFile, ShowerSet
 from caloquant.data.shards import ShowerFiles, open_showers
 from caloquant.errors import DataFormatError, GeometryMismatchError, InputError
 from caloquant.geometry import CLIC_ECAL, Window
+from caloquant.ui import progress_bar
 
 #: Log-spaced cell-energy bins (GeV) of the per-shower cell spectrum; values outside are clipped to the ends.
 CELL_LOG10_RANGE = (-7.0, 1.0)
@@ -219,8 +220,6 @@ def compute_features(
         with open_showers(source) as f:
             return compute_features(f, max_showers=max_showers, chunk_size=chunk_size, threshold=threshold,
                                     progress=progress)
-    from caloquant.ui import progress_bar
-
     chunks, window, n, name = _chunks(source, max_showers, chunk_size)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in _PER_SHOWER}
     image = np.zeros(window.shape, dtype=np.float64)

@@ -155,14 +155,15 @@ def validate(
     options: MetricOptions | None = None,
     max_showers: int | None = None,
     names: Sequence[str] | None = None,
-    progress: Callable[[str], None] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> ValidationResult:
     """Compare each candidate to the reference: all metrics, errors, the reference noise floor and verdicts.
 
-    Samples are ShowerSets, ShowerFeatures or file paths (either layout); ``max_showers`` caps each sample.
+    Samples are ShowerSets, ShowerFeatures or file paths (either layout); ``max_showers`` caps each sample;
+    ``log`` gets a line per step.
     """
     opts = options or MetricOptions()
-    say = progress or (lambda msg: None)
+    say = log or (lambda msg: None)
     cand_list = list(candidates) if isinstance(candidates, (list, tuple)) else [cast(Sample, candidates)]
     if not cand_list:
         raise InputError("no candidate sample given")

@@ -13,21 +13,23 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from caloquant.bench.compare import BenchResult
-from caloquant.bench.machine import describe_markdown
 from caloquant.bench.tables import HEADER, cells
-from caloquant.plotting.figures import _figure, hep_style
+from caloquant.machine import describe_markdown
+from caloquant.plotting.figures import hep_style, new_figure
 from caloquant.plotting.report import figure_html, validation_parts, write_page
+from caloquant.plotting.tuning import scatter
 from caloquant.validate.suite import PairedResult, ValidationResult
 
 
 def speed_vs_physics(result: BenchResult) -> Figure:
     """Showers/s (all streams, log scale) against the moment metric +- error of every measured row."""
-    rows = [r for r in result.rows if not r.missing and r.metric is not None]
+    rows = [r for r in result.rows if not r.missing and r.metric is not None and r.showers_per_s_multistream]
     with hep_style():
-        fig = _figure(9, 5.5)
+        fig = new_figure(9, 5.5)
         ax = fig.add_subplot()
-        colors = matplotlib.colormaps["tab10"].colors
+        colors = [matplotlib.colormaps["tab10"](i) for i in range(10)]
         for k, r in enumerate(rows):
+            assert r.showers_per_s_multistream is not None and r.metric is not None
             ax.errorbar(r.showers_per_s_multistream, r.metric, yerr=r.metric_error, fmt="s" if r.key == "mc" else "o",
                         ms=7, capsize=3, label=r.name, color=colors[k % len(colors)])
         ax.set_xscale("log")
@@ -56,7 +58,8 @@ def _stages_table(times: Mapping[str, float]) -> str:
 
 def _paired_table(paired: Mapping[str, PairedResult]) -> str:
     rows = "".join(f"<tr><td style='text-align:left'>{html.escape(k)}</td><td>{p.value_a:.4g}</td>"
-                   f"<td>{p.value_b:.4g}</td><td>{p.value:+.4g} &plusmn; {p.error:.2g}</td><td>{p.upper95:+.4g}</td></tr>"
+                   f"<td>{p.value_b:.4g}</td><td>{p.value:+.4g} &plusmn; {p.error:.2g}</td>"
+                   f"<td>{p.upper95:+.4g}</td></tr>"
                    for k, p in paired.items())
     return ("<table><tr><th>comparison</th><th>metric A</th><th>metric B</th><th>B - A &plusmn; error</th>"
             f"<th>95% upper bound</th></tr>{rows}</table>")
@@ -66,8 +69,6 @@ def write_demo_report(path: str | os.PathLike[str], *, bench: BenchResult, times
                       validation: ValidationResult, paired: Mapping[str, PairedResult],
                       tuning: Mapping[str, Any] | None, notes: Sequence[str] = (), dpi: int = 90) -> Path:
     """Write the demo report: one self-contained HTML file, every figure an embedded PNG."""
-    from caloquant.plotting.tuning import scatter
-
     parts = ["<h1>caloquant demo</h1>",
              f"<p>Model {html.escape(bench.model)}, {html.escape(bench.created)}. "
              + " ".join(html.escape(n) for n in notes) + "</p>",

@@ -1,4 +1,4 @@
-"""Describe the machine a benchmark ran on: CPU model and ISA flags that matter for INT8/BF16, cores, versions."""
+"""The machine caloquant runs on: CPU model and the ISA flags that matter for INT8/BF16, cores, versions."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import os
 import platform
 from pathlib import Path
 from typing import Any
+
+from caloquant.errors import InputError
 
 #: ISA extensions that decide whether INT8 and BF16 kernels can be fast.
 RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16",
@@ -45,8 +47,6 @@ def isa_caps() -> dict[str, str]:
 
 def missing_isa_flags(cap: str, flags: set[str] | None = None) -> list[str]:
     """The CPU flags ``cap`` needs that this CPU (or ``flags``) lacks; InputError for an unknown cap."""
-    from caloquant.errors import InputError
-
     if cap not in ISA_CAP_FLAGS:
         raise InputError(f"unknown ISA cap {cap!r}; choose one of {', '.join(ISA_CAP_FLAGS)}")
     have = cpu_info()[1] if flags is None else flags
@@ -59,6 +59,32 @@ def isa_identity() -> dict[str, Any]:
     return {"cpu": model, "isa": sorted(f for f in RELEVANT_FLAGS if f in flags), "caps": isa_caps()}
 
 
+def cpu_count() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def isa_words(machine: dict[str, Any]) -> str:
+    """CPU and ISA of an ``isa_identity()`` record in words, e.g. 'AMD EPYC (avx2, fma)'."""
+    caps = ", caps " + ", ".join(f"{k}={v}" for k, v in machine.get("caps", {}).items()) if machine.get("caps") else ""
+    return f"{machine.get('cpu', '?')} ({', '.join(machine.get('isa', [])) or 'no AVX2'}{caps})"
+
+
+def isa_change_note(tuned: dict[str, Any] | None) -> str | None:
+    """What to say when a recipe tuned on the machine ``tuned`` (an ``isa_identity()``) is replayed here (None on
+    the same ISA)."""
+    here = isa_identity()
+    if tuned is None:
+        return (f"the recipe does not record the ISA it was tuned on; re-checking its physics against FP32 on "
+                f"{isa_words(here)}")
+    if (tuned.get("isa"), tuned.get("caps", {})) == (here["isa"], here["caps"]):
+        return None
+    return f"recipe tuned on {isa_words(tuned)}, replayed on {isa_words(here)}: re-checking its physics against FP32"
+
+
 def memory_gib() -> float | None:
     """Total memory in GiB from /proc/meminfo (None where it is not available)."""
     meminfo = Path("/proc/meminfo")
@@ -69,7 +95,7 @@ def memory_gib() -> float | None:
     return None
 
 
-def describe() -> dict[str, object]:
+def describe_machine() -> dict[str, object]:
     """A JSON-ready description of this machine, its load at the time and the library versions."""
     model, flags = cpu_info()
     versions = {}
@@ -82,7 +108,7 @@ def describe() -> dict[str, object]:
         "cpu": model,
         "isa": {f: (f in flags) for f in RELEVANT_FLAGS},
         "isa_caps": isa_caps(),
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cores": cpu_count(),
         "memory_gib": memory_gib(),
         "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(),
@@ -91,13 +117,15 @@ def describe() -> dict[str, object]:
 
 
 def describe_markdown(d: dict[str, object] | None = None) -> str:
-    """One paragraph for docs/benchmarks.md, of ``d`` (a recorded ``describe()``) or of this machine now."""
-    d = describe() if d is None else d
+    """One paragraph for docs/benchmarks.md, of ``d`` (a recorded ``describe_machine()``) or of this machine now."""
+    d = describe_machine() if d is None else d
     isa = d["isa"]
     assert isinstance(isa, dict)
     have = ", ".join(k for k, v in isa.items() if v) or "none of the listed"
     lack = ", ".join(k for k, v in isa.items() if not v) or "nothing"
-    vers = ", ".join(f"{k} {v}" for k, v in dict(d["versions"]).items())  # type: ignore[arg-type]
+    versions = d["versions"]
+    assert isinstance(versions, dict)
+    vers = ", ".join(f"{k} {v}" for k, v in versions.items())
     mem = f", {d['memory_gib']} GiB" if d.get("memory_gib") else ""
     avg = d.get("load_average_1min")
     load = f" (1-min load average {avg} when described)" if avg is not None else ""
