@@ -20,6 +20,7 @@ def main() -> None:
     """Run both tuners and print the comparison."""
     import nncf
 
+    from caloquant.evaluation import DEFAULT_EVALUATION, EvaluationSettings
     from caloquant.quantize import GAN_CALIBRATION, Criterion, PhysicsEvaluator, gan_calibration, tune
     from caloquant.quantize.openvino_backend import batch_runner, compile_model, throughput
     from caloquant.quantize.source import resolve
@@ -27,15 +28,16 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="ecal25")
-    ap.add_argument("--showers", type=int, default=1024)
-    ap.add_argument("--reference", type=int, default=3000)
+    ap.add_argument("--showers", type=int, default=DEFAULT_EVALUATION.n_showers)
+    ap.add_argument("--reference", type=int, default=DEFAULT_EVALUATION.n_reference)
     ap.add_argument("--tolerance", type=float, default=0.05)
-    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=DEFAULT_EVALUATION.batch)
     ap.add_argument("--out", type=Path, default=Path("bench/nncf_peer.json"))
     args = ap.parse_args()
 
     src = resolve(args.model)
-    ev = PhysicsEvaluator(src.spec, n_showers=args.showers, n_reference=args.reference, batch=args.batch)
+    ev = PhysicsEvaluator(src.spec, EvaluationSettings(args.showers, args.reference, DEFAULT_EVALUATION.seed,
+                                                       args.batch))
     calib = gan_calibration(src.spec, GAN_CALIBRATION)
     example = ev.inputs[:args.batch]
 
@@ -44,7 +46,7 @@ def main() -> None:
     ours_s = time.perf_counter() - t0
 
     calls = 0
-    batches = [ev.inputs[i:i + args.batch] for i in range(0, len(ev.inputs), args.batch)]
+    batches = ev.batches()
 
     def validate(compiled: object, data: object) -> tuple[float, None]:
         nonlocal calls

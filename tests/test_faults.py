@@ -147,17 +147,21 @@ def test_train_sigkill_mid_run_second_writer_refused_resume_is_exact(showers, tm
 # -- quantize -------------------------------------------------------------------------------------------------
 
 
-def _fake_quantize(tag: str, *, rejected: bool = False, signum: int | None = None) -> Callable[..., dict[str, Any]]:
+def _fake_quantize(tag: str, *, rejected: bool = False, signum: int | None = None) -> Callable[..., Any]:
     """Stands in for the tuning: writes the outputs of a run named ``tag`` into the folder it is given."""
-    def run(model: object, out: Path, **kwargs: Any) -> dict[str, Any]:
+    from caloquant.quantize.openvino_backend import Calibration
+    from caloquant.quantize.recipe import Recipe
+    from caloquant.quantize.workflow import QuantizeResult
+
+    def run(model: object, out: Path, **kwargs: Any) -> QuantizeResult:
         names = ("model.rejected.xml", "recipe.rejected.json") if rejected else ("model.xml", "recipe.json")
         for name in (*names, "history.json"):
             (out / name).write_text(tag)
         if signum is not None:
             _deliver(signum)
         if rejected:
-            raise AccuracyNotReachedError("no candidate passed")
-        return {}
+            raise AccuracyNotReachedError("no candidate passed", None)
+        return QuantizeResult(Recipe(tag, "0" * 64, {}, Calibration(), {}))
 
     return run
 

@@ -18,7 +18,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "caloquant"
 #: quantize sits above runtime/generate because it builds the INT8 IRs they only load; calibrate tunes the
 #: simulation with validate's features. cli is the top.
 LAYERS = [
-    {"", "_atomic", "_optional", "errors", "geometry", "machine", "ui"},
+    {"", "_atomic", "_optional", "choices", "errors", "evaluation", "geometry", "machine", "ui"},
     {"data"},
     {"simulate"},
     {"models"},

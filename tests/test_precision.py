@@ -11,7 +11,8 @@ from caloquant.cli import main
 from caloquant.errors import PrecisionError
 from caloquant.export import cache_dir
 from caloquant.machine import isa_identity
-from caloquant.quantize.recipe import replay_note
+from caloquant.quantize.openvino_backend import Calibration
+from caloquant.quantize.recipe import Recipe, replay_note
 from caloquant.runtime import generator as generator_module
 from caloquant.runtime import open_generator, precision_check
 from caloquant.runtime.engines import OpenVINOEngine
@@ -94,9 +95,12 @@ def test_compare_measures_energy_and_moments() -> None:
 
 
 def test_recipe_replay_on_another_isa_says_so() -> None:
+    def tuned_on(machine: dict[str, object] | None) -> Recipe:
+        return Recipe("m.pt", "0" * 64, {}, Calibration(), {}, machine=machine)
+
     here = isa_identity()
-    assert replay_note({"machine": here}) is None
-    assert "does not record the ISA" in str(replay_note({}))
+    assert replay_note(tuned_on(here)) is None
+    assert "does not record the ISA" in str(replay_note(tuned_on(None)))
     other = {"cpu": "Intel Xeon", "isa": ["amx_bf16", "avx512f"], "caps": {}}
-    note = str(replay_note({"machine": other}))
+    note = str(replay_note(tuned_on(other)))
     assert "tuned on Intel Xeon (amx_bf16, avx512f)" in note and "re-checking its physics" in note

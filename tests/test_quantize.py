@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from caloquant.choices import Fallback, Precision
 from caloquant.cli import main
-from caloquant.errors import AccuracyNotReachedError, InputError, ModelError
+from caloquant.errors import AccuracyNotReachedError, DataFormatError, InputError, ModelError
 from caloquant.export import inference_hint
 from caloquant.models import DEFAULT_SPECS
 from caloquant.quantize import Criterion, PerItemEvaluator, apply_recipe, tune
@@ -83,15 +85,15 @@ def test_recipe_replay_gives_identical_model_and_checks_hash(cnn_onnx, tmp_path)
         save_ir(rec.build(read_model(cnn_onnx), r, calib, sha), tmp_path / f"m{k}.xml", {})
     assert (tmp_path / "m0.bin").read_bytes() == (tmp_path / "m1.bin").read_bytes()
     with pytest.raises(ModelError, match="does not match the recipe"):
-        rec.build(model, {**r, "source_sha256": "0" * 64}, calib, sha)
+        rec.build(model, replace(r, source_sha256="0" * 64), calib, sha)
     assert inference_hint(rec.build(read_model(cnn_onnx), r, calib, sha)) == "f32"
     r16 = rec.make_recipe(layers=layers, int8=layers[:2], calibration=Calibration(), calibration_data={},
-                          source_sha256=sha, source=str(cnn_onnx), fallback="bf16")
-    assert set(r16["precision"].values()) == {"int8", "bf16"}
+                          source_sha256=sha, source=str(cnn_onnx), fallback=Fallback.BF16)
+    assert set(r16.precision.values()) == {"int8", "bf16"}
     save_ir(rec.build(read_model(cnn_onnx), r16, calib, sha), tmp_path / "bf16.xml", {})
     assert inference_hint(read_model(tmp_path / "bf16.xml")) == "bf16"  # travels with the saved IR
-    with pytest.raises(InputError, match="recipe precisions"):
-        rec.build(model, {**r16, "precision": dict.fromkeys(layers, "fp16")}, calib, sha)
+    with pytest.raises(DataFormatError, match=r"precision\[.*\]: expected int8\|bf16, got 'fp32'"):
+        replace(r16, precision=dict.fromkeys(layers, Precision.FP32))
 
 
 def test_cli_recipe_hash_mismatch_is_one_line(gan_checkpoint, tmp_path, capsys) -> None:
@@ -100,7 +102,7 @@ def test_cli_recipe_hash_mismatch_is_one_line(gan_checkpoint, tmp_path, capsys) 
 
     r = rec.make_recipe(layers=["a"], int8=["a"], calibration=Calibration(), calibration_data={"kind": "gan"},
                         source_sha256="0" * 64, source="x")
-    (tmp_path / "r.json").write_text(json.dumps(r))
+    (tmp_path / "r.json").write_text(r.to_json())
     assert main(["quantize", "--model", str(gan_checkpoint), "-o", str(tmp_path / "o"), "--recipe",
                  str(tmp_path / "r.json")]) == 2
     err = capsys.readouterr().err.strip()
@@ -171,6 +173,9 @@ def test_cli_quantize_then_recipe_replay_gives_identical_model(gan_checkpoint, t
 
 
 def test_cli_bad_inputs_one_line(cnn_onnx, tmp_path, capsys) -> None:
+    from caloquant.models.registry import _weights_dir
+
+    (tmp_path / "r.json").write_bytes((_weights_dir() / "ecal25.recipe.json").read_bytes())
     for args, text in ((["--model", str(cnn_onnx)], "no caloquant generator metadata"),
                        (["--model", str(tmp_path / "nope.onnx")], "no such model file"),
                        (["--model", str(cnn_onnx), "--recipe", str(tmp_path / "r.json")], "no caloquant generator")):

@@ -120,7 +120,7 @@ def _tune(path: Path, calib: list[np.ndarray], ev: PerItemEvaluator, tolerance: 
                     batch=32, max_candidates=4, timing_seconds=0.05, n_boot=100, variants=(), bf16=False)
     except AccuracyNotReachedError as e:
         assert "closest: candidate" in str(e)
-        return e.result  # type: ignore[attr-defined]
+        return e.result
 
 
 def _outputs(model: object, x: np.ndarray) -> np.ndarray:

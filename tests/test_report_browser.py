@@ -69,9 +69,10 @@ def open_in_chromium(page: Path, tmp: Path) -> tuple[dict, str]:
 def demo_run(gan_checkpoint, tmp_path_factory):
     from caloquant.bench.compare import BenchSettings
     from caloquant.bench.demo import DemoConfig, run_demo
+    from caloquant.evaluation import EvaluationSettings
 
     cfg = DemoConfig(out_dir=tmp_path_factory.mktemp("demo") / "run", model=str(gan_checkpoint), n_reference=400,
-                     n_validate=200, tune_showers=64, tune_reference=200, tune_candidates=2, tune_minutes=1.0,
+                     n_validate=200, tune=EvaluationSettings(64, 200), tune_candidates=2, tune_minutes=1.0,
                      classifier=False, progress=False,
                      bench=BenchSettings(seconds=0.2, n_showers=64, n_reference=200, n_boot=20))
     return run_demo(cfg)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from caloquant.quantize.tuner import TuneResult
+
 
 class CaloquantError(Exception):
     """Base class for user-facing errors (bad input, mismatched files, unmet criteria)."""
@@ -26,7 +31,11 @@ class ModelError(CaloquantError):
 
 
 class AccuracyNotReachedError(CaloquantError):
-    """No quantization candidate met the accuracy criterion."""
+    """No quantization candidate met the accuracy criterion; ``result`` is the tuning run, closest candidate first."""
+
+    def __init__(self, message: str, result: TuneResult) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class PrecisionError(CaloquantError):

@@ -24,6 +24,7 @@ import numpy as np
 from caloquant.bench import deployments
 from caloquant.bench.worker import LARGE_BATCH
 from caloquant.errors import CaloquantError, InputError, ModelError
+from caloquant.evaluation import DEFAULT_EVALUATION, EvaluationSettings
 from caloquant.machine import cpu_count, describe_machine
 from caloquant.models.registry import LoadedGenerator, load_generator
 from caloquant.quantize.evaluators import PhysicsEvaluator
@@ -51,11 +52,16 @@ class BenchSettings:
     """How long and on how many showers each row is measured."""
 
     seconds: float = 3.0
-    n_showers: int = 2048
-    n_reference: int = 3000
+    n_showers: int = DEFAULT_EVALUATION.n_showers
+    n_reference: int = DEFAULT_EVALUATION.n_reference
     n_boot: int = 200
-    seed: int = 2  #: the tuner evaluates with seed 1: the table judges every model on showers none was tuned on
+    seed: int = DEFAULT_EVALUATION.seed + 1  #: the table judges every model on showers none was tuned on
     rows: tuple[str, ...] = tuple(ROWS)
+
+    @property
+    def evaluation(self) -> EvaluationSettings:
+        """The physics evaluator's settings of the table."""
+        return EvaluationSettings(self.n_showers, self.n_reference, self.seed, LARGE_BATCH)
 
     def check(self) -> None:
         """One-line InputError for values the benchmark cannot use."""
@@ -64,8 +70,7 @@ class BenchSettings:
             raise InputError(f"unknown bench rows {', '.join(unknown)}; choose from {', '.join(ROWS)}")
         if self.seconds <= 0:
             raise InputError(f"--seconds must be positive, got {self.seconds}")
-        if self.n_showers < 16 or self.n_reference < 16:
-            raise InputError("--showers and --reference must be at least 16")
+        self.evaluation.check()
         if self.n_boot < 10:
             raise InputError(f"bootstrap replicates must be at least 10, got {self.n_boot}")
 
@@ -122,10 +127,6 @@ class _Plan:
     row: Row
     precision_arg: str = ""
     model_mb: float | None = None
-
-
-def _physics_evaluator(spec: Any, s: BenchSettings) -> Any:
-    return PhysicsEvaluator(spec, n_showers=s.n_showers, n_reference=s.n_reference, seed=s.seed, batch=LARGE_BATCH)
 
 
 def _score(ev: Any, outputs: Any, s: BenchSettings) -> tuple[float, float]:
@@ -237,7 +238,7 @@ def run_bench(model: str | os.PathLike[str] | ResolvedModel, *,
         say("preparing the model of every row (building INT8 models, NNCF accuracy control: minutes)")
         plans = _plans(src, gen, paths, Path(tmp), s.rows)
         say(f"reference MC for the physics metric ({s.n_reference:,} showers)")
-        ev = _physics_evaluator(gen.spec, s)
+        ev = PhysicsEvaluator(gen.spec, s.evaluation)
         for k, plan in enumerate(plans, 1):
             r = plan.row
             if r.missing:

@@ -28,15 +28,12 @@ from caloquant.bench.tables import rich_table, update_markdown
 from caloquant.data import read_showers, write_showers
 from caloquant.data.summary import print_summary
 from caloquant.errors import AccuracyNotReachedError, InputError, ModelError
+from caloquant.evaluation import DEFAULT_EVALUATION, EvaluationSettings
 from caloquant.quantize.source import ResolvedModel, resolve
 from caloquant.quantize.workflow import quantize_generator
 from caloquant.runtime import open_generator
 from caloquant.simulate import simulate_to_file
 from caloquant.validate import MetricOptions, paired_difference, validate
-
-#: Seed of the tuner's evaluation showers (``caloquant quantize`` default); the bench judges on others.
-TUNE_SEED = 1
-
 
 @dataclass
 class DemoConfig:
@@ -48,8 +45,9 @@ class DemoConfig:
     energy: str = "10:500"
     seed: int = 2026
     progress: bool = True
-    tune_showers: int = 2048  #: as `caloquant quantize`: fewer showers make the 5 % tolerance hard to resolve
-    tune_reference: int = 3000
+    #: as `caloquant quantize` (its seed too; the bench judges on others): fewer showers make the 5 % tolerance hard
+    #: to resolve
+    tune: EvaluationSettings = DEFAULT_EVALUATION
     tune_candidates: int = 12
     tune_minutes: float = 5.0
     n_validate: int = 2000
@@ -62,6 +60,7 @@ class DemoConfig:
             raise InputError("the demo needs at least 100 reference and 50 validation showers")
         if self.n_validate > self.n_reference:
             raise InputError(f"--n-validate ({self.n_validate}) cannot exceed --n-reference ({self.n_reference})")
+        self.tune.check()
         if self.tune_candidates < 2 or self.tune_minutes <= 0:
             raise InputError("the tuner needs at least 2 candidates and a positive time budget")
         self.bench.check()
@@ -83,15 +82,13 @@ def _models(cfg: DemoConfig, src: ResolvedModel, say: Any) -> dict[str, Path]:
     qdir = cfg.out_dir / "quantize"
     try:
         quantize_generator(src, qdir, max_candidates=cfg.tune_candidates, max_minutes=cfg.tune_minutes,
-                           n_showers=cfg.tune_showers, n_reference=cfg.tune_reference, seed=TUNE_SEED, overwrite=True,
-                           log=say)
+                           evaluation=cfg.tune, overwrite=True, log=say)
     except AccuracyNotReachedError as e:
         say(f"tuner: {e} (continuing with the closest candidate; the report says so)")
     say("full INT8 (every layer, min/max ranges)")
     full = build_full_int8(src, cfg.out_dir / "full_int8.xml")
     say("NNCF accuracy-control peer (same calibration data, metric, showers and tolerance as the tuner)")
-    nncf = build_nncf_accuracy_control(src, cfg.out_dir / "nncf_ac.xml", n_showers=cfg.tune_showers,
-                                       n_reference=cfg.tune_reference, seed=TUNE_SEED)
+    nncf = build_nncf_accuracy_control(src, cfg.out_dir / "nncf_ac.xml", evaluation=cfg.tune)
     return {"full-int8": full, "tuned": qdir / "model.xml", "nncf-ac": nncf}
 
 

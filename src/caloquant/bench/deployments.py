@@ -11,6 +11,7 @@ import numpy as np
 
 from caloquant._optional import require
 from caloquant.errors import ModelError
+from caloquant.evaluation import DEFAULT_EVALUATION, EvaluationSettings
 from caloquant.export.files import model_meta, save_ir
 from caloquant.models.registry import LoadedGenerator
 from caloquant.quantize.evaluators import PhysicsEvaluator
@@ -48,8 +49,8 @@ def build_full_int8(src: ResolvedModel, out_xml: Path) -> Path:
     return _save(apply_recipe(src, recipe), src, out_xml, "int8-full")
 
 
-def build_nncf_accuracy_control(src: ResolvedModel, out_xml: Path, *, tolerance: float = 0.05, n_showers: int = 1024,
-                                n_reference: int = 3000, seed: int = 1, batch: int = 128) -> Path:
+def build_nncf_accuracy_control(src: ResolvedModel, out_xml: Path, *, tolerance: float = 0.05,
+                                evaluation: EvaluationSettings = DEFAULT_EVALUATION) -> Path:
     """NNCF ``quantize_with_accuracy_control`` on the tuner's calibration data, evaluator and relative tolerance.
 
     The evaluator (showers, reference MC, seed) is the one ``caloquant quantize`` tunes with by default, so the
@@ -58,8 +59,8 @@ def build_nncf_accuracy_control(src: ResolvedModel, out_xml: Path, *, tolerance:
     nncf, spec = require("nncf"), src.spec
     if spec is None:
         raise ModelError(f"{src.source}: not a caloquant generator")
-    ev = PhysicsEvaluator(spec, n_showers=n_showers, n_reference=n_reference, seed=seed, batch=batch)
-    batches = [ev.inputs[i:i + batch] for i in range(0, len(ev.inputs), batch)]
+    ev = PhysicsEvaluator(spec, evaluation)
+    batches = ev.batches()
 
     def validate(compiled: Any, data: Any) -> tuple[float, None]:
         outs = np.concatenate([np.array(compiled(x)[0]) for x in data])

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from caloquant.evaluation import DEFAULT_EVALUATION
+
 
 def register(app: typer.Typer) -> None:
     app.command("bench")(bench_cmd)
@@ -26,8 +28,10 @@ def bench_cmd(
                                                    "pytorch-fp32, openvino-fp32, openvino-bf16, full-int8, tuned, "
                                                    "nncf-ac, mc."),
     seconds: float = typer.Option(3.0, "--seconds", help="Timed seconds per configuration."),
-    showers: int = typer.Option(2048, "--showers", help="Generated showers per row for the physics metric."),
-    reference: int = typer.Option(3000, "--reference", help="Reference-MC showers the metric compares against."),
+    showers: int = typer.Option(DEFAULT_EVALUATION.n_showers, "--showers", help="Generated showers per row for the "
+                                                                                "physics metric."),
+    reference: int = typer.Option(DEFAULT_EVALUATION.n_reference, "--reference", help="Reference-MC showers the "
+                                                                                      "metric compares against."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
 ) -> None:
     """Speed, memory, size and physics of PyTorch FP32, OpenVINO FP32/BF16, INT8 variants and the MC, side by side."""

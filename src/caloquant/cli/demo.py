@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import typer
+
+from caloquant.evaluation import DEFAULT_EVALUATION
 
 
 def register(app: typer.Typer) -> None:
@@ -16,7 +19,8 @@ def demo_cmd(
     model: str = typer.Option("ecal25", "--model", help="Shipped model name or checkpoint (.pt)."),
     n_reference: int = typer.Option(5000, "--n-reference", help="Reference MC showers."),
     n_validate: int = typer.Option(2000, "--n-validate", help="Generated showers per model for the validation."),
-    tune_showers: int = typer.Option(2048, "--tune-showers", help="Showers per tuner candidate evaluation."),
+    tune_showers: int = typer.Option(DEFAULT_EVALUATION.n_showers, "--tune-showers", help="Showers per tuner "
+                                                                                          "candidate evaluation."),
     tune_minutes: float = typer.Option(5.0, "--tune-minutes", help="Tuner time budget in minutes."),
     bench_seconds: float = typer.Option(2.0, "--bench-seconds", help="Timed seconds per bench configuration."),
     bench_showers: int = typer.Option(1024, "--bench-showers", help="Showers per bench row for the physics metric."),
@@ -28,8 +32,9 @@ def demo_cmd(
     from caloquant.bench.compare import BenchSettings
     from caloquant.bench.demo import DemoConfig, run_demo
 
-    cfg = DemoConfig(model=model, n_reference=n_reference, n_validate=n_validate, tune_showers=tune_showers,
-                     tune_minutes=tune_minutes, classifier=not no_classifier, seed=seed, progress=not quiet,
+    cfg = DemoConfig(model=model, n_reference=n_reference, n_validate=n_validate,
+                     tune=replace(DEFAULT_EVALUATION, n_showers=tune_showers), tune_minutes=tune_minutes,
+                     classifier=not no_classifier, seed=seed, progress=not quiet,
                      bench=BenchSettings(seconds=bench_seconds, n_showers=bench_showers))
     if out is not None:
         cfg.out_dir = out

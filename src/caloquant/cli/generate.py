@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from caloquant.cli import _sharded
+from caloquant.choices import EngineName
 from caloquant.errors import InputError
 
 
@@ -25,7 +26,7 @@ def generate_cmd(
     precision: str = typer.Option(
         "fp32", "--precision", help="fp32, bf16 (OpenVINO hint), int8 (shipped tuner recipe) or a tuned "
         "model.xml / QDQ .onnx path."),
-    engine: str = typer.Option("openvino", "--engine", help="openvino, torch or onnxruntime."),
+    engine: str = typer.Option(str(EngineName.OPENVINO), "--engine", help=", ".join(EngineName.words()) + "."),
     streams: str = typer.Option("auto", "--streams", help="Parallel inference streams: auto or K."),
     batch: str = typer.Option("auto", "--batch", help="Showers per inference batch: auto or B."),
     seed: int = typer.Option(0, "--seed", help="Seed; shower i depends only on (seed, i), not on streams."),
@@ -48,6 +49,7 @@ def generate_cmd(
     from caloquant.generate import generate_to_file
     from caloquant.quantize import open_deployed
 
+    engine = EngineName.parse(engine, "engine")
     if cluster is not None:
         from caloquant.cluster import GenerateJob
         from caloquant.machine import cpu_count

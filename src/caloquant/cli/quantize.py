@@ -3,11 +3,13 @@ any ONNX/IR model on DATA.npz, or replay of a recipe)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import typer
 
 from caloquant.errors import InputError
+from caloquant.evaluation import DEFAULT_EVALUATION
 
 
 def register(app: typer.Typer) -> None:
@@ -36,8 +38,10 @@ def quantize_cmd(
                                                                     "included)."),
     max_minutes: float = typer.Option(10.0, "--max-minutes", help="Tuning time budget in minutes."),
     batch: int = typer.Option(128, "--batch", help="Batch size of the throughput objective."),
-    showers: int = typer.Option(2048, "--showers", help="Generated showers per candidate evaluation."),
-    reference: int = typer.Option(3000, "--reference", help="Reference-MC showers the metric compares against."),
+    showers: int = typer.Option(DEFAULT_EVALUATION.n_showers, "--showers", help="Generated showers per candidate "
+                                                                                "evaluation."),
+    reference: int = typer.Option(DEFAULT_EVALUATION.n_reference, "--reference", help="Reference-MC showers the "
+                                                                                      "metric compares against."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of an earlier quantize in the "
                                                               "folder (else refuse)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-candidate log."),
@@ -52,23 +56,23 @@ def quantize_cmd(
     if onnx is not None:
         if data is None:
             raise InputError("--onnx needs --data DATA.npz")
-        summary = quantize_onnx(onnx, data, output, metric=metric, higher_is_better=higher, recipe=recipe,
+        made = quantize_onnx(onnx, data, output, metric=metric, higher_is_better=higher, recipe=recipe,
                                 tolerance=tolerance, relative=relative, max_candidates=max_candidates,
                                 max_minutes=max_minutes, batch=batch, overwrite=overwrite, log=log)
     else:
-        if showers < 16 or reference < 16:
-            raise InputError("--showers and --reference must be at least 16")
-        summary = quantize_generator(model, output, recipe=recipe, criterion=Criterion(tolerance, relative, False),
-                                     max_candidates=max_candidates, max_minutes=max_minutes, batch=batch,
-                                     n_showers=showers, n_reference=reference, overwrite=overwrite, log=log)
-    if recipe is not None:
+        evaluation = replace(DEFAULT_EVALUATION, n_showers=showers, n_reference=reference)
+        made = quantize_generator(model, output, recipe=recipe, criterion=Criterion(tolerance, relative, False),
+                                  max_candidates=max_candidates, max_minutes=max_minutes, batch=batch,
+                                  evaluation=evaluation, overwrite=overwrite, log=log)
+    t = made.tuning
+    if t is None:
         typer.echo(f"replayed {recipe} into {output}/model.xml")
         return
-    best = summary["candidates"][summary["best"]]
-    extra = (f", {summary['speedup_vs_pytorch_fp32']:.2f}x PyTorch FP32"
-             if "speedup_vs_pytorch_fp32" in summary else "")
-    typer.echo(f"accepted candidate {best['index']}: {len(best['int8'])}/{len(summary['layers'])} layers INT8, "
-               f"{summary['metric']} degradation {best['degradation']:.4g} (95% UB {best['upper95']:.4g}, allowed "
-               f"{summary['allowed']:.4g}, noise floor {summary['noise_floor']:.4g}); "
-               f"{summary['speedup_vs_fp32']:.2f}x OpenVINO FP32{extra}; {len(summary['candidates'])} candidates "
-               f"in {summary['minutes']:.1f} min -> {output}")
+    best = t.best
+    vs_torch = made.speedup_vs_pytorch_fp32
+    extra = f", {vs_torch:.2f}x PyTorch FP32" if vs_torch is not None else ""
+    typer.echo(f"accepted candidate {best.index}: {len(best.int8)}/{len(t.layers)} layers INT8, "
+               f"{t.metric_name} degradation {best.degradation:.4g} (95% UB {best.upper95:.4g}, allowed "
+               f"{t.allowed:.4g}, noise floor {t.noise_floor:.4g}); "
+               f"{t.speedup_vs_fp32:.2f}x OpenVINO FP32{extra}; {len(t.history)} candidates "
+               f"in {t.minutes:.1f} min -> {output}")

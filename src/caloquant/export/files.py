@@ -14,7 +14,8 @@ from typing import Any
 
 from caloquant._atomic import atomic_path, check_writable, write_text_atomic
 from caloquant._optional import require
-from caloquant.errors import InputError, ModelError
+from caloquant.choices import Fallback
+from caloquant.errors import ModelError
 from caloquant.models.spec import ModelSpec
 
 #: Runtime-info key of the metadata of an IR.
@@ -24,7 +25,7 @@ META_KEY = ["caloquant", "meta"]
 PRECISION_KEY = ["caloquant", "inference_precision"]
 #: OpenVINO CPU inference-precision hint per precision word. Always set explicitly: the CPU plugin defaults to
 #: bf16 wherever the CPU has it (and OpenVINO 2026 on some CPUs without native BF16), about 1 % off per cell.
-PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
+PRECISION_HINTS: dict[str, str] = {Fallback.FP32: "f32", Fallback.BF16: "bf16"}
 
 
 def sidecar(path: str | os.PathLike[str]) -> Path:
@@ -112,9 +113,7 @@ def inference_hint(model: Any) -> str:
     return model.get_rt_info(PRECISION_KEY).astype(str) if model.has_rt_info(PRECISION_KEY) else "f32"
 
 
-def set_inference_precision(model: Any, word: str) -> Any:
+def set_inference_precision(model: Any, word: Fallback | str) -> Any:
     """Record in an ov.Model's runtime info the precision (fp32 or bf16) its non-INT8 computation was judged in."""
-    if word not in PRECISION_HINTS:
-        raise InputError(f"fallback precision must be one of {', '.join(PRECISION_HINTS)}, got {word!r}")
-    model.set_rt_info(PRECISION_HINTS[word], PRECISION_KEY)
+    model.set_rt_info(PRECISION_HINTS[Fallback.parse(word, "fallback precision")], PRECISION_KEY)
     return model

@@ -7,14 +7,23 @@ cached) the INT8 model of the recipe shipped with a generator; ``caloquant.quant
 
 from __future__ import annotations
 
+from caloquant.choices import Fallback
+from caloquant.evaluation import EvaluationSettings
 from caloquant.quantize.evaluators import Evaluator, PerItemEvaluator, PhysicsEvaluator
 from caloquant.quantize.openvino_backend import Calibration
-from caloquant.quantize.recipe import GAN_CALIBRATION, MAX_CALIBRATION, apply_recipe, gan_calibration
+from caloquant.quantize.recipe import (
+    GAN_CALIBRATION,
+    MAX_CALIBRATION,
+    Recipe,
+    apply_recipe,
+    gan_calibration,
+    read_recipe,
+)
 from caloquant.quantize.search import Criterion
 from caloquant.quantize.shipped import open_deployed, shipped_int8
 from caloquant.quantize.source import ResolvedModel, resolve
 from caloquant.quantize.tuner import Candidate, TuneResult, tune
 
-__all__ = ["GAN_CALIBRATION", "MAX_CALIBRATION", "Calibration", "Candidate", "Criterion", "Evaluator",
-           "PerItemEvaluator", "PhysicsEvaluator", "ResolvedModel", "TuneResult", "apply_recipe", "gan_calibration",
-           "open_deployed", "resolve", "shipped_int8", "tune"]
+__all__ = ["GAN_CALIBRATION", "MAX_CALIBRATION", "Calibration", "Candidate", "Criterion", "EvaluationSettings",
+           "Evaluator", "Fallback", "PerItemEvaluator", "PhysicsEvaluator", "Recipe", "ResolvedModel", "TuneResult",
+           "apply_recipe", "gan_calibration", "open_deployed", "read_recipe", "resolve", "shipped_int8", "tune"]

@@ -13,6 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from caloquant.data.formats import ShowerSet
+from caloquant.evaluation import DEFAULT_EVALUATION, EvaluationSettings
 from caloquant.models.spec import ModelSpec, shower_noise
 from caloquant.quantize.openvino_backend import as_input
 from caloquant.simulate import simulate
@@ -60,7 +61,7 @@ class PerItemEvaluator:
 
     def metric(self, outputs: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         w = np.ones((1, len(outputs))) if weights is None else np.asarray(weights, dtype=np.float64)
-        return (w @ outputs) / w.sum(axis=1)
+        return np.asarray((w @ outputs) / w.sum(axis=1))
 
     def details(self, outputs: np.ndarray) -> dict[str, float]:
         return {}
@@ -76,18 +77,21 @@ class PhysicsEvaluator:
     name = "3dgan_moments"
     higher_is_better = False
 
-    def __init__(self, spec: ModelSpec, *, n_showers: int = 2048, n_reference: int = 3000, seed: int = 1,
-                 batch: int = 128) -> None:
-        self.spec = spec
+    def __init__(self, spec: ModelSpec, settings: EvaluationSettings = DEFAULT_EVALUATION) -> None:
+        self.spec, self.settings = spec, settings.check()
+        seed = settings.seed
         lo, hi = spec.energy_range
-        self.energies = np.random.default_rng([seed, 7]).uniform(lo, hi, n_showers)
-        self.theta = np.full(n_showers, np.pi / 2)
+        self.energies = np.random.default_rng([seed, 7]).uniform(lo, hi, settings.n_showers)
+        self.theta = np.full(settings.n_showers, np.pi / 2)
         self.inputs = latents(spec, self.energies, seed)
-        self.batch = batch
-        mc = simulate(n_reference, (lo, hi), window=spec.window, seed=seed + 1000)
+        mc = simulate(settings.n_reference, (lo, hi), window=spec.window, seed=seed + 1000)
         self.reference = compute_features(mc)
         self.bins = resolve_bins(None, self.reference.energy)
-        self.seed = seed
+
+    def batches(self) -> list[np.ndarray]:
+        """The evaluation inputs in batches of the settings' batch size."""
+        b = self.settings.batch
+        return [self.inputs[i:i + b] for i in range(0, len(self.inputs), b)]
 
     def outputs(self, infer: Infer) -> Any:
         raw = infer(self.inputs)
@@ -100,7 +104,7 @@ class PhysicsEvaluator:
         return Comparison(self.reference, outputs, self.bins)
 
     def _reference_weights(self, n_boot: int) -> np.ndarray:
-        return bootstrap_counts(len(self.reference), n_boot, np.random.default_rng([self.seed, n_boot, 11]))
+        return bootstrap_counts(len(self.reference), n_boot, np.random.default_rng([self.settings.seed, n_boot, 11]))
 
     def metric(self, outputs: Any, weights: np.ndarray | None = None) -> np.ndarray:
         w_ref = None if weights is None else self._reference_weights(len(weights))

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from caloquant._optional import require
+from caloquant.choices import Fallback
 from caloquant.errors import InputError, ModelError
 from caloquant.export.files import PRECISION_HINTS
 from caloquant.runtime.throughput import median_seconds
@@ -268,7 +269,7 @@ def native_bf16() -> bool:
     return "BF16" in require("openvino").Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def compile_model(model: Any, config: dict[str, Any] | None = None, fallback: str = "fp32") -> Any:
+def compile_model(model: Any, config: dict[str, Any] | None = None, fallback: Fallback = Fallback.FP32) -> Any:
     """Compile on CPU with the non-INT8 computation in ``fallback`` precision (FP32 by default), plus ``config``."""
     config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[fallback], **(config or {})}
     return require("openvino").Core().compile_model(model, "CPU", config)
@@ -292,7 +293,7 @@ def batch_runner(compiled: Any, batch: int) -> Callable[[np.ndarray], np.ndarray
 
 
 def throughput(model: Any, example: np.ndarray, *, seconds: float = 2.0, min_runs: int = 3,
-               fallback: str = "fp32") -> float:
+               fallback: Fallback = Fallback.FP32) -> float:
     """Items per second of one infer request at the example's batch size (median over timed runs)."""
     request = compile_model(model, {"PERFORMANCE_HINT": "LATENCY"}, fallback).create_infer_request()
     return len(example) / median_seconds(lambda: request.infer({0: example}), seconds=seconds, min_runs=min_runs)

@@ -28,7 +28,7 @@ def shipped_int8(model: LoadedGenerator | ResolvedModel) -> Path:
     def build(folder: Path) -> None:
         r = read_recipe(recipe)
         meta = generator_meta(gen, precision="int8-mixed", recipe=str(recipe), recipe_sha256=sha256_file(recipe),
-                              tuned_on=r.get("machine"))
+                              tuned_on=None if r.machine is None else dict(r.machine))
         save_ir(apply_recipe(model, r), folder / "model.xml", meta)
 
     return cached(entry, build) / "model.xml"

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from caloquant.choices import Fallback
 from caloquant.errors import AccuracyNotReachedError, InputError, ModelError
 from caloquant.export.files import read_model, set_inference_precision
 from caloquant.quantize import search
@@ -52,10 +53,11 @@ class Candidate:
     latency_ms: float
     details: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
-    fallback: str = "fp32"  #: precision of every non-INT8 op (fp32, or bf16 where the CPU runs it natively)
+    fallback: Fallback = Fallback.FP32  #: precision of every non-INT8 op (bf16 where the CPU runs it natively)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready figures (the fallback as its word)."""
+        return asdict(self) | {"fallback": str(self.fallback)}
 
 
 @dataclass
@@ -105,6 +107,17 @@ class TuneResult:
     def full_int8(self) -> Candidate:
         return self.history[1]
 
+    @property
+    def speedup_vs_fp32(self) -> float:
+        """Throughput of the best candidate over OpenVINO FP32's."""
+        return self.best.throughput / self.fp32.throughput
+
+    def verdict(self) -> dict[str, Any]:
+        """What a recipe records of the tuning: metric, criterion, baselines, verdict, speed-up, chosen candidate."""
+        return {"metric": self.metric_name, "criterion": self.criterion.describe(),
+                "baseline_metric": self.baseline_metric, "noise_floor": self.noise_floor, "accepted": self.accepted,
+                "speedup_vs_fp32": self.speedup_vs_fp32, "candidate": self.best.to_dict()}
+
     def summary(self) -> dict[str, Any]:
         """JSON-ready history and figures (without models and outputs)."""
         return {
@@ -114,7 +127,7 @@ class TuneResult:
             "baseline_metric": self.baseline_metric, "noise_floor": self.noise_floor, "allowed": self.allowed,
             "objective": self.objective, "batch": self.batch, "minutes": self.minutes,
             "stop_reason": self.stop_reason, "accepted": self.accepted, "best": self.best.index,
-            "speedup_vs_fp32": self.best.throughput / self.fp32.throughput,
+            "speedup_vs_fp32": self.speedup_vs_fp32,
             "speedup_vs_full_int8": self.best.throughput / self.full_int8.throughput,
             "candidates": [c.to_dict() for c in self.history], "layers": [r.to_dict() for r in self.layers],
             "pareto": search.pareto_front([c.throughput for c in self.history],
@@ -141,7 +154,7 @@ class _Run:
         self.base_value = float("nan")
         self.reserved = 0  #: candidates kept back, once one passes, for the final BF16-fallback trial
 
-    def seen(self, int8: Sequence[str], cal: Calibration, fallback: str = "fp32") -> bool:
+    def seen(self, int8: Sequence[str], cal: Calibration, fallback: Fallback = Fallback.FP32) -> bool:
         """Whether this configuration was evaluated already (never spend a candidate twice)."""
         return any(set(c.int8) == set(int8) and Calibration(**c.calibration) == cal and c.fallback == fallback
                    for c in self.history)
@@ -150,7 +163,8 @@ class _Run:
         keep = self.reserved if _best(self.history) is not None else 0
         return len(self.history) < self.max_candidates - keep and time.perf_counter() < self.deadline
 
-    def evaluate(self, int8: Sequence[str], cal: Calibration, kind: str, fallback: str = "fp32") -> Candidate:
+    def evaluate(self, int8: Sequence[str], cal: Calibration, kind: str,
+                 fallback: Fallback = Fallback.FP32) -> Candidate:
         t0 = time.perf_counter()
         model = self.q.build(list(int8), cal)
         outputs = self.ev.outputs(batch_runner(compile_model(model, fallback=fallback), self.batch))
@@ -197,7 +211,7 @@ def tune(model: Any, calibration: Sequence[np.ndarray], evaluator: Evaluator, *,
     ``bf16``: also try the best passing INT8 set with its non-INT8 computation in BF16 (default: when the CPU
     runs BF16 natively and the measured per-layer BF16 times beat FP32 on the fallback layers).
 
-    Raises AccuracyNotReachedError (carrying the result as ``.result``) when no candidate passes.
+    Raises AccuracyNotReachedError (carrying this result as ``.result``) when no candidate passes.
     """
     criterion = criterion or Criterion(higher_is_better=evaluator.higher_is_better)
     if objective not in ("throughput", "latency"):
@@ -265,12 +279,10 @@ def tune(model: Any, calibration: Sequence[np.ndarray], evaluator: Evaluator, *,
                         {"fp32": run.outputs[0], "full-int8": run.outputs[1], "tuned": run.outputs[best.index]},
                         dict(q.skipped), q.fresh)
     if not accepted:
-        err = AccuracyNotReachedError(
+        raise AccuracyNotReachedError(
             f"no candidate met the criterion ({criterion.describe()}, allowed {allowed:.4g}); closest: candidate "
             f"{best.index} ({best.kind}, {len(best.int8)}/{len(layers)} layers INT8) with degradation "
-            f"{best.degradation:.4g}, 95% upper bound {best.upper95:.4g}")
-        err.result = result  # type: ignore[attr-defined]
-        raise err
+            f"{best.degradation:.4g}, 95% upper bound {best.upper95:.4g}", result)
     return result
 
 
@@ -286,7 +298,7 @@ def _bf16_fallback(run: _Run, reports: dict[str, LayerReport], *, forced: bool) 
     fallback = [r for n, r in reports.items() if n not in best.int8]
     saving = sum(r.t_fp32 - r.t_bf16 for r in fallback)
     if forced or (fallback and saving > 0):
-        run.evaluate(best.int8, Calibration(**best.calibration), "bf16-fallback", fallback="bf16")
+        run.evaluate(best.int8, Calibration(**best.calibration), "bf16-fallback", fallback=Fallback.BF16)
     else:
         run.log(f"BF16 fallback not tried: the {len(fallback)} FP32 layers would save {1e3 * saving:.2f} ms/batch")
 

@@ -7,7 +7,8 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,14 @@ import numpy as np
 from caloquant._atomic import OutputLock, check_writable_dir, publish_dir, staging_dir, write_text_atomic
 from caloquant._optional import require
 from caloquant.errors import AccuracyNotReachedError, InputError, ModelError
+from caloquant.evaluation import DEFAULT_EVALUATION, EvaluationSettings
 from caloquant.export.files import model_meta, save_ir
 from caloquant.models.registry import LoadedGenerator
 from caloquant.quantize import recipe as rec
 from caloquant.quantize import userdata
 from caloquant.quantize.evaluators import PhysicsEvaluator
+from caloquant.quantize.recipe import GAN_CALIBRATION, Recipe, apply_recipe, gan_calibration
 from caloquant.quantize.openvino_backend import Calibration
-from caloquant.quantize.recipe import GAN_CALIBRATION, apply_recipe, gan_calibration
 from caloquant.quantize.search import Criterion
 from caloquant.quantize.source import ResolvedModel, resolve
 from caloquant.quantize.tuner import TuneResult, tune
@@ -58,6 +60,40 @@ def _physics_figures(ev: PhysicsEvaluator, result: TuneResult) -> list[tuple[str
             ("Sampling fraction vs primary energy", figures.sampling_fraction_vs_energy(ev.reference, cands, ev.bins))]
 
 
+@dataclass(frozen=True)
+class QuantizeResult:
+    """What a quantize run made: the recipe it wrote, and the tuning behind it (None when a recipe was replayed).
+
+    ``history()`` is history.json; ``context`` holds the run's facts for the report (showers, cores, setup time).
+    """
+
+    recipe: Recipe
+    tuning: TuneResult | None = None
+    context: Mapping[str, Any] = field(default_factory=dict)
+    pytorch_fp32_throughput: float | None = None  #: items/s of the PyTorch FP32 module (generators only)
+    sampling_fraction_mre: Mapping[str, float | None] | None = None  #: per candidate (physics evaluator only)
+
+    @property
+    def speedup_vs_pytorch_fp32(self) -> float | None:
+        """Throughput of the tuned model over PyTorch FP32's (None when not measured)."""
+        if self.tuning is None or self.pytorch_fp32_throughput is None:
+            return None
+        return self.tuning.best.throughput / self.pytorch_fp32_throughput
+
+    def history(self) -> dict[str, Any]:
+        """The JSON document of history.json: the tuning summary, the PyTorch comparison and the context."""
+        if self.tuning is None:
+            raise InputError("a replayed recipe has no tuning history")
+        doc = self.tuning.summary()
+        if self.pytorch_fp32_throughput is not None:
+            doc |= {"pytorch_fp32_throughput": self.pytorch_fp32_throughput,
+                    "speedup_vs_pytorch_fp32": self.speedup_vs_pytorch_fp32}
+        doc["context"] = dict(self.context)
+        if self.sampling_fraction_mre is not None:
+            doc["sampling_fraction_mre"] = dict(self.sampling_fraction_mre)
+        return doc
+
+
 #: Every file a quantize run may write into its folder: a rerun with ``overwrite`` replaces or removes them all.
 OUTPUTS = ("model.xml", "model.bin", "model.spec.json", REJECTED, Path(REJECTED).with_suffix(".bin").name,
            Path(REJECTED).with_suffix(".spec.json").name, "recipe.json", "recipe.rejected.json", "history.json",
@@ -68,21 +104,23 @@ def quantize_generator(model: str | os.PathLike[str] | LoadedGenerator | Resolve
                        outdir: str | os.PathLike[str], *,
                        recipe: str | os.PathLike[str] | None = None, criterion: Criterion | None = None,
                        max_candidates: int = 12, max_minutes: float = 10.0, batch: int = 128,
-                       n_showers: int = 2048, n_reference: int = 3000, seed: int = 1, overwrite: bool = False,
-                       log: Any = print) -> dict[str, Any]:
-    """Tune (or replay ``recipe``) a generator and write OUTDIR; returns the history summary (or the recipe).
+                       evaluation: EvaluationSettings = DEFAULT_EVALUATION, overwrite: bool = False,
+                       log: Any = print) -> QuantizeResult:
+    """Tune (or replay ``recipe``) a generator, judged by the physics evaluator with ``evaluation``, and write OUTDIR.
 
     OUTDIR is locked for the run; one that holds an earlier run's outputs is refused unless ``overwrite``. The
     outputs are written into a hidden staging folder next to OUTDIR and moved in only when the run ends, so an
     error, a signal or SIGKILL leaves OUTDIR as it was (or absent). A failed tune publishes its model as
     ``REJECTED``, never model.xml.
     """
+    evaluation.check()
     return _into(outdir, overwrite, lambda out: _quantize(
         model, out, recipe=recipe, criterion=criterion, max_candidates=max_candidates, max_minutes=max_minutes,
-        batch=batch, n_showers=n_showers, n_reference=n_reference, seed=seed, log=log))
+        batch=batch, evaluation=evaluation, log=log))
 
 
-def _into(outdir: str | os.PathLike[str], overwrite: bool, work: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+def _into(outdir: str | os.PathLike[str], overwrite: bool,
+          work: Callable[[Path], QuantizeResult]) -> QuantizeResult:
     """Run ``work`` on a staging folder of the locked, checked OUTDIR and publish what it wrote when it ends.
 
     An OUTDIR holding an earlier run's outputs is refused unless ``overwrite``; a failed criterion still
@@ -96,7 +134,7 @@ def _into(outdir: str | os.PathLike[str], overwrite: bool, work: Callable[[Path]
                              "replace it")
         stage = staging_dir(out)
         try:
-            summary = work(stage)
+            result = work(stage)
         except AccuracyNotReachedError:
             publish_dir(stage, out, OUTPUTS)
             raise
@@ -104,77 +142,76 @@ def _into(outdir: str | os.PathLike[str], overwrite: bool, work: Callable[[Path]
             shutil.rmtree(stage, ignore_errors=True)
             raise
         publish_dir(stage, out, OUTPUTS)
-        return summary
+        return result
 
 
 def _quantize(model: str | os.PathLike[str] | LoadedGenerator | ResolvedModel, out: Path, *,
-              recipe: str | os.PathLike[str] | None,
-              criterion: Criterion | None, max_candidates: int, max_minutes: float, batch: int, n_showers: int,
-              n_reference: int, seed: int, log: Any) -> dict[str, Any]:
+              recipe: str | os.PathLike[str] | None, criterion: Criterion | None, max_candidates: int,
+              max_minutes: float, batch: int, evaluation: EvaluationSettings, log: Any) -> QuantizeResult:
     """``quantize_generator`` into the staging folder ``out``."""
+    r = None if recipe is None else rec.read_recipe(recipe)  # a bad recipe fails before the model is loaded
     src = resolve(model)
     if src.spec is None:
         raise ModelError(f"{src.source}: no caloquant generator metadata; tune other models with --onnx MODEL "
                          "--data DATA.npz --metric accuracy|mse|PATH.py:FUNC")
-    if recipe is not None:
-        r = rec.read_recipe(recipe)
+    if r is not None:
         built = apply_recipe(src, r)
         _save(built, out, src)
-        write_text_atomic(out / "recipe.json", json.dumps(r, indent=2))
+        write_text_atomic(out / "recipe.json", r.to_json())
         note = rec.replay_note(r)
         if note is not None and src.generator is not None:  # FP32 PyTorch reference at hand: judge it here
             log(note)
             check = open_generator(src.generator, precision=str(out / "model.xml"), streams=1).check
             log(f"physics re-checked: {check.describe() if check else 'fp32'}: pass")
-        return r
+        return QuantizeResult(r)
     t0 = time.perf_counter()
-    ev = PhysicsEvaluator(src.spec, n_showers=n_showers, n_reference=n_reference, seed=seed, batch=batch)
+    ev = PhysicsEvaluator(src.spec, evaluation)
     setup_s = time.perf_counter() - t0
     failure: AccuracyNotReachedError | None = None
     try:
         result = tune(src.model, gan_calibration(src.spec, GAN_CALIBRATION), ev, criterion=criterion, batch=batch,
                       max_candidates=max_candidates, max_minutes=max_minutes, log=log)
     except AccuracyNotReachedError as e:
-        failure, result = e, e.result  # type: ignore[attr-defined]
-    summary = result.summary()
-    context: dict[str, Any] = {"evaluation showers": n_showers, "reference-MC showers": n_reference,
+        failure, result = e, e.result
+    context: dict[str, Any] = {"evaluation showers": evaluation.n_showers,
+                               "reference-MC showers": evaluation.n_reference,
                                "evaluator setup (MC + features) s": round(setup_s, 1),
                                "CPU cores": os.cpu_count()}
+    pt = None
     if src.generator is not None:
         pt = torch_throughput(src.generator.module, ev.inputs[:batch])
-        summary["pytorch_fp32_throughput"] = pt
-        summary["speedup_vs_pytorch_fp32"] = result.best.throughput / pt
         context["PyTorch FP32 items/s"] = round(pt, 1)
-        context["speed-up vs PyTorch FP32"] = f"{summary['speedup_vs_pytorch_fp32']:.2f}x"
-    summary["context"] = context
-    summary["sampling_fraction_mre"] = {c.kind + str(c.index): c.details.get("sampling_fraction_mre")
-                                        for c in result.history}
-    return _write(out, src, result, summary, GAN_CALIBRATION, failure, _physics_figures(ev, result))
+        context["speed-up vs PyTorch FP32"] = f"{result.best.throughput / pt:.2f}x"
+    mre = {c.kind + str(c.index): c.details.get("sampling_fraction_mre") for c in result.history}
+    return _write(out, src, result, context, GAN_CALIBRATION, failure, _physics_figures(ev, result),
+                  pytorch_fp32_throughput=pt, sampling_fraction_mre=mre)
 
 
-def _write(out: Path, src: ResolvedModel, result: TuneResult, summary: dict[str, Any], calibration_data: dict[str, Any],
-           failure: AccuracyNotReachedError | None, figures: list[tuple[str, Any]]) -> dict[str, Any]:
+def _write(out: Path, src: ResolvedModel, result: TuneResult, context: dict[str, Any],
+           calibration_data: Mapping[str, Any], failure: AccuracyNotReachedError | None,
+           figures: list[tuple[str, Any]], *, pytorch_fp32_throughput: float | None = None,
+           sampling_fraction_mre: Mapping[str, float | None] | None = None) -> QuantizeResult:
     """Write the tuned model, its recipe (``recipe.rejected.json`` on failure), history and report; re-raise."""
     r = rec.make_recipe(layers=[lr.name for lr in result.layers], int8=result.best.int8,
                         calibration=Calibration(**result.best.calibration), calibration_data=calibration_data,
-                        source_sha256=src.sha256, source=src.source,
-                        summary={k: summary[k] for k in ("metric", "criterion", "baseline_metric", "noise_floor",
-                                                         "accepted", "speedup_vs_fp32")}
-                        | {"candidate": result.best.to_dict()}, fallback=result.best.fallback)
+                        source_sha256=src.sha256, source=src.source, tuning=result.verdict(),
+                        fallback=result.best.fallback)
+    made = QuantizeResult(r, result, context, pytorch_fp32_throughput, sampling_fraction_mre)
+    history = made.history()
     _save(result.model, out, src, accepted=failure is None)
-    write_text_atomic(out / ("recipe.json" if failure is None else "recipe.rejected.json"), json.dumps(r, indent=2))
-    write_text_atomic(out / "history.json", json.dumps(summary, indent=2, default=float))
-    require("caloquant.plotting.tuning").write_tuning_report(summary, out / "report.html", figures)
+    write_text_atomic(out / ("recipe.json" if failure is None else "recipe.rejected.json"), r.to_json())
+    write_text_atomic(out / "history.json", json.dumps(history, indent=2, default=float))
+    require("caloquant.plotting.tuning").write_tuning_report(history, out / "report.html", figures)
     if failure is not None:
         raise failure
-    return summary
+    return made
 
 
 def quantize_onnx(model: str | os.PathLike[str], data: str | os.PathLike[str], outdir: str | os.PathLike[str], *,
                   metric: str = "accuracy", higher_is_better: bool | None = None,
                   recipe: str | os.PathLike[str] | None = None, tolerance: float = 0.05, relative: bool = True,
                   max_candidates: int = 12, max_minutes: float = 10.0, batch: int = 128, overwrite: bool = False,
-                  log: Any = print) -> dict[str, Any]:
+                  log: Any = print) -> QuantizeResult:
     """Tune (or replay ``recipe``) any ONNX/IR model on DATA.npz judged by ``metric``, writing OUTDIR (as
     ``quantize_generator`` does: locked, staged, published at the end)."""
     return _into(outdir, overwrite, lambda out: _quantize_onnx(
@@ -185,7 +222,7 @@ def quantize_onnx(model: str | os.PathLike[str], data: str | os.PathLike[str], o
 def _quantize_onnx(model: str | os.PathLike[str], data: str | os.PathLike[str], out: Path, *, metric: str,
                    higher_is_better: bool | None, recipe: str | os.PathLike[str] | None,
                    tolerance: float, relative: bool, max_candidates: int, max_minutes: float, batch: int,
-                   log: Any) -> dict[str, Any]:
+                   log: Any) -> QuantizeResult:
     """``quantize_onnx`` into the staging folder ``out``."""
     if Path(model).suffix not in (".onnx", ".xml"):
         raise ModelError(f"{model}: --onnx takes an ONNX (.onnx) or OpenVINO IR (.xml) model")
@@ -193,15 +230,15 @@ def _quantize_onnx(model: str | os.PathLike[str], data: str | os.PathLike[str], 
     user = userdata.load_data(data)
     if recipe is not None:
         r = rec.read_recipe(recipe)
-        given = r["calibration_data"]
+        given = r.calibration_data
         if given.get("kind") != "npz" or given.get("sha256") != user.sha256 or given.get("batch") is None:
             raise InputError(f"{user.path} is not the data file this recipe was tuned with (sha256 "
                              f"{str(given.get('sha256'))[:12]}...)")
         built = rec.build(src.model, r, userdata.calibration_batches(user, int(given["batch"])), src.sha256)
         out.mkdir(parents=True, exist_ok=True)
         _save(built, out, src)
-        write_text_atomic(out / "recipe.json", json.dumps(r, indent=2))
-        return r
+        write_text_atomic(out / "recipe.json", r.to_json())
+        return QuantizeResult(r)
     ev = userdata.metric_evaluator(src.model, user, metric, higher_is_better, batch)
     failure: AccuracyNotReachedError | None = None
     try:
@@ -209,10 +246,9 @@ def _quantize_onnx(model: str | os.PathLike[str], data: str | os.PathLike[str], 
                       criterion=Criterion(tolerance, relative, ev.higher_is_better), batch=batch,
                       max_candidates=max_candidates, max_minutes=max_minutes, log=log)
     except AccuracyNotReachedError as e:
-        failure, result = e, e.result  # type: ignore[attr-defined]
-    summary = result.summary()
-    summary["context"] = {"evaluation items": len(user.x), f"calibration items ('{user.calib_key}')": len(user.calib),
-                          "data": user.path, "CPU cores": os.cpu_count()}
+        failure, result = e, e.result
+    context = {"evaluation items": len(user.x), f"calibration items ('{user.calib_key}')": len(user.calib),
+               "data": user.path, "CPU cores": os.cpu_count()}
     calibration_data = {"kind": "npz", "path": user.path, "sha256": user.sha256, "key": user.calib_key,
                         "batch": batch}
-    return _write(out, src, result, summary, calibration_data, failure, [])
+    return _write(out, src, result, context, calibration_data, failure, [])

@@ -1,5 +1,6 @@
 """Stage 6, runtime: one Generator interface over PyTorch eager, OpenVINO and ONNX Runtime engines."""
 
+from caloquant.choices import EngineName, Precision
 from caloquant.export.cache import cache_dir
 from caloquant.runtime.engines import ENGINES, Engine, OnnxRuntimeEngine, OpenVINOEngine, TorchEngine
 from caloquant.runtime.generator import PRECISIONS, Generator, describe, open_generator
@@ -8,7 +9,9 @@ from caloquant.runtime.throughput import Throughput, measure_throughput, median_
 __all__ = [
     "ENGINES",
     "PRECISIONS",
+    "Precision",
     "Engine",
+    "EngineName",
     "Generator",
     "OnnxRuntimeEngine",
     "OpenVINOEngine",

@@ -17,12 +17,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from caloquant._optional import require
+from caloquant.choices import EngineName
 from caloquant.errors import InputError, ModelError
 from caloquant.export.files import PRECISION_HINTS, inference_hint
 from caloquant.machine import cpu_count
 from caloquant.models.spec import ModelSpec
 
-ENGINES = ("openvino", "torch", "onnxruntime")
+#: The engines' names (``caloquant.choices.EngineName``).
+ENGINES = EngineName.words()
 
 #: Completion callback: the raw output of a batch, or the exception that stopped it.
 Done = Callable[[np.ndarray | BaseException], None]
@@ -105,7 +107,7 @@ class _ThreadedEngine(ABC):
 class TorchEngine(_ThreadedEngine):
     """PyTorch eager in FP32: the reference every other engine is compared to."""
 
-    name = "torch"
+    name = EngineName.TORCH.value
 
     def __init__(self, module: Any, spec: ModelSpec, *, batch: int, streams: int = 1, precision: str = "fp32") -> None:
         torch = require("torch")
@@ -127,7 +129,7 @@ class TorchEngine(_ThreadedEngine):
 class OnnxRuntimeEngine(_ThreadedEngine):
     """ONNX Runtime CPU session: FP32 export or a QDQ-quantized ``.onnx``; streams are concurrent ``run`` calls."""
 
-    name = "onnxruntime"
+    name = EngineName.ONNXRUNTIME.value
 
     def __init__(self, onnx_path: Path, spec: ModelSpec, *, batch: int, streams: int = 1,
                  precision: str = "fp32") -> None:
@@ -152,7 +154,7 @@ class OnnxRuntimeEngine(_ThreadedEngine):
 class OpenVINOEngine:
     """OpenVINO CPU with a static batch shape and an AsyncInferQueue of one request per stream."""
 
-    name = "openvino"
+    name = EngineName.OPENVINO.value
 
     def __init__(self, model_xml: Path, spec: ModelSpec, *, batch: int, streams: int | None = None,
                  precision: str = "fp32") -> None:

@@ -17,18 +17,20 @@ import numpy as np
 
 from caloquant._atomic import sha256_file
 from caloquant.data.formats import ShowerSet
+from caloquant.choices import EngineName, Precision
 from caloquant.errors import GeometryMismatchError, InputError, ModelError, PrecisionError
 from caloquant.export.cache import exported, int8_entry, is_complete
 from caloquant.export.files import read_meta, read_model, read_spec
 from caloquant.machine import cpu_count, isa_change_note
 from caloquant.models.registry import LoadedGenerator, load_generator
 from caloquant.models.spec import ModelSpec, shower_noise
-from caloquant.runtime.engines import ENGINES, Done, Engine, OnnxRuntimeEngine, OpenVINOEngine, TorchEngine
+from caloquant.runtime.engines import Done, Engine, OnnxRuntimeEngine, OpenVINOEngine, TorchEngine
 from caloquant.runtime.precision_check import PrecisionCheck, guard, log
 
-PRECISIONS = ("fp32", "bf16", "int8")
+#: The precision words (``caloquant.choices.Precision``); anything else given as a precision is a model path.
+PRECISIONS = Precision.words()
 #: Batch used by ``batch="auto"``, per engine (docs/benchmarks.md, "Generation").
-AUTO_BATCH = {"openvino": 16, "torch": 16, "onnxruntime": 16}
+AUTO_BATCH = {EngineName.OPENVINO: 16, EngineName.TORCH: 16, EngineName.ONNXRUNTIME: 16}
 
 
 @dataclass
@@ -124,15 +126,15 @@ def _shipped_int8(gen: LoadedGenerator) -> tuple[Path, str, str | None]:
     return xml, str(meta["recipe_sha256"]), isa_change_note(meta.get("tuned_on"))
 
 
-def _tuned_model(gen: LoadedGenerator, path: Path, engine: str) -> None:
+def _tuned_model(gen: LoadedGenerator, path: Path, engine: EngineName) -> None:
     """Check that a tuned IR/ONNX file was made from this model and fits the engine."""
     if not path.exists():
         raise ModelError(f"{path}: no such tuned model file (--precision takes fp32, bf16, int8 or a path)")
     if path.suffix not in (".xml", ".onnx"):
         raise ModelError(f"{path}: --precision PATH must be an OpenVINO .xml or an ONNX .onnx file")
-    if path.suffix == ".xml" and engine != "openvino":
+    if path.suffix == ".xml" and engine != EngineName.OPENVINO:
         raise ModelError(f"{path}: an OpenVINO IR runs on --engine openvino, not {engine}")
-    if engine == "torch":
+    if engine == EngineName.TORCH:
         raise ModelError(f"{path}: an ONNX model runs on --engine onnxruntime or openvino, not torch")
     read_model(path)  # a one-line ModelError when the file is not a readable model
     spec, meta = read_spec(path)
@@ -149,7 +151,7 @@ def _tuned_model(gen: LoadedGenerator, path: Path, engine: str) -> None:
                          f"than {gen.source} ({gen.sha256[:12]}...)")
 
 
-def resolve_batch(batch: int | str, engine: str) -> int:
+def resolve_batch(batch: int | str, engine: EngineName) -> int:
     """``auto`` or a positive integer."""
     if batch == "auto":
         return AUTO_BATCH[engine]
@@ -175,8 +177,8 @@ def resolve_streams(streams: int | str) -> int | None:
     return k
 
 
-def open_generator(model: str | os.PathLike[str] | LoadedGenerator, *, engine: str = "openvino",
-                   precision: str | os.PathLike[str] = "fp32", batch: int | str = "auto",
+def open_generator(model: str | os.PathLike[str] | LoadedGenerator, *, engine: EngineName | str = EngineName.OPENVINO,
+                   precision: Precision | str | os.PathLike[str] = Precision.FP32, batch: int | str = "auto",
                    streams: int | str = "auto", fallback_fp32: bool = False, check: bool = True) -> Generator:
     """Load a model (shipped name or checkpoint) and compile it on an engine at a precision.
 
@@ -191,8 +193,7 @@ def open_generator(model: str | os.PathLike[str] | LoadedGenerator, *, engine: s
     """
     gen = model if isinstance(model, LoadedGenerator) else load_generator(model)
     word = str(precision)
-    if engine not in ENGINES:
-        raise InputError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    engine = EngineName.parse(engine, "engine")
     k = resolve_streams(streams)
     b = resolve_batch(batch, engine)
     precision_sha, note = "", None
@@ -200,23 +201,23 @@ def open_generator(model: str | os.PathLike[str] | LoadedGenerator, *, engine: s
         compiled = Path(word)
         _tuned_model(gen, compiled, engine)
         precision_sha = sha256_file(compiled)
-    elif engine == "torch":
+    elif engine == EngineName.TORCH:
         return Generator(TorchEngine(gen.module, gen.spec, batch=b, streams=k or 1, precision=word),
                          gen.sha256, gen.source)
-    elif engine == "onnxruntime":
-        if word != "fp32":
+    elif engine == EngineName.ONNXRUNTIME:
+        if word != Precision.FP32:
             raise InputError(f"engine onnxruntime runs fp32 or a QDQ .onnx path, not {word!r}")
         compiled = exported(gen, ".onnx")
-    elif word == "int8":
+    elif word == Precision.INT8:
         compiled, precision_sha, note = _shipped_int8(gen)
     else:
         compiled = exported(gen, ".xml")
-    if engine == "openvino":
+    if engine == EngineName.OPENVINO:
         eng: Engine = OpenVINOEngine(compiled, gen.spec, batch=b, streams=k, precision=word)
     else:
         eng = OnnxRuntimeEngine(compiled, gen.spec, batch=b, streams=k or 1, precision=word)
     out = Generator(eng, gen.sha256, gen.source, precision_sha)
-    if word == "fp32" or not check:
+    if word == Precision.FP32 or not check:
         return out
     identity = {"model_sha256": gen.sha256, "precision": word if word in PRECISIONS else "file",
                 "precision_sha256": precision_sha, "engine": engine, "batch": b}
@@ -227,7 +228,7 @@ def open_generator(model: str | os.PathLike[str] | LoadedGenerator, *, engine: s
         if not fallback_fp32:
             raise
         log.warning("caloquant: %s; falling back to fp32 as asked (--fallback-fp32)", str(e).split(": refusing")[0])
-        return open_generator(gen, engine=engine, precision="fp32", batch=b, streams=streams)
+        return open_generator(gen, engine=engine, precision=Precision.FP32, batch=b, streams=streams)
     return out
 
 

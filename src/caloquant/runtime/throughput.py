@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from caloquant.choices import EngineName, Precision
 from caloquant.models.registry import LoadedGenerator
 from caloquant.runtime.generator import Generator, open_generator
 
@@ -57,8 +58,9 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def measure_throughput(model: str | os.PathLike[str] | LoadedGenerator | Generator, *, engine: str = "openvino",
-                       precision: str = "fp32", batch: int | str = "auto", streams: int | str = "auto",
+def measure_throughput(model: str | os.PathLike[str] | LoadedGenerator | Generator, *,
+                       engine: EngineName | str = EngineName.OPENVINO, precision: Precision | str = Precision.FP32,
+                       batch: int | str = "auto", streams: int | str = "auto",
                        seconds: float = 3.0, min_batches: int = 4, warmup: int = 2) -> Throughput:
     """Run full batches for at least ``seconds`` (and ``min_batches``) on all streams and time them."""
     gen = model if isinstance(model, Generator) else open_generator(
