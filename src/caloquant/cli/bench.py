@@ -24,7 +24,7 @@ def bench_cmd(
                                                                  "file (repeatable: docs/benchmarks.md, README.md)."),
     rows: str = typer.Option("all", "--rows", help="Rows to measure: all, or a comma-separated subset of "
                                                    "pytorch-fp32, openvino-fp32, openvino-bf16, full-int8, tuned, "
-                                                   "nncf-ac, mc."),
+                                                   "nncf-ac, mc, geant4."),
     seconds: float = typer.Option(3.0, "--seconds", help="Timed seconds per configuration."),
     showers: int = typer.Option(2048, "--showers", help="Generated showers per row for the physics metric."),
     reference: int = typer.Option(3000, "--reference", help="Reference-MC showers the metric compares against."),
