@@ -36,11 +36,13 @@ def test_tuning_moves_the_physics_it_names() -> None:
     deeper = summarise(_gflash(300, 50.0, 3, GFlashTuning(ln_t_shift=0.15)), bootstrap=False).values
     narrow = summarise(_gflash(300, 50.0, 3, GFlashTuning(core_scale=0.8, tail_scale=0.8)), bootstrap=False).values
     noisy = summarise(_gflash(300, 10.0, 3, GFlashTuning(stochastic_scale=2.0)), bootstrap=False).values
+    leaky = summarise(_gflash(300, 50.0, 3, GFlashTuning(profile_fluctuation_scale=1.5)), bootstrap=False).values
     assert scaled["visible_fraction"] / base["visible_fraction"] == pytest.approx(0.9, abs=0.005)
     assert scaled["barycentre"] == pytest.approx(base["barycentre"], abs=0.01)
     assert deeper["barycentre"] > base["barycentre"] + 0.5
     assert narrow["lateral_rms_mm"] < 0.9 * base["lateral_rms_mm"] and narrow["r90_mm"] < base["r90_mm"]
     assert noisy["resolution"] > 1.3 * summarise(_gflash(300, 10.0, 3), bootstrap=False).values["resolution"]
+    assert leaky["resolution"] > 1.2 * base["resolution"]  # wider profile fluctuations: more leakage spread
 
 
 def test_tuning_files_round_trip_and_bad_ones_are_named(tmp_path: Path) -> None:
