@@ -4,9 +4,10 @@ The fit minimises a chi2 over every energy: the visible fraction, resolution, lo
 width, lateral rms and r90 (``summary``), each divided by its statistical error, plus the normalised per-layer
 profile, whose pulls are divided by the square root of the number of layers so that the shape as a whole counts
 as much as one quantity (GFlash's gamma-function profile cannot follow every layer of a full simulation, and a
-plain chi2 would let 25 layers outvote the resolution). GFlash candidates are simulated with the same seeds at every step (common random numbers),
-so the chi2 changes smoothly with the parameters; the final comparison uses an independent GFlash sample, so
-the fit's own random numbers cannot flatter it. Nine parameters: the visible-energy scale of each sampling
+plain chi2 would let 25 layers outvote the resolution). GFlash candidates are simulated with the same seeds at
+every step (common random numbers), so the chi2 changes smoothly with the parameters; the final comparison uses
+an independent GFlash sample, so the fit's own random numbers cannot flatter it. Ten parameters: the
+visible-energy scale of each sampling
 structure, the stochastic-term scale, the shifts and ln E slopes of <ln T_max> and <ln alpha>, the scale of
 their spread, and the core and tail radius scales.
 """

@@ -4,8 +4,8 @@ GFlash parameterisations are meant to be tuned to the full simulation of the det
 Peters; Geant4's ``GFlashSamplingShowerTuning``). A ``GFlashTuning`` holds the few corrections that
 ``caloquant calibrate --to geant4`` fits: a visible-energy scale per sampling structure, a scale of the
 sampling-fluctuation term, shifts of the mean ln T_max and ln alpha (each with a slope in ln E), a scale of
-their shower-to-shower spread, and scales of the radial core and tail radii. The identity (the default) leaves the parameterisation untouched, shower for
-shower. Tunings are JSON files; ``--tuning geant4`` names the one shipped with the package.
+their shower-to-shower spread, and scales of the radial core and tail radii. The identity (the default) leaves
+the parameterisation untouched, shower for shower. Tunings are JSON files; ``--tuning geant4`` names the one shipped with the package.
 """
 
 from __future__ import annotations
