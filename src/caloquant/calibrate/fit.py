@@ -7,9 +7,8 @@ as much as one quantity (GFlash's gamma-function profile cannot follow every lay
 plain chi2 would let 25 layers outvote the resolution). GFlash candidates are simulated with the same seeds at
 every step (common random numbers), so the chi2 changes smoothly with the parameters; the final comparison uses
 an independent GFlash sample, so the fit's own random numbers cannot flatter it. Ten parameters: the
-visible-energy scale of each sampling
-structure, the stochastic-term scale, the shifts and ln E slopes of <ln T_max> and <ln alpha>, the scale of
-their spread, and the core and tail radius scales.
+visible-energy scale of each sampling structure, the stochastic-term scale, the shifts and ln E slopes of
+<ln T_max> and <ln alpha>, the scale of their spread, and the core and tail radius scales.
 """
 
 from __future__ import annotations

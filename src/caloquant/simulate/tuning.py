@@ -5,7 +5,8 @@ Peters; Geant4's ``GFlashSamplingShowerTuning``). A ``GFlashTuning`` holds the f
 ``caloquant calibrate --to geant4`` fits: a visible-energy scale per sampling structure, a scale of the
 sampling-fluctuation term, shifts of the mean ln T_max and ln alpha (each with a slope in ln E), a scale of
 their shower-to-shower spread, and scales of the radial core and tail radii. The identity (the default) leaves
-the parameterisation untouched, shower for shower. Tunings are JSON files; ``--tuning geant4`` names the one shipped with the package.
+the parameterisation untouched, shower for shower. Tunings are JSON files; ``--tuning geant4`` names the one
+shipped with the package.
 """
 
 from __future__ import annotations
