@@ -107,6 +107,8 @@ def test_calibrate_cli_writes_a_tuning_that_simulate_uses(tmp_path: Path, capsys
     assert main(["simulate", "-o", str(sim), "--n", "5", "--energy", "20", "--tuning", str(out), "-q"]) == 0
     with ShowerFile(sim) as f:
         assert json.loads(f.attrs["gflash_tuning"]) == load_tuning(out).to_dict()
+    assert main(["info", str(sim)]) == 0
+    assert "GFlash tuning" in capsys.readouterr().out
     assert main(["simulate", "-o", str(tmp_path / "g.h5"), "--n", "2", "--energy", "20", "--engine", "geant4",
                  "--tuning", "geant4", "-q"]) == 2
     assert "gflash engine only" in capsys.readouterr().err
