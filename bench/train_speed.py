@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from caloquant.bench.tables import write_block
 from caloquant.machine import describe_markdown
 from caloquant.simulate import simulate_to_file
 from caloquant.train import TrainConfig, Trainer
@@ -122,17 +123,6 @@ def measure(data: Path, arch: str, device: str, setting: Setting, batch: int, wa
             "precision": tr.precision, "resident": tr.resident is not None, "peak_gib": peak_mem}
 
 
-def replace_block(path: Path, block: str) -> None:
-    """Put ``block`` between the train_speed markers of ``path`` (appended when the markers are absent)."""
-    text = path.read_text() if path.exists() else ""
-    begin, end = text.find(BEGIN), text.find(END)
-    if begin < 0 or end < begin:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    else:
-        text = text[:begin] + block + text[end + len(END):]
-    path.write_text(text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="ecal25")
@@ -194,7 +184,7 @@ def main() -> None:
         block = (f"{BEGIN}\n### {args.arch} training step on {name}\n\n`{cmd}` ({when}; {args.warmup} warm-up and "
                  f"{args.steps} timed steps per row; {flops / 1e9:.1f} GFLOP per shower per reference step, counted "
                  f"from the models, forward and backward). Host: {describe_markdown()}\n\n{table}\n{END}")
-        replace_block(args.markdown, block)
+        write_block(args.markdown, block, BEGIN, END)
 
 
 if __name__ == "__main__":

@@ -113,3 +113,39 @@ def test_bench_cli_writes_json_and_every_markdown(gan_checkpoint, tmp_path) -> N
     assert [r["name"] for r in doc["rows"]] == ["reference MC"] and doc["rows"][0]["showers_per_s_multistream"] > 0
     assert "| reference MC |" in mds[0].read_text()
     assert mds[1].read_text().startswith("keep\n" + BEGIN) and "old" not in mds[1].read_text()
+
+
+def test_geant4_row_times_the_spectrum_by_the_midpoint_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Geant4's CPU time per shower grows with energy: the row averages times (not rates) over the spectrum."""
+    from caloquant.bench import compare
+    from caloquant.models import DEFAULT_SPECS
+
+    seen = []
+
+    def rate(window, spectrum, n, seed=1):
+        seen.append(spectrum.low)
+        return 100.0 / spectrum.low  # 1 / (0.01 s per GeV)
+
+    monkeypatch.setattr(compare.geant4, "core_rate", rate)
+    spec = DEFAULT_SPECS["ecal25"]  # 10-500 GeV uniform
+    assert seen == [] and compare.geant4_core_rate(spec) == pytest.approx(100.0 / 255.0)
+    assert seen == pytest.approx([10 + 490 / 6, 255.0, 500 - 490 / 6])
+    row = compare.Row("geant4", compare.ROWS["geant4"], "geant4", "fp64")
+    compare._geant4_row(row, spec, cores=4)
+    assert row.showers_per_s_multistream == pytest.approx(4 * 100.0 / 255.0)
+    assert row.ms_per_shower_b1 == pytest.approx(2550.0) and row.metric is None
+
+
+def test_speedup_vs_geant4_column(bench_result) -> None:
+    """Every measured row is compared with the Geant4 row when the table has one."""
+    from dataclasses import replace
+
+    from caloquant.bench.compare import Row, add_speedups
+
+    g4 = Row("geant4", "Geant4 (full simulation)", "geant4", "fp64", showers_per_s_multistream=2.0)
+    result = replace(bench_result, rows=[replace(r) for r in bench_result.rows] + [g4])
+    add_speedups(result)
+    mc = result.row("mc")
+    assert mc is not None and mc.speedup_vs_geant4 == pytest.approx(mc.showers_per_s_multistream / 2.0)
+    assert g4.speedup_vs_geant4 == pytest.approx(1.0) and g4.speedup_vs_mc is not None
+    assert markdown_table(result).splitlines()[0].endswith("| vs Geant4 |")

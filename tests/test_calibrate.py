@@ -36,11 +36,13 @@ def test_tuning_moves_the_physics_it_names() -> None:
     deeper = summarise(_gflash(300, 50.0, 3, GFlashTuning(ln_t_shift=0.15)), bootstrap=False).values
     narrow = summarise(_gflash(300, 50.0, 3, GFlashTuning(core_scale=0.8, tail_scale=0.8)), bootstrap=False).values
     noisy = summarise(_gflash(300, 10.0, 3, GFlashTuning(stochastic_scale=2.0)), bootstrap=False).values
+    leaky = summarise(_gflash(300, 50.0, 3, GFlashTuning(profile_fluctuation_scale=1.5)), bootstrap=False).values
     assert scaled["visible_fraction"] / base["visible_fraction"] == pytest.approx(0.9, abs=0.005)
     assert scaled["barycentre"] == pytest.approx(base["barycentre"], abs=0.01)
     assert deeper["barycentre"] > base["barycentre"] + 0.5
     assert narrow["lateral_rms_mm"] < 0.9 * base["lateral_rms_mm"] and narrow["r90_mm"] < base["r90_mm"]
     assert noisy["resolution"] > 1.3 * summarise(_gflash(300, 10.0, 3), bootstrap=False).values["resolution"]
+    assert leaky["resolution"] > 1.2 * base["resolution"]  # wider profile fluctuations: more leakage spread
 
 
 def test_tuning_files_round_trip_and_bad_ones_are_named(tmp_path: Path) -> None:
@@ -105,6 +107,8 @@ def test_calibrate_cli_writes_a_tuning_that_simulate_uses(tmp_path: Path, capsys
     assert main(["simulate", "-o", str(sim), "--n", "5", "--energy", "20", "--tuning", str(out), "-q"]) == 0
     with ShowerFile(sim) as f:
         assert json.loads(f.attrs["gflash_tuning"]) == load_tuning(out).to_dict()
+    assert main(["info", str(sim)]) == 0
+    assert "GFlash tuning" in capsys.readouterr().out
     assert main(["simulate", "-o", str(tmp_path / "g.h5"), "--n", "2", "--energy", "20", "--engine", "geant4",
                  "--tuning", "geant4", "-q"]) == 2
     assert "gflash engine only" in capsys.readouterr().err

@@ -113,3 +113,10 @@ def test_user_data_used_as_is(tmp_path: Path) -> None:
 def test_unknown_engine_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "-o", str(tmp_path / "a.h5"), "--n", "2", "--energy", "10", "--engine", "fluka"]) == 2
     assert "unknown engine" in capsys.readouterr().err
+
+
+@needs_geant4
+def test_core_rate_counts_worker_cpu_seconds() -> None:
+    """Showers per CPU-second of one worker, its set-up excluded: 10 GeV showers take well under a second."""
+    rate = geant4.core_rate(WINDOW_25, SPEC, 2)
+    assert np.isfinite(rate) and 1.0 < rate < 1e4

@@ -27,11 +27,13 @@ from caloquant.errors import CaloquantError, InputError, ModelError
 from caloquant.evaluation import DEFAULT_EVALUATION, EvaluationSettings
 from caloquant.machine import cpu_count, describe_machine
 from caloquant.models.registry import LoadedGenerator, load_generator
+from caloquant.models.spec import ModelSpec
 from caloquant.quantize.evaluators import PhysicsEvaluator
 from caloquant.quantize.shipped import shipped_int8
 from caloquant.quantize.source import ResolvedModel, resolve
 from caloquant.runtime import open_generator
-from caloquant.simulate import simulate
+from caloquant.simulate import geant4, simulate
+from caloquant.simulate.engine import Spectrum
 from caloquant.validate import compute_features
 from caloquant.validate.metrics import bootstrap_counts
 
@@ -44,7 +46,11 @@ ROWS = {
     "tuned": "tuned mixed precision",
     "nncf-ac": "NNCF accuracy control",
     "mc": "reference MC",
+    "geant4": "Geant4 (full simulation)",
 }
+#: Energies at which the Geant4 row is timed: midpoints of this many equal slices of the model's spectrum (the
+#: mean CPU time per shower over the spectrum, by the midpoint rule), with this many showers each.
+GEANT4_POINTS, GEANT4_SHOWERS = 3, 2
 
 
 @dataclass
@@ -94,6 +100,7 @@ class Row:
     metric_error: float | None = None
     speedup_vs_pytorch_fp32: float | None = None
     speedup_vs_mc: float | None = None
+    speedup_vs_geant4: float | None = None
     missing: str | None = None
 
 
@@ -151,6 +158,18 @@ def _mc_physics(spec: Any, ev: Any, s: BenchSettings) -> tuple[float, float]:
     return _score(ev, compute_features(mc), s)
 
 
+def geant4_core_rate(spec: ModelSpec) -> float:
+    """Geant4 showers per CPU-second of one worker over the model's energy spectrum (uniform: the midpoint rule on
+    GEANT4_POINTS slices, GEANT4_SHOWERS showers each; worker set-up excluded)."""
+    low, high = spec.energy_range
+    spectrum = Spectrum(low, high)
+    seconds = 0.0
+    for k in range(GEANT4_POINTS):
+        e = spectrum.sample((k + 0.5) / GEANT4_POINTS)
+        seconds += GEANT4_SHOWERS / geant4.core_rate(spec.window, Spectrum(e, e), GEANT4_SHOWERS, seed=k)
+    return GEANT4_POINTS * GEANT4_SHOWERS / seconds
+
+
 def _timings(config: dict[str, Any]) -> dict[str, Any]:
     """Run the worker in a fresh process; CaloquantError with its last error line when it fails."""
     proc = subprocess.run([sys.executable, "-m", "caloquant.bench.worker", json.dumps(config)],
@@ -188,7 +207,7 @@ def _plans(src: ResolvedModel, gen: LoadedGenerator, given: dict[str, Path], wor
     """Build or locate the model file of every requested row; rows whose model cannot be had get ``missing``."""
     plans = []
     for key in rows:
-        engine = "mc" if key == "mc" else ("torch" if key == "pytorch-fp32" else "openvino")
+        engine = key if key in ("mc", "geant4") else ("torch" if key == "pytorch-fp32" else "openvino")
         plan = _Plan(Row(key, ROWS[key], engine, "fp32"))
         try:
             if key == "pytorch-fp32":
@@ -200,6 +219,10 @@ def _plans(src: ResolvedModel, gen: LoadedGenerator, given: dict[str, Path], wor
                 plan.model_mb = deployments.ir_mib(src.path)
             elif key == "mc":
                 plan.row.precision = "fp64"
+            elif key == "geant4":
+                plan.row.precision = "fp64"
+                if not geant4.available():
+                    plan.row.missing = "geant4-pybind is not installed: pip install 'caloquant[geant4]'"
             else:
                 plan.row.precision = "int8" if key == "full-int8" else "int8/fp32"
                 xml = given.get(key) or _built(key, src, workdir)
@@ -244,6 +267,10 @@ def run_bench(model: str | os.PathLike[str] | ResolvedModel, *,
             if r.missing:
                 say(f"[{k}/{len(plans)}] {r.name}: not measured ({r.missing})")
                 continue
+            if r.key == "geant4":
+                say(f"[{k}/{len(plans)}] {r.name}: CPU time per shower at {GEANT4_POINTS} energies (about a minute)")
+                _geant4_row(r, gen.spec, cores)
+                continue
             say(f"[{k}/{len(plans)}] {r.name}: speed and memory in a fresh process")
             config = ({"kind": "mc", "energy": list(gen.spec.energy_range), "seconds": s.seconds, "cores": cores}
                       if r.key == "mc" else {"kind": "generator", "model": gen.source, "engine": r.engine,
@@ -264,9 +291,26 @@ def run_bench(model: str | os.PathLike[str] | ResolvedModel, *,
     result = BenchResult(name, machine, asdict(s) | {"large_batch": LARGE_BATCH, "cores": cores,
                                                            "metric": "3dgan_moments (lower is better)"},
                          datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), rows)
-    for ref_key, attr in (("pytorch-fp32", "speedup_vs_pytorch_fp32"), ("mc", "speedup_vs_mc")):
+    add_speedups(result)
+    return result
+
+
+def add_speedups(result: BenchResult) -> None:
+    """Each measured row's N-stream throughput over that of PyTorch FP32, the MC and Geant4 (where measured)."""
+    for ref_key, attr in (("pytorch-fp32", "speedup_vs_pytorch_fp32"), ("mc", "speedup_vs_mc"),
+                          ("geant4", "speedup_vs_geant4")):
         ref = result.row(ref_key)
-        for r in rows:
+        for r in result.rows:
             if ref and ref.showers_per_s_multistream and r.showers_per_s_multistream:
                 setattr(r, attr, r.showers_per_s_multistream / ref.showers_per_s_multistream)
-    return result
+
+
+def _geant4_row(r: Row, spec: ModelSpec, cores: int) -> None:
+    """Fill the Geant4 row: one shower per worker at a time, one worker per core (independent processes)."""
+    try:
+        rate = geant4_core_rate(spec)
+    except CaloquantError as e:
+        r.missing = str(e)
+        return
+    r.ms_per_shower_b1 = 1000.0 / rate
+    r.showers_per_s_single, r.showers_per_s_multistream, r.streams = rate, rate * cores, cores

@@ -16,12 +16,17 @@ from caloquant.machine import describe_markdown
 BEGIN = "<!-- caloquant bench: begin -->"
 END = "<!-- caloquant bench: end -->"
 HEADER = ("model", "ms/shower b1", "ms/shower b128", "showers/s 1 stream", "showers/s N streams",
-          "peak RSS (MiB)", "size (MiB)", "3dgan_moments", "vs PyTorch FP32", "vs MC")
+          "peak RSS (MiB)", "size (MiB)", "3dgan_moments", "vs PyTorch FP32", "vs MC", "vs Geant4")
 NOT_MEASURED = "not measured"
 
 
 def _num(x: float | None, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
+
+
+def _ratio(x: float | None) -> str:
+    """A speed-up: two decimals below 10, three significant digits above (thousands separated)."""
+    return "-" if x is None else (f"{x:.2f}x" if x < 10 else f"{_sig(x)}x")
 
 
 def _sig(x: float) -> str:
@@ -38,8 +43,7 @@ def cells(row: Row) -> list[str]:
     return [row.name, _num(row.ms_per_shower_b1, ".2f"), _num(row.ms_per_shower_b128, ".2f"),
             "-" if row.showers_per_s_single is None else _sig(row.showers_per_s_single), multi,
             _num(row.peak_rss_mb, ",.0f"), _num(row.model_mb, ".2f"), metric,
-            _num(row.speedup_vs_pytorch_fp32, ".2f") + ("x" if row.speedup_vs_pytorch_fp32 else ""),
-            _num(row.speedup_vs_mc, ".2f") + ("x" if row.speedup_vs_mc else "")]
+            _ratio(row.speedup_vs_pytorch_fp32), _ratio(row.speedup_vs_mc), _ratio(row.speedup_vs_geant4)]
 
 
 def markdown_table(result: BenchResult) -> str:
@@ -74,8 +78,12 @@ def markdown_block(result: BenchResult) -> str:
         "NNCF accuracy control: "
         "`nncf.quantize_with_accuracy_control` with the tuner's calibration data, metric, evaluation showers and "
         "5 % relative tolerance. Speed-ups compare the N-stream throughputs. The reference MC is caloquant's "
-        "GFlash-style parameterised simulation, itself a fast simulation: 'vs MC' compares with it, not with "
-        "a full Geant4 simulation (not available here). 3dgan_moments (lower is better) is "
+        "GFlash-style parameterised simulation, itself a fast simulation; 'vs Geant4' compares with the full "
+        "simulation of `simulate --engine geant4` (Geant4 11.4, `G4EmStandardPhysics_option1`, 0.7 mm cut), "
+        "timed as CPU seconds per shower of one worker at the midpoints of three equal slices of the model's "
+        "energy range (two showers each, worker set-up excluded), one worker per core for N streams; it has no "
+        "physics metric here (its own comparison with GFlash is in docs/physics.md). 3dgan_moments (lower is "
+        "better) is "
         f"the tuner's metric on {s['n_showers']:,} showers (seed {s['seed']}, which no tuner saw) from identical "
         f"conditions and noise against {s['n_reference']:,} independent reference-MC showers, +- its bootstrap "
         f"error ({s['n_boot']} replicates, reference resampled too); the reference-MC row scores an independent MC "
@@ -84,24 +92,30 @@ def markdown_block(result: BenchResult) -> str:
     ])
 
 
-def replace_block(text: str, block: str) -> str:
-    """``text`` with the marked block replaced by ``block`` (appended when the markers are absent)."""
-    begin, end = text.find(BEGIN), text.find(END)
+def replace_block(text: str, block: str, begin_marker: str = BEGIN, end_marker: str = END) -> str:
+    """``text`` with the block between the markers replaced by ``block`` (appended when the markers are absent);
+    ``block`` starts with ``begin_marker`` and ends with ``end_marker``."""
+    begin, end = text.find(begin_marker), text.find(end_marker)
     if begin < 0 and end < 0:
         return text.rstrip("\n") + "\n\n" + block + "\n"
     if begin < 0 or end < begin:
-        raise InputError(f"the markers {BEGIN} ... {END} are incomplete or out of order")
-    return text[:begin] + block + text[end + len(END):]
+        raise InputError(f"the markers {begin_marker} ... {end_marker} are incomplete or out of order")
+    return text[:begin] + block + text[end + len(end_marker):]
 
 
-def update_markdown(path: str | os.PathLike[str], result: BenchResult) -> Path:
+def write_block(path: str | os.PathLike[str], block: str, begin_marker: str = BEGIN, end_marker: str = END) -> Path:
     """Regenerate the marked block of a Markdown file (created when missing), atomically."""
     p = Path(path)
     try:
         old = p.read_text(encoding="utf-8") if p.exists() else ""
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"{p}: cannot read it as text ({e})") from None
-    return write_text_atomic(p, replace_block(old, markdown_block(result)) if old else markdown_block(result) + "\n")
+    return write_text_atomic(p, replace_block(old, block, begin_marker, end_marker) if old else block + "\n")
+
+
+def update_markdown(path: str | os.PathLike[str], result: BenchResult) -> Path:
+    """Regenerate the bench table's block of a Markdown file (created when missing), atomically."""
+    return write_block(path, markdown_block(result))
 
 
 def rich_table(result: BenchResult) -> Table:

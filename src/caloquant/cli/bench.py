@@ -26,7 +26,7 @@ def bench_cmd(
                                                                  "file (repeatable: docs/benchmarks.md, README.md)."),
     rows: str = typer.Option("all", "--rows", help="Rows to measure: all, or a comma-separated subset of "
                                                    "pytorch-fp32, openvino-fp32, openvino-bf16, full-int8, tuned, "
-                                                   "nncf-ac, mc."),
+                                                   "nncf-ac, mc, geant4."),
     seconds: float = typer.Option(3.0, "--seconds", help="Timed seconds per configuration."),
     showers: int = typer.Option(DEFAULT_EVALUATION.n_showers, "--showers", help="Generated showers per row for the "
                                                                                 "physics metric."),

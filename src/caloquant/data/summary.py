@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -25,6 +26,8 @@ def print_summary(path: str | os.PathLike[str], max_showers: int = 20_000) -> No
         t.add_row("generator", str(attrs["generator"]))
     if "geant4_data" in attrs:
         t.add_row("Geant4 data", str(attrs["geant4_data"]))
+    if attrs.get("gflash_tuning", "none") != "none":
+        t.add_row("GFlash tuning", _tuning_line(str(attrs["gflash_tuning"])))
     t.add_row("primary energy", f"{s.energy.min():.1f} - {s.energy.max():.1f} GeV (mean {s.energy.mean():.1f})")
     t.add_row("incidence angle", f"{np.rad2deg(s.theta.min()):.1f} - {np.rad2deg(s.theta.max()):.1f} deg")
     t.add_row("visible / primary", f"{np.mean(vis / s.energy):.5f} +- {np.std(vis / s.energy):.5f}")
@@ -33,3 +36,12 @@ def print_summary(path: str | os.PathLike[str], max_showers: int = 20_000) -> No
     if n > len(s):
         t.add_row("(statistics from)", f"first {len(s):,} showers")
     Console().print(t)
+
+
+def _tuning_line(recorded: str) -> str:
+    """What a recorded GFlash tuning (JSON) was fitted to, or the text itself when it cannot be read."""
+    try:
+        fitted_to = json.loads(recorded).get("fitted_to", "")
+    except (ValueError, AttributeError):
+        return recorded[:200]
+    return f"fitted to {fitted_to}" if fitted_to else "custom (see the file attribute gflash_tuning)"

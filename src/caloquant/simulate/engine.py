@@ -160,7 +160,9 @@ class ShowerSimulator:
         lp = longitudinal_params(energy, front)
         if not self.tuning.is_identity:
             d_t, d_a = self.tuning.ln_shifts(energy)
-            lp = replace(lp, mean_ln_t=lp.mean_ln_t + d_t, mean_ln_alpha=lp.mean_ln_alpha + d_a)
+            spread = self.tuning.profile_fluctuation_scale
+            lp = replace(lp, mean_ln_t=lp.mean_ln_t + d_t, mean_ln_alpha=lp.mean_ln_alpha + d_a,
+                         sigma_ln_t=lp.sigma_ln_t * spread, sigma_ln_alpha=lp.sigma_ln_alpha * spread)
         t_max = np.empty(n)
         alpha = np.empty(n)
         todo = np.arange(n)

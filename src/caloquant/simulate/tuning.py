@@ -3,9 +3,10 @@
 GFlash parameterisations are meant to be tuned to the full simulation of the detector at hand (Grindhammer &
 Peters; Geant4's ``GFlashSamplingShowerTuning``). A ``GFlashTuning`` holds the few corrections that
 ``caloquant calibrate --to geant4`` fits: a visible-energy scale per sampling structure, a scale of the
-sampling-fluctuation term, shifts of the mean ln T_max and ln alpha (each with a slope in ln E), and scales of
-the radial core and tail radii. The identity (the default) leaves the parameterisation untouched, shower for
-shower. Tunings are JSON files; ``--tuning geant4`` names the one shipped with the package.
+sampling-fluctuation term, shifts of the mean ln T_max and ln alpha (each with a slope in ln E), a scale of
+their shower-to-shower spread, and scales of the radial core and tail radii. The identity (the default) leaves
+the parameterisation untouched, shower for shower. Tunings are JSON files; ``--tuning geant4`` names the one
+shipped with the package.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class GFlashTuning:
     #: <ln alpha> += ln_alpha_shift + ln_alpha_slope * ln(E / PIVOT_GEV): changes the longitudinal width.
     ln_alpha_shift: float = 0.0
     ln_alpha_slope: float = 0.0
+    #: Scale of sigma(ln T_max) and sigma(ln alpha): the shower-to-shower fluctuation of the longitudinal profile
+    #: (and so of the rear leakage, which dominates the resolution at high energy).
+    profile_fluctuation_scale: float = 1.0
     #: Scales of the radial core radius R_C and tail radius R_T.
     core_scale: float = 1.0
     tail_scale: float = 1.0
@@ -58,7 +62,8 @@ class GFlashTuning:
             values = value if isinstance(value, tuple) else (value,)
             if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
                 raise InputError(f"GFlash tuning: {f.name} must be finite numbers, got {value!r}")
-        positive = [*self.sampling_scale, self.stochastic_scale, self.core_scale, self.tail_scale]
+        positive = [*self.sampling_scale, self.stochastic_scale, self.profile_fluctuation_scale, self.core_scale,
+                    self.tail_scale]
         if any(v <= 0 for v in positive):
             raise InputError("GFlash tuning: scales must be positive")
 
