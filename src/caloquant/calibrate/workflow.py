@@ -93,6 +93,7 @@ def calibrate(
     with progress_bar(expected, "calibrate", unit="fits", enabled=progress) as advance:
         result = fit_gflash(samples, fitted_to=describe_references(samples), n_fit=n_fit, n_check=n_check,
                             max_steps=max_steps, on_evaluation=lambda k, cost: advance(1))
+        advance(max(0, expected - result.evaluations))  # converged before the last allowed step
     result.tuning.save(output)
     if table is not None:
         write_text_atomic(table, results_table(result) + "\n")
