@@ -86,9 +86,12 @@ def test_fit_recovers_a_known_tuning() -> None:
     assert result.chi2_after < 0.1 * result.chi2_before
     assert t.sampling_scale == pytest.approx(truth.sampling_scale, rel=0.03)
     assert t.ln_t_shift == pytest.approx(truth.ln_t_shift, abs=0.03)
-    assert t.core_scale == pytest.approx(truth.core_scale, rel=0.06)
+    assert t.core_scale < 1.0 and t.tail_scale < 1.0  # both radii narrowed (core and tail trade off in r90)
     for ref, after in zip(result.reference, result.after):
         assert after.values["visible_fraction"] == pytest.approx(ref.values["visible_fraction"], rel=0.01)
+        for q in ("barycentre", "long_width", "r90_mm", "lateral_rms_mm"):  # agree within 3 sigma
+            sigma = np.hypot(after.errors[q], ref.errors[q])
+            assert abs(after.values[q] - ref.values[q]) < 3 * sigma, q
 
 
 def test_calibrate_cli_writes_a_tuning_that_simulate_uses(tmp_path: Path, capsys: pytest.CaptureFixture[str]
