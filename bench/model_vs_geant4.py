@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from caloquant.calibrate import markdown_table, summarise
+from caloquant.calibrate import comparison_table, summarise
 from caloquant.calibrate.workflow import read_reference
 from caloquant.cli import main
 from caloquant.simulate import simulate
@@ -64,7 +64,7 @@ def run(g4dir: Path, out: Path, energies: list[float]) -> None:
                          str(doc), "-q"]) in (0, 1)
         metric_rows.append(f"| {e:g} | " + " | ".join(metric_cells(doc)) + " |")
         print(f"{e:g} GeV done", file=sys.stderr, flush=True)
-    print(markdown_table(rows))
+    print(comparison_table(rows))
     print()
     print("| E (GeV) | " + " | ".join(METRICS) + " |")
     print("|" + "---|" * (len(METRICS) + 1))

@@ -12,8 +12,8 @@ import caloquant
 PUBLIC = {
     "caloquant": ["__version__"],
     "caloquant.bench": [],
-    "caloquant.calibrate": ["CalibrationResult", "QUANTITIES", "Summary", "calibrate", "deviations", "fit_gflash",
-        "markdown_table", "profile_chi2", "summarise"],
+    "caloquant.calibrate": ["CalibrationResult", "QUANTITIES", "Summary", "calibrate", "comparison_table",
+        "fit_gflash", "profile_chi2", "summarise"],
     "caloquant.cli": ["app", "fail", "main"],
     "caloquant.cluster": ["GenerateJob", "ShardedResult", "SimulateJob", "connect", "run_sharded"],
     "caloquant.data": ["LAYOUTS", "Manifest", "ShowerDataset", "ShowerFile", "ShowerFiles", "ShowerSet",

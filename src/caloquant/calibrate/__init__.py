@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from caloquant.calibrate.fit import CalibrationResult, fit_gflash
-from caloquant.calibrate.summary import QUANTITIES, Summary, deviations, markdown_table, profile_chi2, summarise
+from caloquant.calibrate.summary import QUANTITIES, Summary, comparison_table, profile_chi2, summarise
 from caloquant.calibrate.workflow import calibrate
 
-__all__ = ["QUANTITIES", "CalibrationResult", "Summary", "calibrate", "deviations", "fit_gflash", "markdown_table",
+__all__ = ["QUANTITIES", "CalibrationResult", "Summary", "calibrate", "comparison_table", "fit_gflash",
            "profile_chi2", "summarise"]

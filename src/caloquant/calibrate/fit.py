@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import least_squares
 
-from caloquant.calibrate.summary import Summary, summarise
+from caloquant.calibrate.summary import PROFILE_FLOOR, Summary, summarise
 from caloquant.data.formats import ShowerSet
 from caloquant.errors import InputError
 from caloquant.geometry import CLIC_ECAL, Window
@@ -67,7 +67,7 @@ def _residuals(ref: Summary, cand: Summary, cand_err: Summary) -> np.ndarray:
     for q in FIT_QUANTITIES:
         sigma = math.hypot(ref.errors[q], cand_err.errors[q], ERROR_FLOOR * ref.values[q])
         out.append((cand.values[q] - ref.values[q]) / sigma)
-    keep = np.maximum(ref.profile, cand.profile) > 1e-3
+    keep = np.maximum(ref.profile, cand.profile) > PROFILE_FLOOR
     sigma = np.sqrt(ref.profile_error**2 + cand_err.profile_error**2 + (ERROR_FLOOR * ref.profile) ** 2)
     prof = np.where(keep, (cand.profile - ref.profile) / np.maximum(sigma, 1e-30), 0.0)
     return np.concatenate([out, prof / math.sqrt(max(int(keep.sum()), 1))])

@@ -28,6 +28,8 @@ QUANTITIES = (
     ("r90_mm", "r90", "mm"),
     ("lateral_rms_mm", "lateral rms", "mm"),
 )
+#: Layers below this fraction of the visible energy (in both samples) are left out of profile comparisons.
+PROFILE_FLOOR = 1e-3
 #: Bootstrap resamples for the errors of peak and r90 (the quantities of the mean shower).
 N_BOOT = 40
 
@@ -114,15 +116,10 @@ def summarise(showers: ShowerSet, *, where: str = "sample", bootstrap: bool = Tr
 
 
 def profile_chi2(a: Summary, b: Summary) -> float:
-    """chi2 / ndf of two normalised layer profiles (layers holding at least 0.1 % of the energy)."""
-    keep = np.maximum(a.profile, b.profile) > 1e-3
+    """chi2 / ndf of two normalised layer profiles (layers above PROFILE_FLOOR in either)."""
+    keep = np.maximum(a.profile, b.profile) > PROFILE_FLOOR
     var = a.profile_error[keep] ** 2 + b.profile_error[keep] ** 2
     return float(np.sum((a.profile[keep] - b.profile[keep]) ** 2 / np.maximum(var, 1e-30)) / max(keep.sum(), 1))
-
-
-def deviations(reference: Summary, candidate: Summary) -> dict[str, float]:
-    """Relative deviation (candidate / reference - 1) of every quantity."""
-    return {q: candidate.values[q] / reference.values[q] - 1.0 for q, _, _ in QUANTITIES}
 
 
 def _cell(s: Summary, q: str) -> str:
@@ -131,7 +128,7 @@ def _cell(s: Summary, q: str) -> str:
     return f"{s.values[q]:.{digits}f} ± {s.errors[q]:.{digits}f}"
 
 
-def markdown_table(rows: list[tuple[str, Summary, Summary | None]]) -> str:
+def comparison_table(rows: list[tuple[str, Summary, Summary | None]]) -> str:
     """A markdown table, one row per (label, sample, reference): values, and the deviation from the reference."""
     head = ["E (GeV)", "engine", "showers"] + [f"{t} ({u})" if u else t for _, t, u in QUANTITIES]
     head += ["profile χ²/ndf"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from caloquant._atomic import check_writable, write_text_atomic
 from caloquant.calibrate.fit import N_PARAMETERS, CalibrationResult, fit_gflash
-from caloquant.calibrate.summary import fixed_energy, markdown_table
+from caloquant.calibrate.summary import comparison_table, fixed_energy
 from caloquant.data.formats import ShowerSet
 from caloquant.data.shards import open_showers
 from caloquant.errors import InputError
@@ -105,4 +105,4 @@ def results_table(result: CalibrationResult) -> str:
     rows = []
     for ref, before, after in zip(result.reference, result.before, result.after):
         rows += [("Geant4", ref, None), ("GFlash", before, ref), ("GFlash tuned", after, ref)]
-    return markdown_table(rows)
+    return comparison_table(rows)

@@ -29,7 +29,7 @@ def run_attrs(n: int, energy: str | float | tuple[float, float], *, spectrum: st
         raise InputError(f"unknown format {layout!r}; choose one of {', '.join(LAYOUTS)}")
     spec = Spectrum(*parse_range(energy, "energy"), kind=spectrum)
     ang = AngleRange(*parse_range(angle, "angle"))
-    tuned = {"gflash_tuning": _tuning(tuning).describe()} if engine == "gflash" else {}
+    tuned = {"gflash_tuning": load_tuning(tuning).describe()} if engine == "gflash" else {}
     return tuned | {
         "generator": _generator_name(engine),
         "engine": engine,
@@ -67,6 +67,8 @@ def simulate_to_file(
     """Simulate showers [first, first + n) into ``path``; the file appears only once complete (Ctrl-C/SIGTERM:
     not at all). ``on_chunk(k)`` is called with the number of showers written so far. ``tuning`` (GFlash
     engine only) is a GFlashTuning, a shipped tuning's name or a tuning file."""
+    if engine == "gflash":
+        tuning = load_tuning(tuning)  # read the file once
     attrs = run_attrs(n, energy, spectrum=spectrum, angle=angle, window=window, seed=seed, layout=layout,
                       first=first, engine=engine, tuning=tuning)
     win = parse_window(window)
@@ -94,7 +96,7 @@ def _engine(engine: str, window: Window, workers: int, tuning: GFlashTuning | st
     """The simulator for ``engine`` and the attributes every file it writes records."""
     _generator_name(engine)  # checks the name
     if engine == "gflash":
-        return ShowerSimulator(window, tuning=_tuning(tuning)), {}
+        return ShowerSimulator(window, tuning=load_tuning(tuning)), {}
     if tuning is not None and str(tuning) != "none":
         raise InputError("--tuning applies to the gflash engine only")
     sim = geant4.Geant4Simulator(window, workers=workers)
@@ -108,11 +110,6 @@ def _engine(engine: str, window: Window, workers: int, tuning: GFlashTuning | st
         "geant4_data": src.description,
         "geant4_data_approximate": src.approximate,
     }
-
-
-def _tuning(tuning: GFlashTuning | str | None) -> GFlashTuning:
-    """A GFlashTuning as given, or loaded by name or path (None: the identity)."""
-    return tuning if isinstance(tuning, GFlashTuning) else load_tuning(tuning)
 
 
 def _generator_name(engine: str) -> str:

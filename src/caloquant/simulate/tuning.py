@@ -131,8 +131,11 @@ class GFlashTuning:
 IDENTITY = GFlashTuning()
 
 
-def load_tuning(name_or_path: str | os.PathLike[str] | None) -> GFlashTuning:
-    """The identity (None or ``none``), a shipped tuning by name (``geant4``) or a tuning JSON file."""
+def load_tuning(name_or_path: GFlashTuning | str | os.PathLike[str] | None) -> GFlashTuning:
+    """The identity (None or ``none``), a shipped tuning by name (``geant4``), a tuning JSON file, or a
+    GFlashTuning as given."""
+    if isinstance(name_or_path, GFlashTuning):
+        return name_or_path
     if name_or_path is None or str(name_or_path) == "none":
         return IDENTITY
     path = SHIPPED.get(str(name_or_path), Path(name_or_path))
