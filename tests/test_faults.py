@@ -23,7 +23,8 @@ import pytest
 
 from caloquant._atomic import OutputLock
 from caloquant.data import write_showers
-from caloquant.errors import AccuracyNotReachedError, InputError
+from caloquant.errors import InputError
+from caloquant.quantize import AccuracyNotReachedError
 from caloquant.simulate import simulate
 from helpers import SRC, leftovers, run_cli
 

@@ -55,21 +55,34 @@ def _type_checking(node: ast.AST) -> bool:
 
 
 class _Imports(ast.NodeVisitor):
-    """Top-level imports, imports inside functions, and ``require("...")`` calls of one module."""
+    """Top-level imports, type-only imports (under ``if TYPE_CHECKING:``), imports inside functions, and
+    ``require("...")`` calls of one module."""
 
     def __init__(self, module: str, is_package: bool) -> None:
         self.package = module if is_package else module.rpartition(".")[0]
         self.top: set[str] = set()
+        self.typed: set[str] = set()
         self.nested: list[str] = []
         self.required: set[str] = set()
         self.depth = 0
+        self.type_only = False
 
     def _add(self, names: list[str]) -> None:
-        (self.nested.extend if self.depth else self.top.update)(names)
+        if self.depth:
+            self.nested.extend(names)
+        else:
+            (self.typed if self.type_only else self.top).update(names)
 
     def visit_If(self, node: ast.If) -> None:
         if not _type_checking(node):
             self.generic_visit(node)
+            return
+        self.type_only, outer = True, self.type_only
+        for child in node.body:
+            self.visit(child)
+        self.type_only = outer
+        for child in node.orelse:
+            self.visit(child)
 
     def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         self.depth += 1
@@ -111,10 +124,64 @@ def _own(names: set[str] | list[str], modules: dict[str, _Imports]) -> set[str]:
 
 
 def test_no_module_imports_a_higher_layer() -> None:
+    """Type-only imports count too: they tie the modules together for mypy and for readers, and turn into runtime
+    imports as soon as an annotation is evaluated (``typing.get_type_hints``, a dataclass field made concrete)."""
     modules = _graph()
-    bad = sorted(f"{m} -> {t}" for m, imp in modules.items() for t in _own(imp.top | imp.required, modules)
-                 if _layer(t) > _layer(m))
+    bad = sorted(f"{m} -> {t}" for m, imp in modules.items()
+                 for t in _own(imp.top | imp.typed | imp.required, modules) if _layer(t) > _layer(m))
     assert not bad, "imports of a higher layer:\n" + "\n".join(bad)
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in sorted(edges):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(edges[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            v, children = work[-1]
+            w = next(children, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = len(index)
+                    stack.append(w)
+                    on_stack.add(w)
+                    work.append((w, iter(sorted(edges[w]))))
+                elif w in on_stack:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                component = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    component.append(w)
+                    if w == v:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_import_cycles_stay_inside_one_package() -> None:
+    """With type-only imports counted, no import circle crosses packages (a package's ``__init__`` and its own
+    modules may still import each other)."""
+    modules = _graph()
+    edges = {m: _own(imp.top | imp.typed | imp.required, modules) for m, imp in modules.items()}
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]  # the check sees one
+    crossing = [c for c in _cycles(edges) if len({m.split(".")[1] if "." in m else "" for m in c}) > 1]
+    assert not crossing, "import cycles across packages:\n" + "\n".join(" ".join(c) for c in crossing)
 
 
 def test_imports_sit_at_the_top_of_modules() -> None:

@@ -12,10 +12,10 @@ from torch import nn
 
 from caloquant.choices import Fallback, Precision
 from caloquant.cli import main
-from caloquant.errors import AccuracyNotReachedError, DataFormatError, InputError, ModelError
+from caloquant.errors import DataFormatError, InputError, ModelError
 from caloquant.export import inference_hint
 from caloquant.models import DEFAULT_SPECS
-from caloquant.quantize import Criterion, PerItemEvaluator, apply_recipe, tune
+from caloquant.quantize import AccuracyNotReachedError, Criterion, PerItemEvaluator, apply_recipe, tune
 
 pytest.importorskip("nncf")
 

@@ -15,10 +15,9 @@ import torch
 from torch import nn
 
 from caloquant.cli import main
-from caloquant.errors import AccuracyNotReachedError
 from caloquant.export.files import read_model
 from caloquant.models.registry import sha256_file
-from caloquant.quantize import Criterion, PerItemEvaluator, TuneResult, tune
+from caloquant.quantize import AccuracyNotReachedError, Criterion, PerItemEvaluator, TuneResult, tune
 from caloquant.quantize import recipe as rec
 from caloquant.quantize.openvino_backend import (
     INTEGER,

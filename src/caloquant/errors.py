@@ -1,11 +1,9 @@
-"""Typed errors. The CLI turns every CaloquantError into a one-line message and exit code 2."""
+"""Typed errors. The CLI turns every CaloquantError into a one-line message and exit code 2.
+
+Errors that carry a result of a higher stage live with that stage (``caloquant.quantize.AccuracyNotReachedError``),
+so that this module imports nothing of caloquant."""
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from caloquant.quantize.tuner import TuneResult
 
 
 class CaloquantError(Exception):
@@ -28,14 +26,6 @@ class GeometryMismatchError(CaloquantError):
 
 class ModelError(CaloquantError):
     """A model or checkpoint cannot be loaded or does not fit the request."""
-
-
-class AccuracyNotReachedError(CaloquantError):
-    """No quantization candidate met the accuracy criterion; ``result`` is the tuning run, closest candidate first."""
-
-    def __init__(self, message: str, result: TuneResult) -> None:
-        super().__init__(message)
-        self.result = result
 
 
 class PrecisionError(CaloquantError):

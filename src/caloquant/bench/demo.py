@@ -27,8 +27,9 @@ from caloquant.bench.deployments import build_full_int8, build_nncf_accuracy_con
 from caloquant.bench.tables import rich_table, update_markdown
 from caloquant.data import read_showers, write_showers
 from caloquant.data.summary import print_summary
-from caloquant.errors import AccuracyNotReachedError, InputError, ModelError
+from caloquant.errors import InputError, ModelError
 from caloquant.evaluation import DEFAULT_EVALUATION, EvaluationSettings
+from caloquant.quantize import AccuracyNotReachedError
 from caloquant.quantize.source import ResolvedModel, resolve
 from caloquant.quantize.workflow import quantize_generator
 from caloquant.runtime import open_generator

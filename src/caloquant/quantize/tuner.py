@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from caloquant.choices import Fallback
-from caloquant.errors import AccuracyNotReachedError, InputError, ModelError
+from caloquant.errors import CaloquantError, InputError, ModelError
 from caloquant.export.files import read_model, set_inference_precision
 from caloquant.quantize import search
 from caloquant.quantize.evaluators import Evaluator
@@ -134,6 +134,17 @@ class TuneResult:
                                           [c.degradation for c in self.history]),
             "skipped": self.skipped, "fresh_calibrations": self.fresh_calibrations,
         }
+
+
+class AccuracyNotReachedError(CaloquantError):
+    """No quantization candidate met the accuracy criterion; ``result`` is the tuning run, closest candidate first.
+
+    A ``CaloquantError``: the CLI reports it in one line with exit code 2 (OUTDIR is still written).
+    """
+
+    def __init__(self, message: str, result: TuneResult) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class _Run:

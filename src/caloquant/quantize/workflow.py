@@ -16,7 +16,7 @@ import numpy as np
 
 from caloquant._atomic import OutputLock, check_writable_dir, publish_dir, staging_dir, write_text_atomic
 from caloquant._optional import require
-from caloquant.errors import AccuracyNotReachedError, InputError, ModelError
+from caloquant.errors import InputError, ModelError
 from caloquant.evaluation import DEFAULT_EVALUATION, EvaluationSettings
 from caloquant.export.files import model_meta, save_ir
 from caloquant.models.registry import LoadedGenerator
@@ -27,7 +27,7 @@ from caloquant.quantize.recipe import GAN_CALIBRATION, Recipe, apply_recipe, gan
 from caloquant.quantize.openvino_backend import Calibration
 from caloquant.quantize.search import Criterion
 from caloquant.quantize.source import ResolvedModel, resolve
-from caloquant.quantize.tuner import TuneResult, tune
+from caloquant.quantize.tuner import AccuracyNotReachedError, TuneResult, tune
 from caloquant.runtime.generator import open_generator
 from caloquant.runtime.throughput import median_seconds
 
