@@ -136,6 +136,20 @@ def test_geant4_row_times_the_spectrum_by_the_midpoint_rule(monkeypatch: pytest.
     assert row.ms_per_shower_b1 == pytest.approx(2550.0) and row.metric is None
 
 
+@pytest.mark.parametrize("bad", [2.0e9, 0.0, -1.0, float("inf"), float("nan")])
+def test_geant4_row_refuses_an_implausible_timing(monkeypatch: pytest.MonkeyPatch, bad: float) -> None:
+    """A rate no full simulation can reach (a timing error) leaves the row unmeasured with the reason, so neither
+    the Geant4 row nor the 'vs Geant4' column shows it."""
+    from caloquant.bench import compare
+    from caloquant.models import DEFAULT_SPECS
+
+    monkeypatch.setattr(compare.geant4, "core_rate", lambda window, spectrum, n, seed=1: bad)
+    row = compare.Row("geant4", compare.ROWS["geant4"], "geant4", "fp64")
+    compare._geant4_row(row, DEFAULT_SPECS["ecal25"], cores=4)
+    assert row.missing and "implausible Geant4 timing" in row.missing
+    assert row.showers_per_s_multistream is None and row.ms_per_shower_b1 is None
+
+
 def test_speedup_vs_geant4_column(bench_result) -> None:
     """Every measured row is compared with the Geant4 row when the table has one."""
     from dataclasses import replace

@@ -120,3 +120,11 @@ def test_core_rate_counts_worker_cpu_seconds() -> None:
     """Showers per CPU-second of one worker, its set-up excluded: 10 GeV showers take well under a second."""
     rate = geant4.core_rate(WINDOW_25, SPEC, 2)
     assert np.isfinite(rate) and 1.0 < rate < 1e4
+
+
+def test_core_rate_refuses_a_cpu_time_that_is_not_positive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A zero or negative CPU time (a clock that did not move) is an error, never a rate of 1e9 showers/s."""
+    for seconds in (0.0, -0.5, float("nan")):
+        monkeypatch.setattr(geant4, "shower_cpu_seconds", lambda *a, s=seconds, **k: s)
+        with pytest.raises(SimulationError, match="no usable rate"):
+            geant4.core_rate(WINDOW_25, SPEC, 2)

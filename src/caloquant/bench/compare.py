@@ -23,7 +23,7 @@ import numpy as np
 
 from caloquant.bench import deployments
 from caloquant.bench.worker import LARGE_BATCH
-from caloquant.errors import CaloquantError, InputError, ModelError
+from caloquant.errors import CaloquantError, InputError, ModelError, SimulationError
 from caloquant.evaluation import DEFAULT_EVALUATION, EvaluationSettings
 from caloquant.machine import cpu_count, describe_machine
 from caloquant.models.registry import LoadedGenerator, load_generator
@@ -51,6 +51,9 @@ ROWS = {
 #: Energies at which the Geant4 row is timed: midpoints of this many equal slices of the model's spectrum (the
 #: mean CPU time per shower over the spectrum, by the midpoint rule), with this many showers each.
 GEANT4_POINTS, GEANT4_SHOWERS = 3, 2
+#: Least CPU time per shower and GeV (ms) a Geant4 timing may show: full simulation takes about 6 ms per GeV on
+#: the benchmark machines (docs/benchmarks.md); a figure under this is a timing error, refused rather than printed.
+GEANT4_MIN_MS_PER_GEV = 0.1
 
 
 @dataclass
@@ -158,6 +161,13 @@ def _mc_physics(spec: Any, ev: Any, s: BenchSettings) -> tuple[float, float]:
     return _score(ev, compute_features(mc), s)
 
 
+def check_geant4_rate(rate: float, energy_gev: float) -> None:
+    """SimulationError unless ``rate`` (Geant4 showers per CPU-second at ``energy_gev``) is a plausible figure."""
+    if not (np.isfinite(rate) and rate > 0) or 1000.0 / (rate * energy_gev) < GEANT4_MIN_MS_PER_GEV:
+        raise SimulationError(f"implausible Geant4 timing: {rate:.3g} showers per CPU-second at {energy_gev:g} GeV "
+                              f"(under {GEANT4_MIN_MS_PER_GEV:g} ms per GeV); not reported")
+
+
 def geant4_core_rate(spec: ModelSpec) -> float:
     """Geant4 showers per CPU-second of one worker over the model's energy spectrum (uniform: the midpoint rule on
     GEANT4_POINTS slices, GEANT4_SHOWERS showers each; worker set-up excluded)."""
@@ -166,7 +176,9 @@ def geant4_core_rate(spec: ModelSpec) -> float:
     seconds = 0.0
     for k in range(GEANT4_POINTS):
         e = spectrum.sample((k + 0.5) / GEANT4_POINTS)
-        seconds += GEANT4_SHOWERS / geant4.core_rate(spec.window, Spectrum(e, e), GEANT4_SHOWERS, seed=k)
+        rate = geant4.core_rate(spec.window, Spectrum(e, e), GEANT4_SHOWERS, seed=k)
+        check_geant4_rate(rate, e)
+        seconds += GEANT4_SHOWERS / rate
     return GEANT4_POINTS * GEANT4_SHOWERS / seconds
 
 

@@ -13,8 +13,8 @@ import importlib.util
 import multiprocessing as mp
 import os
 import queue
-import resource
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,17 +246,70 @@ class Geant4Simulator:
         return ShowerSet(ecal, np.array([p[1] for p in prim]), np.array([p[2] for p in prim]))
 
 
+def _timer(env: dict[str, str], log: str, cal: Calorimeter, window: Window, warmup: list[Any], measured: list[Any],
+           results: Any) -> None:
+    """Timing process: set-up and one warm-up shower (which builds the physics tables), then the CPU seconds of the
+    measured showers alone, taken in this process; exits with os._exit."""
+    code = 0
+    try:
+        _enter_child(env, log)
+        app = require("caloquant.simulate.g4app").Application(cal, window)
+        app.showers(warmup)
+        begin = time.process_time()
+        app.showers(measured)
+        results.put(time.process_time() - begin)
+    except BaseException as error:  # reported to the caller, which names the worker's log
+        results.put(f"{type(error).__name__}: {error}")
+        code = 1
+    finally:
+        results.close()
+        results.join_thread()
+        os._exit(code)
+
+
+def shower_cpu_seconds(window: Window, spectrum: Spectrum, n: int, seed: int = 1,
+                       source: g4data.DataSource | None = None, calorimeter: Calorimeter = CLIC_ECAL) -> float:
+    """CPU seconds one Geant4 worker spends on showers 0 .. n - 1 of ``spectrum``, measured inside the worker
+    around those showers only: its start-up, set-up and physics tables (built by a warm-up shower, index n, run
+    first) are not counted."""
+    if n <= 0:
+        raise InputError(f"number of showers must be positive, got {n}")
+    sim = Geant4Simulator(window, calorimeter, workers=1, source=source or g4data.resolve())
+    angles = AngleRange(90.0, 90.0)
+    ctx = mp.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="caloquant-g4-") as logdir:
+        prepare_data(sim.source, calorimeter, logdir)
+        log = os.path.join(logdir, "timer.log")
+        results = ctx.Queue()
+        p = ctx.Process(target=_timer, daemon=True,
+                        args=(dict(sim.source.env), log, calorimeter, window,
+                              primaries(calorimeter, spectrum, angles, seed, n, 1),
+                              primaries(calorimeter, spectrum, angles, seed, 0, n), results))
+        p.start()
+        try:
+            while True:
+                try:
+                    out = results.get(timeout=POLL_S)
+                    break
+                except queue.Empty:
+                    if p.exitcode is not None:
+                        raise SimulationError(f"the Geant4 timing worker died (exit {p.exitcode}): "
+                                              f"{_log_tail(log)}") from None
+        finally:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+                p.join()
+    if isinstance(out, str):
+        raise SimulationError(f"the Geant4 timing worker failed: {out}")
+    return float(out)
+
+
 def core_rate(window: Window, spectrum: Spectrum, n: int, seed: int = 1) -> float:
-    """Showers per CPU-second of one Geant4 worker over ``n`` showers of ``spectrum`` (the set-up and physics
-    tables of the worker excluded: a one-shower run is measured first and subtracted)."""
-    sim = Geant4Simulator(window, workers=1)
-
-    def cpu_seconds(count: int) -> float:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        for _ in sim.stream(count, spectrum, seed=seed):
-            pass
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-
-    setup = cpu_seconds(1)
-    return n / max(cpu_seconds(n + 1) - setup, 1e-9)
+    """Showers per CPU-second of one Geant4 worker over ``n`` showers of ``spectrum`` (the CPU time of the showers
+    alone, measured in the worker: its set-up and physics tables excluded). A CPU time that is not positive
+    raises SimulationError instead of giving a meaningless rate."""
+    seconds = shower_cpu_seconds(window, spectrum, n, seed)
+    if not np.isfinite(seconds) or seconds <= 0:
+        raise SimulationError(f"the Geant4 worker measured {seconds:g} CPU seconds for {n} showers: no usable rate")
+    return n / seconds
