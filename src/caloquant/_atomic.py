@@ -12,7 +12,7 @@ import shutil
 import signal
 import socket
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -53,6 +53,89 @@ def check_writable_dir(path: str | os.PathLike[str]) -> Path:
     elif not os.access(p, os.W_OK):
         raise InputError(f"{p}: output directory is not writable")
     return p
+
+
+#: What a command names under one option: a path, several, or nothing.
+Paths = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
+#: Files read along with a model file given by path (a checkpoint's card and recipe, an IR's weights and spec).
+_COMPANIONS = {".pt": (".json", ".recipe.json"), ".xml": (".bin", ".spec.json")}
+
+
+def _each(named: Mapping[str, Paths]) -> Iterator[tuple[str, str | os.PathLike[str]]]:
+    for label, value in named.items():
+        items = [value] if isinstance(value, (str, os.PathLike)) else list(value or ())
+        yield from ((label, item) for item in items if item is not None and os.fspath(item) != "")
+
+
+def _real(path: str | os.PathLike[str]) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or path.is_relative_to(folder)
+
+
+def _same(a: Path, b: Path) -> bool:
+    """The same file: one real path, or two links to it (hard links included)."""
+    try:
+        return a == b or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def _read_paths(item: str | os.PathLike[str], source: bool) -> Iterator[tuple[str, Path, bool]]:
+    """The existing paths a run reads for one input, each as (as given, real path, whether a whole folder)."""
+    p = Path(item)
+    if source and not p.exists() and any(c in os.fspath(item) for c in "*?["):
+        for match in sorted(glob.glob(os.fspath(item))):
+            yield from _read_paths(match, source)
+        return
+    if not p.exists():
+        return  # a name such as a shipped model, or a missing file the command will report
+    if p.is_dir():
+        yield str(p), _real(p), True
+        return
+    yield str(p), _real(p), False
+    if source and p.suffix == ".json":  # a shard manifest: its folder is the shard set
+        yield str(p.parent), _real(p.parent), True
+    for suffix in _COMPANIONS.get(p.suffix, ()):
+        companion = p.with_suffix(suffix)
+        if companion.is_file():
+            yield str(companion), _real(companion), False
+
+
+def check_outputs(outputs: Mapping[str, Paths], *, inputs: Mapping[str, Paths] | None = None,
+                  sources: Mapping[str, Paths] | None = None, folders: Collection[str] = ()) -> None:
+    """Refuse, before any work, outputs that would overwrite what the same run reads or writes.
+
+    ``outputs`` maps each option to the path(s) it writes; those named in ``folders`` are output folders.
+    ``inputs`` maps options to the files the run reads (strings that name no existing path, such as a shipped
+    model, are skipped; a model's card, recipe, ``.bin`` and spec count with it). ``sources`` are shower sources:
+    a file, a glob, a folder read whole or a shard manifest (whose folder is the shard set). The rule, for every
+    command: an output is not an input, not inside an input folder or shard set, not another output nor inside an
+    output folder, and no input lies inside an output folder. A violation is an InputError naming both.
+    """
+    outs = [(label, item, _real(item), label in folders) for label, item in _each(outputs)]
+    for k, (label, item, real, _) in enumerate(outs):
+        for other, other_item, other_real, other_folder in outs[:k]:
+            if _same(real, other_real):
+                raise InputError(f"{item}: given as two outputs, {other} and {label}; give each its own path")
+            if other_folder and _inside(real, other_real):
+                raise InputError(f"{item}: output {label} is inside the output folder {other} ({other_item})")
+            if label in folders and _inside(other_real, real):
+                raise InputError(f"{other_item}: output {other} is inside the output folder {label} ({item})")
+    read = [(label, *found) for named, source in ((inputs or {}, False), (sources or {}, True))
+            for label, item in _each(named) for found in _read_paths(item, source)]
+    for label, item, real, folder in outs:
+        for in_label, in_item, in_real, in_folder in read:
+            if in_folder and _inside(real, in_real):
+                raise InputError(f"{item}: output {label} is inside {in_item}, an input folder or shard set "
+                                 f"({in_label}); write it elsewhere")
+            if _same(real, in_real):
+                raise InputError(f"{item}: output {label} is also an input ({in_label}); write it elsewhere")
+            if folder and _inside(in_real, real):
+                raise InputError(f"{in_item}: input {in_label} is inside the output folder {label} ({item}); "
+                                 "use another folder")
 
 
 class OutputLock:

@@ -37,11 +37,13 @@ def bench_cmd(
     """Speed, memory, size and physics of PyTorch FP32, OpenVINO FP32/BF16, INT8 variants and the MC, side by side."""
     from rich.console import Console
 
-    from caloquant._atomic import check_writable, write_text_atomic
+    from caloquant._atomic import check_outputs, check_writable, write_text_atomic
     from caloquant.bench.compare import ROWS, BenchSettings, run_bench
     from caloquant.bench.tables import rich_table, update_markdown
     from caloquant.ui import console
 
+    check_outputs({"--json": json_out, "--markdown": markdown},
+                  inputs={"--model": model, "--tuned": tuned, "--full-int8": full_int8, "--nncf": nncf})
     for out in (json_out, *(markdown or [])):
         if out is not None:
             check_writable(out)

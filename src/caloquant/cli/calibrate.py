@@ -46,10 +46,14 @@ def calibrate_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or table."),
 ) -> None:
     """Fit the GFlash parameters (visible fraction, fluctuations, longitudinal and radial shape) to Geant4."""
+    from caloquant._atomic import check_outputs
     from caloquant.calibrate.workflow import calibrate, results_table
 
     if steps <= 0:
         raise InputError(f"--steps must be positive, got {steps}")
+    cached = sorted(keep_references.glob("*.h5")) if keep_references is not None and keep_references.is_dir() else []
+    check_outputs({"-o": output, "--table": table}, sources={"--reference": reference},
+                  inputs={"--keep-references": cached})
     result = calibrate(output, target=to, references=reference, energies=_energies(energies), n=n, seed=seed,
                        workers=workers or 0, keep_references=keep_references, n_fit=fit_showers,
                        n_check=check_showers, max_steps=steps, table=table, overwrite=overwrite, progress=not quiet)

@@ -29,8 +29,11 @@ def demo_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run the end-to-end demo: simulate, tune, validate, bench, and write runs/<timestamp>/report.html."""
+    from caloquant._atomic import check_outputs
     from caloquant.bench.compare import BenchSettings
     from caloquant.bench.demo import DemoConfig, run_demo
+
+    check_outputs({"--out": out}, inputs={"--model": model}, folders=("--out",))
 
     cfg = DemoConfig(model=model, n_reference=n_reference, n_validate=n_validate,
                      tune=replace(DEFAULT_EVALUATION, n_showers=tune_showers), tune_minutes=tune_minutes,

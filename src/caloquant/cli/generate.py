@@ -46,10 +46,13 @@ def generate_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Generate showers with a trained generator and write them to HDF5, as `simulate` does with the MC."""
+    from caloquant._atomic import check_outputs
     from caloquant.generate import generate_to_file
     from caloquant.quantize import open_deployed
 
     engine = EngineName.parse(engine, "engine")
+    check_outputs({"-o": output}, inputs={"--model": model, "--precision": precision},
+                  folders=("-o",) if cluster is not None else ())
     if cluster is not None:
         from caloquant.cluster import GenerateJob
         from caloquant.machine import cpu_count

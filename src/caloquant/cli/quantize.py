@@ -47,10 +47,14 @@ def quantize_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-candidate log."),
 ) -> None:
     """Tune a model to the fastest INT8/FP32 mix whose metric passes (95% paired-bootstrap bound)."""
+    from caloquant._atomic import check_outputs
     from caloquant.quantize.search import Criterion
     from caloquant.quantize.workflow import quantize_generator, quantize_onnx
 
     log = (lambda _: None) if quiet else print
+    check_outputs({"-o": output}, inputs={"--model": model, "--onnx": onnx, "--data": data, "--recipe": recipe,
+                                          "--metric": metric.rpartition(":")[0] if ":" in metric else None},
+                  folders=("-o",))
     if (model is None) == (onnx is None):
         raise InputError("give either --model (a caloquant generator) or --onnx MODEL --data DATA.npz")
     if onnx is not None:

@@ -44,11 +44,13 @@ def simulate_cmd(
                                "engine) or a file written by caloquant calibrate."),
 ) -> None:
     """Simulate electron showers (GFlash-style reference MC or Geant4) and write them to HDF5."""
+    from caloquant._atomic import check_outputs
     from caloquant.data.summary import print_summary
     from caloquant.simulate.run import simulate_to_file
 
     if chunk <= 0:
         raise InputError(f"--chunk must be positive, got {chunk}")
+    check_outputs({"-o": output}, inputs={"--tuning": tuning}, folders=("-o",) if cluster is not None else ())
     if cluster is not None:
         from caloquant.cluster import SimulateJob
 
@@ -73,8 +75,10 @@ def convert_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists (else refuse)."),
 ) -> None:
     """Convert a shower file between the 3DGAN and CaloChallenge layouts, chunk by chunk."""
+    from caloquant._atomic import check_outputs
     from caloquant.data import convert
 
+    check_outputs({"-o": output}, sources={"SOURCE": source})
     n = convert(source, output, layout=fmt, overwrite=overwrite)
     typer.echo(f"wrote {n} showers to {output} ({fmt})")
 
@@ -86,8 +90,10 @@ def merge_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists (else refuse)."),
 ) -> None:
     """Merge the shards of a finished --cluster run into one HDF5 file, in shower index order."""
+    from caloquant._atomic import check_outputs
     from caloquant.data import convert
 
+    check_outputs({"-o": output}, sources={"SOURCE": source})
     n = convert(source, output, layout=fmt, overwrite=overwrite)
     typer.echo(f"wrote {n} showers to {output} ({fmt})")
 

@@ -59,9 +59,12 @@ def train_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train a 3DGAN on shower files; resumable, physics-selected best checkpoint, torchrun-ready."""
+    from caloquant._atomic import check_outputs
     from caloquant.train import TrainConfig, train
     from caloquant.train.distributed import shutdown_distributed
 
+    check_outputs({"--out": out}, sources={"DATA": data, "--val": val}, inputs={"--init-generator": init_generator},
+                  folders=("--out",))
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a directory")
     stored = _stored_config(out) if resume else {}

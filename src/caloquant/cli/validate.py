@@ -45,7 +45,7 @@ def validate_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from caloquant._atomic import check_writable, write_text_atomic
+    from caloquant._atomic import check_outputs, check_writable, write_text_atomic
     from caloquant.ui import console
     from caloquant.validate import MetricOptions, validate
 
@@ -53,6 +53,7 @@ def validate_cmd(
         raise InputError(f"--n-boot must be >= 2, got {n_boot}")
     if fpd_batches < 1:
         raise InputError(f"--fpd-batches must be >= 1, got {fpd_batches}")
+    check_outputs({"--json": json_out, "--report": report}, sources={"REFERENCE": reference, "CANDIDATE": candidates})
     for out in (json_out, report):
         if out is not None:
             check_writable(out)

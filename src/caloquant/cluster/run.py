@@ -1,8 +1,10 @@
 """Run a sharded job on Dask: plan or reload the manifest, redo missing or invalid shards, record each one.
 
 The coordinator holds ``OUTDIR/manifest.json`` locked for the whole job. Each shard is one Dask task that
-writes ``OUTDIR/shard-K.h5`` (atomically, on a filesystem the workers share) and returns its sha256; the
-manifest is rewritten atomically after every finished shard, so an interrupted job reruns only the rest.
+writes ``OUTDIR/shard-K.h5`` (atomically, on a filesystem the workers share), records its sha256 next to it
+(``.shard-K.h5.sha256``) and returns it; the manifest is rewritten atomically after every finished shard, so an
+interrupted job reruns only the rest. A shard finished but not yet in the manifest when the job stopped is
+kept on rerun only if its bytes still have the sha256 its worker recorded and its attributes are this shard's.
 Dask reschedules the tasks of a worker that dies (up to ``distributed.scheduler.allowed-failures`` times)
 and reruns a task that raised up to ``RETRIES`` times; an error that persists fails the job, whose finished
 shards stay recorded.
@@ -20,11 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from caloquant._atomic import OutputLock, check_writable_dir, sha256_file
+from caloquant._atomic import OutputLock, check_writable_dir, sha256_file, write_text_atomic
 from caloquant._optional import require
-from caloquant.data.formats import ShowerFile
-from caloquant.data.shards import MANIFEST, Manifest, Shard, plan
-from caloquant.errors import DataFormatError, InputError
+from caloquant.data.shards import MANIFEST, Manifest, Shard, plan, shard_problem
+from caloquant.errors import InputError
 from caloquant.generate.resume import partial_path
 from caloquant.machine import cpu_count
 from caloquant.ui import progress_bar
@@ -103,19 +104,25 @@ def connect(cluster: str, workers: int | None = None) -> Iterator[Any]:
         yield client
 
 
-def _shard_ok(path: Path, shard: Shard, job: dict[str, Any]) -> bool:
-    """Whether ``path`` is a finished shard of this job: recorded hash, or (unrecorded) matching attributes."""
-    if not path.is_file():
-        return False
+def record_path(shard: Path) -> Path:
+    """Where the worker that wrote ``shard`` records its sha256 until the manifest does."""
+    return shard.with_name(f".{shard.name}.sha256")
+
+
+def _recorded(path: Path, shard: Shard) -> str | None:
+    """The sha256 of the finished shard: the manifest's, else the one its worker recorded next to it."""
     if shard.sha256 is not None:
-        return sha256_file(path) == shard.sha256
+        return shard.sha256
     try:
-        with ShowerFile(path, check_values=False) as f:
-            attrs, n = f.attrs, len(f)
-    except DataFormatError:
-        return False
-    want = {**job, "seed": shard.seed, "n": shard.n, "first_index": shard.start}
-    return n == shard.n and all(str(attrs.get(k)) == str(v) for k, v in want.items())
+        return record_path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _forget(path: Path, *, partial: bool) -> None:
+    """Remove a shard and its recorded sha256, and its partial file if ``partial`` (else a resume may use it)."""
+    for p in (path, record_path(path), *([partial_path(path)] if partial else [])):
+        p.unlink(missing_ok=True)
 
 
 def _load_or_plan(outdir: Path, wanted: Manifest, overwrite: bool) -> tuple[Manifest, list[Shard]]:
@@ -127,29 +134,36 @@ def _load_or_plan(outdir: Path, wanted: Manifest, overwrite: bool) -> tuple[Mani
             raise InputError(f"{outdir} holds a different {stored.kind} job ({stored.n} showers, seed {stored.seed}, "
                              f"{len(stored.shards)} shards); use another directory or --overwrite")
         for s in stored.shards:
-            for p in (outdir / s.file, partial_path(outdir / s.file)):
-                with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
+            _forget(outdir / s.file, partial=True)
         stored = None
     m = stored or wanted
     todo = []
     for s in m.shards:
         p = outdir / s.file
-        if _shard_ok(p, s, m.job):
-            s.sha256 = s.sha256 or sha256_file(p)
+        digest = _recorded(p, s)
+        if shard_problem(p, s, m.job, digest) is None:
+            s.sha256 = digest
             continue
         s.sha256 = None
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
+        _forget(p, partial=False)
         todo.append(s)
     return m, todo
+
+
+def _drop_records(out: Path, m: Manifest) -> None:
+    """Remove the workers' sha256 records of the shards that the saved manifest now records."""
+    for s in m.shards:
+        if s.sha256 is not None:
+            record_path(out / s.file).unlink(missing_ok=True)
 
 
 def _write_shard(task: ShardTask, path: str, index: int, start: int, stop: int, topic: str) -> str:
     """Dask task: write one shard, reporting progress as events, and return its sha256."""
     worker = require("distributed").get_worker()
     task.write(Path(path), start, stop, lambda k: worker.log_event(topic, (index, k)))
-    return sha256_file(path)
+    digest = sha256_file(path)
+    write_text_atomic(record_path(Path(path)), digest + "\n")
+    return digest
 
 
 class _Progress:
@@ -190,6 +204,7 @@ def run_sharded(outdir: str | os.PathLike[str], task: ShardTask, shards: int, *,
     with OutputLock(manifest_file):
         m, todo = _load_or_plan(out, wanted, overwrite)
         m.save(manifest_file)
+        _drop_records(out, m)
         if todo:
             with progress_bar(task.n, task.kind, enabled=progress) as advance:
                 bar = _Progress(advance)
@@ -216,6 +231,7 @@ def _run(client: Any, task: ShardTask, out: Path, m: Manifest, todo: list[Shard]
             s = futures[fut]
             s.sha256 = fut.result()
             m.save(out / MANIFEST)
+            record_path(out / s.file).unlink(missing_ok=True)
             bar.report(s.index, s.n)
             if on_shard is not None:
                 on_shard(s)

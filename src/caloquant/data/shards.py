@@ -5,6 +5,10 @@ A job of N showers with seed s is cut into S contiguous index ranges; shard k ho
 [start_k, stop_k) of the single-process run with seed s (shower i depends only on (s, i)), so the shards
 concatenated in order equal that run. The manifest records the job (kind, request, model and precision),
 and per shard its file, index range, seed and the sha256 of the finished file (null until it is done).
+
+Every reader checks each shard against the manifest before reading it (``shard_problem``): its path stays
+inside the set and names no other entry, its bytes have the recorded sha256, its row count, seed and first
+index are the manifest's and its attributes name the manifest's job. A shard that fails is refused, naming it.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from caloquant._atomic import write_text_atomic
+from caloquant._atomic import check_outputs, sha256_file, write_text_atomic
 from caloquant.data.formats import ShowerFile, ShowerSet, ShowerWriter
 from caloquant.errors import DataFormatError, GeometryMismatchError, InputError
 
@@ -25,6 +30,7 @@ MANIFEST = "manifest.json"
 FORMAT = "caloquant-shards/1"
 #: Most shards one job may have (each is a file and a task).
 MAX_SHARDS = 100_000
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -59,9 +65,11 @@ class Manifest:
         return [s for s in self.shards if s.sha256 is None]
 
     def same_job(self, other: Manifest) -> bool:
-        """Whether ``other`` asks for the same showers cut the same way."""
-        return (self.kind, self.n, self.seed, len(self.shards)) == (other.kind, other.n, other.seed,
-                                                                    len(other.shards)) and \
+        """Whether ``other`` asks for the same showers cut the same way, into the same files."""
+        def cut(m: Manifest) -> list[tuple[int, str, int, int, int]]:
+            return [(s.index, s.file, s.start, s.stop, s.seed) for s in m.shards]
+
+        return (self.kind, self.n, self.seed, cut(self)) == (other.kind, other.n, other.seed, cut(other)) and \
             {k: str(v) for k, v in self.job.items()} == {k: str(v) for k, v in other.job.items()}
 
     def to_json(self) -> str:
@@ -90,11 +98,64 @@ class Manifest:
             raise DataFormatError(f"{p}: file not found") from None
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise DataFormatError(f"{p}: malformed shard manifest ({e})") from None
-        if [(s.start, s.stop) for s in shards] != list(zip([0, *[s.stop for s in shards[:-1]]],
-                                                            [s.stop for s in shards])) or \
-                (shards and shards[-1].stop != m.n):
+        if not shards or [(s.start, s.stop) for s in shards] != list(zip([0, *[s.stop for s in shards[:-1]]],
+                                                                          [s.stop for s in shards])) or \
+                any(s.n <= 0 for s in shards) or shards[-1].stop != m.n:
             raise DataFormatError(f"{p}: shard index ranges do not tile 0..{m.n}")
+        problem = _entries_problem(p.parent, m)
+        if problem is not None:
+            raise DataFormatError(f"{p}: {problem}")
         return m
+
+
+def _entries_problem(folder: Path, m: Manifest) -> str | None:
+    """Why the shard entries of ``m`` (a manifest in ``folder``) are not a valid set, or None."""
+    root = Path(os.path.realpath(folder))
+    seen: dict[Path, int] = {}
+    for k, s in enumerate(m.shards):
+        if s.index != k:
+            return f"shard entry {k} has index {s.index}"
+        if s.seed != m.seed:
+            return f"shard {k} has seed {s.seed}, the job's is {m.seed}"
+        if s.sha256 is not None and not (isinstance(s.sha256, str) and _SHA256.fullmatch(s.sha256)):
+            return f"shard {k} has a malformed sha256 {s.sha256!r}"
+        rel = Path(s.file)
+        outside = "\0" in s.file or rel.is_absolute() or ".." in rel.parts
+        real = root if outside else Path(os.path.realpath(root / rel))
+        if outside or not real.is_relative_to(root) or real == root:
+            return f"shard {k} file {s.file!r} is outside the shard set {folder}"
+        if real == root / MANIFEST:
+            return f"shard {k} names the manifest itself"
+        if real in seen:
+            return f"shards {seen[real]} and {k} name the same file {s.file!r}"
+        seen[real] = k
+    return None
+
+
+def shard_problem(path: Path, shard: Shard, job: dict[str, Any], sha256: str | None) -> str | None:
+    """Why ``path`` is not shard ``shard`` of ``job`` with bytes ``sha256``, as a phrase; None when it is.
+
+    Checks the bytes against ``sha256``, then (which a matching hash alone would not catch after an edited
+    manifest) the row count and the attributes: the job's request, the seed, the shard's first index and size.
+    """
+    if not path.is_file():
+        return "is missing"
+    if sha256 is None:
+        return "has no recorded sha256"
+    if sha256_file(path) != sha256:
+        return "was changed after its sha256 was recorded (or is another file)"
+    try:
+        with ShowerFile(path, check_values=False) as f:
+            attrs, rows = f.attrs, len(f)
+    except DataFormatError as e:
+        return f"cannot be read ({e})"
+    if rows != shard.n:
+        return f"holds {rows} showers, the manifest says {shard.n}"
+    want = {**job, "seed": shard.seed, "n": shard.n, "first_index": shard.start}
+    for key, value in want.items():
+        if str(attrs.get(key)) != str(value):
+            return f"is not this shard of the job: its {key} is {attrs.get(key)}, the manifest's {value}"
+    return None
 
 
 def plan(kind: str, n: int, seed: int, job: dict[str, Any], shards: int) -> Manifest:
@@ -118,7 +179,8 @@ def manifest_path(source: str | os.PathLike[str]) -> Path | None:
 
 
 def shard_paths(manifest: str | os.PathLike[str]) -> list[Path]:
-    """The shard files of a complete job, in index order; an incomplete or altered job is an error."""
+    """The shard files of a complete job, in index order, each verified against the manifest
+    (``shard_problem``); an incomplete or altered job is an error naming the first bad shard."""
     p = Path(manifest)
     m = Manifest.load(p)
     if m.missing:
@@ -126,9 +188,10 @@ def shard_paths(manifest: str | os.PathLike[str]) -> list[Path]:
                               f"{m.kind} command with the same options to complete them")
     paths = [p.parent / s.file for s in m.shards]
     for s, path in zip(m.shards, paths):
-        if not path.is_file():
-            raise DataFormatError(f"{path}: shard {s.index} listed in {p} is missing; rerun the {m.kind} command "
-                                  "to redo it")
+        problem = shard_problem(path, s, m.job, s.sha256)
+        if problem is not None:
+            raise DataFormatError(f"{path}: shard {s.index} of {p} {problem}; rerun the {m.kind} command with the "
+                                  "same options to redo it")
     return paths
 
 
@@ -231,7 +294,8 @@ def read_showers(path: str | os.PathLike[str], start: int = 0, stop: int | None 
 def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, layout: str, chunk_size: int = 1000,
             overwrite: bool = False) -> int:
     """Copy ``src`` (a file, or a shard manifest / directory: merged in index order) to ``dst`` in ``layout``,
-    chunk by chunk; returns the number of showers."""
+    chunk by chunk; returns the number of showers. ``dst`` may not be ``src`` nor lie inside its shard set."""
+    check_outputs({"dst": dst}, sources={"src": src})
     with open_showers(src) as f, ShowerWriter(dst, f.window, layout=layout, attrs=f.attrs, overwrite=overwrite) as w:
         for chunk in f.iter_chunks(chunk_size):
             w.append(chunk)
