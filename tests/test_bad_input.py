@@ -144,3 +144,79 @@ def test_hdf5_reader_reads_or_raises_one_typed_error(tmp_path, ecal, energy, wit
         return
     assert len(showers) == len(read_showers(path)) > 0
     assert np.all(np.isfinite(showers.ecal)) and np.all(showers.energy > 0)
+
+
+# -- quantize --onnx --data DATA.npz ---------------------------------------------------------------------------
+
+_X = np.linspace(0, 1, 32, dtype=np.float32).reshape(8, 4)
+
+
+def _npz(**arrays: object) -> Callable[[Path], object]:
+    return lambda path: np.savez(path, **arrays)
+
+
+def _raw(data: bytes) -> Callable[[Path], object]:
+    return lambda path: path.write_bytes(data)
+
+
+def _npy(path: Path) -> None:
+    with open(path, "wb") as f:  # np.save would add .npy to the name
+        np.save(f, _X)
+
+
+def _bad_crc(path: Path) -> None:
+    np.savez(path, x=np.linspace(0, 1, 4000).reshape(1000, 4))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+BAD_DATA: dict[str, tuple[Callable[[Path], object], str]] = {
+    "plain .npy": (_npy, "a single .npy array, not an .npz archive"),
+    "empty file": (_raw(b""), "not a readable .npz file"),
+    "text file": (_raw(b"x,y\n1,2\n"), "not a readable .npz file"),
+    "damaged member": (_bad_crc, "not a readable .npz file"),
+    "pickled object x": (_npz(x=np.array([{}, {}], dtype=object)), "not a readable .npz file"),
+    "string x": (_npz(x=np.array(["a", "b", "c"])), "'x' holds <U1 values (strings)"),
+    "complex x": (_npz(x=_X.astype(np.complex64)), "'x' holds complex64 values (complex numbers)"),
+    "record x": (_npz(x=np.zeros(8, dtype=[("a", "f4")])), "(records or raw bytes)"),
+    "date x": (_npz(x=np.array(["2020-01-01"] * 8, dtype="datetime64[D]")), "(dates)"),
+    "all-NaN x": (_npz(x=np.full((8, 4), np.nan)), "'x' holds 32 NaN or infinite values (first in item 0"),
+    "one inf x": (_npz(x=np.where(np.arange(32).reshape(8, 4) == 13, np.inf, _X)), "first in item 3"),
+    "x beyond float32": (_npz(x=np.full((8, 4), 1e300)), "as float32 model inputs"),
+    "scalar x": (_npz(x=np.float32(1)), "at least 2 items"),
+    "no x": (_npz(y=np.zeros(8)), "no 'x' array"),
+    "scalar y": (_npz(x=_X, y=np.int64(3)), "'y' must hold one entry per item of 'x' (8)"),
+    "short y": (_npz(x=_X, y=np.zeros(3)), "got shape (3,)"),
+    "string y": (_npz(x=_X, y=np.array(["cat"] * 8)), "'y' holds <U3 values"),
+    "NaN y": (_npz(x=_X, y=np.full(8, np.nan)), "'y' holds 8 NaN"),
+    "scalar calib": (_npz(x=np.arange(8.0), calib=np.float64(1)), "'calib' must hold items"),
+    "calib of other shape": (_npz(x=_X, calib=np.zeros((4, 5), "f4")), "got shape (4, 5)"),
+    "integer calib, float x": (_npz(x=_X, calib=np.zeros((4, 4), "i8")), "give them one type"),
+    "NaN calib": (_npz(x=_X, calib=np.full((4, 4), np.nan, "f4")), "'calib' holds 16 NaN"),
+    "complex calib": (_npz(x=_X, calib=np.zeros((4, 4), "c8")), "'calib' holds complex64"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DATA))
+def test_bad_quantize_data_is_one_input_error(tmp_path: Path, case: str) -> None:
+    from caloquant.errors import InputError
+    from caloquant.quantize.userdata import load_data
+
+    make, message = BAD_DATA[case]
+    path = tmp_path / "data.npz"
+    make(path)
+    with pytest.raises(InputError) as error:
+        load_data(path)
+    text = str(error.value)
+    assert message in text and text.startswith(f"{path}: ") and "\n" not in text
+
+
+def test_good_quantize_data_is_converted_for_the_model(tmp_path: Path) -> None:
+    from caloquant.quantize.userdata import load_data
+
+    np.savez(tmp_path / "d.npz", x=_X.astype(np.float64), y=np.arange(8), calib=_X[:3].astype(np.float16))
+    np.savez(tmp_path / "t.npz", x=np.arange(16).reshape(8, 2), y=np.ones(8, bool))
+    data, tokens = load_data(tmp_path / "d.npz"), load_data(tmp_path / "t.npz")
+    assert data.x.dtype == data.calib.dtype == np.float32 and data.calib_key == "calib" and len(data.calib) == 3
+    assert tokens.x.dtype == np.int64 and tokens.calib_key == "x" and np.array_equal(tokens.calib, tokens.x)

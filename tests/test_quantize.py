@@ -229,3 +229,23 @@ def test_fp32_is_kept_when_no_int8_mix_is_faster(cnn_onnx, monkeypatch) -> None:
     assert result.accepted and result.best.kind == "fp32" and result.best.int8 == []
     assert "FP32 kept" in result.stop_reason
     assert not any(op.get_type_name() == "FakeQuantize" for op in result.model.get_ops())
+
+
+def test_cli_onnx_refuses_meaningless_data_in_one_line(cnn_onnx, tmp_path, capsys) -> None:
+    """Issue 24: all-NaN or complex inputs were accepted; a plain .npy, an empty file or strings gave tracebacks."""
+    x, y = _images(16, 2)
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with open(tmp_path / "plain.npz", "wb") as f:
+        np.save(f, x)
+    cases = {"nan.npz": ({"x": np.full_like(x, np.nan), "y": y}, "'x' holds 4096 NaN or infinite values"),
+             "complex.npz": ({"x": x.astype(np.complex64), "y": y}, "'x' holds complex64 values"),
+             "strings.npz": ({"x": np.array(["a"] * 16), "y": y}, "'x' holds <U1 values (strings)"),
+             "plain.npz": (None, "a single .npy array"), "empty.npz": (None, "not a readable .npz file")}
+    for name, (arrays, text) in cases.items():
+        if arrays is not None:
+            np.savez(tmp_path / name, **arrays)
+        assert main(["quantize", "--onnx", str(cnn_onnx), "--data", str(tmp_path / name), "-o", str(tmp_path / "o"),
+                     "-q"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert text in err and len(err.splitlines()) == 1 and "Traceback" not in err, (name, err)
+        assert not (tmp_path / "o").exists()

@@ -8,7 +8,8 @@ plain chi2 would let 25 layers outvote the resolution). GFlash candidates are si
 every step (common random numbers), so the chi2 changes smoothly with the parameters; the final comparison uses
 an independent GFlash sample, so the fit's own random numbers cannot flatter it. Ten parameters: the
 visible-energy scale of each sampling structure, the stochastic-term scale, the shifts and ln E slopes of
-<ln T_max> and <ln alpha>, the scale of their spread, and the core and tail radius scales.
+<ln T_max> and <ln alpha>, the scale of their spread, and the core and tail radius scales, each bounded by its
+physical range (``GFlashTuning`` ``RANGES``), so that every candidate and the result are valid tunings.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from caloquant.data.formats import ShowerSet
 from caloquant.errors import InputError
 from caloquant.geometry import CLIC_ECAL, Window
 from caloquant.simulate.engine import ShowerSimulator, Spectrum
-from caloquant.simulate.tuning import IDENTITY, GFlashTuning
+from caloquant.simulate.tuning import IDENTITY, RANGES, GFlashTuning
 
 #: Scalar quantities in the chi2 (the peak layer is left to the profile, which holds the same information).
 FIT_QUANTITIES = ("visible_fraction", "resolution", "barycentre", "long_width", "lateral_rms_mm", "r90_mm")
@@ -36,6 +37,22 @@ ERROR_FLOOR = 0.002
 #: Finite-difference step of the parameters (ln scales and ln shifts): large enough to see through the
 #: discreteness of the spot counts and the rejection sampling of the fluctuations.
 DIFF_STEP = 0.03
+#: The tuning field of each fit parameter after the sampling scales, and whether it enters as a logarithm.
+_SHAPE_FIELDS = (("stochastic_scale", True), ("ln_t_shift", False), ("ln_t_slope", False),
+                 ("ln_alpha_shift", False), ("ln_alpha_slope", False), ("profile_fluctuation_scale", True),
+                 ("core_scale", True), ("tail_scale", True))
+
+
+def parameter_bounds(n_structures: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper bounds of the fit parameters: the physical ranges of GFlashTuning (``RANGES``), so that
+    the fit never leaves them."""
+    low, high = RANGES["sampling_scale"]
+    bounds = [(math.log(low), math.log(high))] * n_structures
+    for name, log in _SHAPE_FIELDS:
+        low, high = RANGES[name]
+        bounds.append((math.log(low), math.log(high)) if log else (low, high))
+    lower, upper = np.array(bounds).T
+    return lower, upper
 
 
 @dataclass(frozen=True)
@@ -49,16 +66,20 @@ class CalibrationResult:
     chi2_before: float
     chi2_after: float
     evaluations: int
+    #: What made the reference samples, for tables ("Geant4", or "reference" when not recorded).
+    label: str = "reference"
 
 
 def _tuning(x: np.ndarray, n_structures: int, fitted_to: str) -> GFlashTuning:
-    """Parameters of the fit -> GFlashTuning (scales enter as logarithms)."""
+    """Parameters of the fit -> GFlashTuning (scales enter as logarithms; clipped to RANGES against rounding)."""
+    def value(name: str, v: float, log: bool) -> float:
+        low, high = RANGES[name]
+        return min(max(math.exp(v) if log else v, low), high)
+
     s = n_structures
-    return GFlashTuning(
-        sampling_scale=tuple(float(math.exp(v)) for v in x[:s]), stochastic_scale=float(math.exp(x[s])),
-        ln_t_shift=float(x[s + 1]), ln_t_slope=float(x[s + 2]), ln_alpha_shift=float(x[s + 3]),
-        ln_alpha_slope=float(x[s + 4]), profile_fluctuation_scale=float(math.exp(x[s + 5])),
-        core_scale=float(math.exp(x[s + 6])), tail_scale=float(math.exp(x[s + 7])), fitted_to=fitted_to)
+    shape = {name: value(name, float(x[s + k]), log) for k, (name, log) in enumerate(_SHAPE_FIELDS)}
+    return GFlashTuning(sampling_scale=tuple(value("sampling_scale", float(v), True) for v in x[:s]),
+                        fitted_to=fitted_to, **shape)
 
 
 def _residuals(ref: Summary, cand: Summary, cand_err: Summary) -> np.ndarray:
@@ -85,13 +106,15 @@ def fit_gflash(
     references: list[ShowerSet],
     *,
     fitted_to: str = "reference",
+    label: str = "reference",
     n_fit: int = 400,
     n_check: int = 1000,
     seed: int = 1,
     max_steps: int = 15,
     on_evaluation: Callable[[int, float], None] | None = None,
 ) -> CalibrationResult:
-    """Fit a GFlashTuning to fixed-energy, perpendicular reference samples (at least two energies)."""
+    """Fit a GFlashTuning to fixed-energy, perpendicular reference samples (at least two energies); ``label``
+    names what made them in tables. The parameters stay within the physical ranges of GFlashTuning."""
     if len(references) < 2:
         raise InputError(f"calibration needs reference samples at two or more energies, got {len(references)}")
     if n_fit < 50 or n_check < 50:
@@ -125,18 +148,23 @@ def fit_gflash(
             last[key] = chi(x)
         return last[key]
 
+    lower, upper = parameter_bounds(n_struct)
+
     def jacobian(x: np.ndarray) -> np.ndarray:
-        """Forward differences with an absolute step (scipy's relative steps vanish at x = 0)."""
+        """Forward differences with an absolute step (scipy's relative steps vanish at x = 0); backward ones
+        where a forward step would leave the bounds."""
         r0 = cached(x)
         cols = []
         for i in range(len(x)):
             xi = x.copy()
-            xi[i] += DIFF_STEP
-            cols.append((chi(xi) - r0) / DIFF_STEP)
+            step = DIFF_STEP if x[i] + DIFF_STEP <= upper[i] else -DIFF_STEP
+            xi[i] += step
+            cols.append((chi(xi) - r0) / step)
         return np.stack(cols, axis=1)
 
     x0 = np.zeros(N_PARAMETERS)
-    fit = least_squares(cached, x0, jac=jacobian, max_nfev=max_steps, method="trf", x_scale="jac")
+    fit = least_squares(cached, x0, jac=jacobian, bounds=(lower, upper), max_nfev=max_steps, method="trf",
+                        x_scale="jac")
     tuning = _tuning(fit.x, n_struct, fitted_to)
     before = gflash_summaries(IDENTITY, energies, n_check, seed + 1000, window, bootstrap=True)
     after = gflash_summaries(tuning, energies, n_check, seed + 1000, window, bootstrap=True)
@@ -145,4 +173,4 @@ def fit_gflash(
         r = np.concatenate([_residuals(a, b, b) for a, b in zip(ref, cands)])
         return float(r @ r)
 
-    return CalibrationResult(tuning, ref, before, after, total(before), total(after), evaluations)
+    return CalibrationResult(tuning, ref, before, after, total(before), total(after), evaluations, label)

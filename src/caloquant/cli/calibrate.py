@@ -13,15 +13,17 @@ def register(app: typer.Typer) -> None:
     app.command("calibrate")(calibrate_cmd)
 
 
-def _energies(text: str) -> list[float]:
-    """'10,50,100' -> [10.0, 50.0, 100.0]."""
+def _energies(text: str | None) -> list[float] | None:
+    """'10,50,100' -> [10.0, 50.0, 100.0] (finite, distinct, in the engine's range); None stays None."""
+    from caloquant.calibrate.workflow import check_energies
+
+    if text is None:
+        return None
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise InputError(f"--energies {text!r} is not a comma-separated list of energies in GeV") from None
-    if len(values) < 2:
-        raise InputError(f"--energies {text!r}: calibration needs two or more energies")
-    return values
+    return check_energies(values, f"--energies {text!r}")
 
 
 def calibrate_cmd(
@@ -29,14 +31,17 @@ def calibrate_cmd(
                                 "caloquant simulate --tuning FILE."),
     to: str = typer.Option("geant4", "--to", help="What to tune to: geant4."),
     reference: list[Path] = typer.Option([], "--reference", help="Fixed-energy, perpendicular full-simulation "
-                                         "file (repeat per energy); default: simulate them with the Geant4 engine."),
-    energies: str = typer.Option("10,50,100,200", "--energies", help="Beam energies (GeV) of the simulated "
-                                 "reference samples."),
+                                         "file, at least 50 showers (repeat per energy); its generator attribute "
+                                         "must name Geant4, or be absent; default: simulate them with the Geant4 "
+                                         "engine."),
+    energies: str | None = typer.Option(None, "--energies", help="Beam energies (GeV) of the simulated "
+                                        "reference samples [default: 10,50,100,200]."),
     n: int = typer.Option(1000, "--n", help="Geant4 showers per energy when simulating the references."),
     seed: int = typer.Option(7000, "--seed", help="Seed of the Geant4 references (seed + E per energy)."),
     workers: int | None = typer.Option(None, "--workers", help="Geant4 worker processes (default: one per core)."),
     keep_references: Path | None = typer.Option(None, "--keep-references", help="Folder to keep the simulated "
-                                                "Geant4 references in (reused when present)."),
+                                                "Geant4 references in (reused when present and holding --n showers "
+                                                "at their energy)."),
     fit_showers: int = typer.Option(300, "--fit-showers", help="GFlash showers per energy at each fit step."),
     check_showers: int = typer.Option(1000, "--check-showers", help="GFlash showers per energy for the "
                                       "before/after table (an independent sample)."),

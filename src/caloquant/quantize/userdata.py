@@ -6,12 +6,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.lib.npyio import NpzFile
 
 from caloquant.errors import InputError
 from caloquant.models.registry import sha256_file
@@ -20,6 +22,12 @@ from caloquant.quantize.openvino_backend import as_input, batch_runner, compile_
 
 #: Most calibration items taken from ``x`` when the file has no ``calib`` array.
 DEFAULT_CALIBRATION = 256
+#: What reading a damaged or foreign file raises in numpy's .npz reader (zip, zlib, header parsing).
+_UNREADABLE = (OSError, EOFError, ValueError, RuntimeError, NotImplementedError, KeyError, MemoryError,
+               zipfile.BadZipFile, zlib.error)
+#: What the dtype kinds refused as model data are.
+_KINDS = {"c": "complex numbers", "U": "strings", "S": "byte strings", "V": "records or raw bytes",
+          "M": "dates", "m": "time spans", "O": "Python objects"}
 #: Built-in metrics: per-item score of (outputs, targets) and whether higher is better.
 METRICS: dict[str, tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], bool]] = {
     "accuracy": (lambda out, y: (out.reshape(len(out), -1).argmax(axis=1) == y.reshape(len(y))).astype(float),
@@ -41,27 +49,68 @@ class UserData:
 
 
 def load_data(path: str | os.PathLike[str]) -> UserData:
-    """Read DATA.npz: ``x`` (evaluation inputs), optional ``y`` (labels/targets) and ``calib`` (calibration)."""
+    """Read DATA.npz: ``x`` (evaluation inputs), optional ``y`` (labels/targets) and ``calib`` (calibration).
+
+    Each array must hold real numbers (bool, integer or floating point; not complex, strings or records), all
+    finite once converted to the model's input type, with one entry per item along the first axis; ``calib``
+    items have the shape and type of ``x`` items. Anything else is a one-line InputError naming the array.
+    """
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such data file")
     try:
-        with np.load(p, allow_pickle=False) as f:
+        loaded = np.load(p, allow_pickle=False)
+        if not isinstance(loaded, NpzFile):
+            raise InputError(f"{p}: a single .npy array, not an .npz archive of named arrays; save the data with "
+                             "numpy.savez(FILE, x=..., y=..., calib=...)")
+        with loaded as f:
             arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise InputError(f"{p}: not a readable .npz file ({str(e).splitlines()[0][:100]})") from None
+    except _UNREADABLE as e:
+        reason = str(e).splitlines()[0][:100] if str(e).strip() else type(e).__name__
+        raise InputError(f"{p}: not a readable .npz file ({reason})") from None
     if "x" not in arrays:
         raise InputError(f"{p}: no 'x' array (the evaluation inputs); found {', '.join(arrays) or 'nothing'}")
     x, y = arrays["x"], arrays.get("y")
+    _check_numbers(p, "x", x)
     if x.ndim < 1 or len(x) < 2:
         raise InputError(f"{p}: 'x' must hold at least 2 items along its first axis, got shape {x.shape}")
-    if y is not None and len(y) != len(x):
-        raise InputError(f"{p}: 'y' has {len(y)} items but 'x' has {len(x)}")
+    if y is not None:
+        _check_numbers(p, "y", y)
+        if y.ndim < 1 or len(y) != len(x):
+            raise InputError(f"{p}: 'y' must hold one entry per item of 'x' ({len(x)}), got shape {y.shape}")
+        _check_finite(p, "y", y)
     key = "calib" if "calib" in arrays else "x"
     calib = arrays[key] if key == "calib" else x[:DEFAULT_CALIBRATION]
-    if calib.shape[1:] != x.shape[1:] or len(calib) == 0:
-        raise InputError(f"{p}: 'calib' items must have the shape of 'x' items {x.shape[1:]}, got {calib.shape}")
-    return UserData(as_input(x), y, as_input(calib), key, str(p), sha256_file(p))
+    _check_numbers(p, key, calib)
+    if calib.ndim < 1 or calib.shape[1:] != x.shape[1:] or len(calib) == 0:
+        raise InputError(f"{p}: 'calib' must hold items of the shape of 'x' items {x.shape[1:]} along its first "
+                         f"axis, got shape {calib.shape}")
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: infinite, refused below
+        inputs, calib_inputs = as_input(x), as_input(calib)
+    if calib_inputs.dtype != inputs.dtype:
+        raise InputError(f"{p}: 'calib' holds {calib.dtype} values and 'x' {x.dtype}; the model gets both as its "
+                         "inputs, so give them one type (both integers or both floating point)")
+    _check_finite(p, "x", inputs, as_inputs=True)
+    if key == "calib":
+        _check_finite(p, "calib", calib_inputs, as_inputs=True)
+    return UserData(inputs, y, calib_inputs, key, str(p), sha256_file(p))
+
+
+def _check_numbers(p: Path, name: str, a: np.ndarray) -> None:
+    """``a`` holds real numbers (bool, integer or floating point)."""
+    if a.dtype.kind not in "biuf":
+        raise InputError(f"{p}: '{name}' holds {a.dtype} values ({_KINDS.get(a.dtype.kind, 'not numbers')}); "
+                         "it must hold real numbers (integer or floating point)")
+
+
+def _check_finite(p: Path, name: str, a: np.ndarray, as_inputs: bool = False) -> None:
+    """No NaN or infinity in ``a`` (``as_inputs``: as the model gets them, float32, so beyond 3.4e38 is infinite)."""
+    if a.dtype.kind == "f":
+        bad = ~np.isfinite(a)
+        if bad.any():
+            item = int(np.argmax(bad.reshape(len(a), -1).any(axis=1)))
+            raise InputError(f"{p}: '{name}' holds {int(bad.sum())} NaN or infinite values (first in item {item}"
+                             f"{', as float32 model inputs' if as_inputs else ''}); it must hold finite numbers")
 
 
 def calibration_batches(data: UserData, batch: int) -> list[np.ndarray]:
