@@ -292,7 +292,8 @@ def test_ema_generator_is_evaluated_and_exported(data_file: Path, tmp_path: Path
     exported = torch.load(tmp_path / "ema" / "generator-best.pt", weights_only=True)
     assert all(torch.equal(exported[k], ema[k]) for k in ema)
     header, row = (tmp_path / "ema" / "metrics.csv").read_text().splitlines()[:2]
-    assert header.endswith("fpd") and res.state.best_metric == pytest.approx(float(row.split(",")[-1]))
+    fpd = dict(zip(header.split(","), row.split(",")))["fpd"]
+    assert res.state.best_metric == pytest.approx(float(fpd))
 
 
 def test_init_generator_and_lr_scaling(data_file: Path, tmp_path: Path) -> None:

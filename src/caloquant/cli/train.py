@@ -25,6 +25,8 @@ def train_cmd(
     max_steps: int = typer.Option(0, "--max-steps", help="Stop after this many steps (0: no limit)."),
     max_minutes: float = typer.Option(0.0, "--max-minutes", help="Stop, with a checkpoint, after this wall time "
                                       "(train in resumable chunks)."),
+    run_minutes: float = typer.Option(0.0, "--run-minutes", help="Stop this run, with a checkpoint, after this "
+                                      "wall time (each piece of a campaign resumed with --resume)."),
     batch: int | None = typer.Option(None, "--batch", help="Batch size per rank (global batch = batch x world "
                                      "size); default 128, on --resume the run's."),
     lr: float = typer.Option(1e-3, "--lr", help="RMSprop learning rate for one rank."),
@@ -33,6 +35,12 @@ def train_cmd(
     physics_weight: float = typer.Option(1.0, "--physics-weight", help="Weight of the batch moment-matching "
                                          "term (0 reproduces the reference recipe)."),
     pretrain_steps: int = typer.Option(0, "--pretrain-steps", help="Generator-only physics steps first."),
+    critic: str = typer.Option("reference", "--critic", help="Adversary: reference (the 3DGAN discriminator) or "
+                               "light (a critic at ~2% of its FLOPs, one joint real+fake update per step)."),
+    dist_weight: float = typer.Option(0.0, "--dist-weight", help="Weight of the energy-conditioned "
+                                      "sliced-Wasserstein term on physics features (0: off)."),
+    r1: float = typer.Option(0.0, "--r1", help="R1 gradient penalty weight on real showers (light critic)."),
+    gen_steps: int = typer.Option(2, "--gen-steps", help="Generator updates per iteration (reference: 2)."),
     checkpoint_every: int = typer.Option(100, "--checkpoint-every", help="Steps between checkpoints."),
     eval_every: int = typer.Option(0, "--eval-every", help="Steps between physics evaluations (0: each epoch)."),
     eval_showers: int = typer.Option(2000, "--eval-showers", help="Held-out showers used by the evaluation."),
@@ -76,7 +84,7 @@ def train_cmd(
         checkpoint_every=checkpoint_every, eval_every=eval_every, eval_showers=eval_showers, chunk_size=chunk,
         device=device, threads=threads, seed=seed, precision=precision, resident=resident, compile=compile_,
         ema_decay=ema, init_generator=init_generator, reference_batch=reference_batch, log_every=log_every,
-        select=select,
+        select=select, run_minutes=run_minutes, critic=critic, dist_weight=dist_weight, r1=r1, gen_steps=gen_steps,
     )
     try:
         result = train(cfg, data, out, val=val, resume=resume, progress=not quiet)

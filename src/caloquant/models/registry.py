@@ -34,8 +34,18 @@ def build_generator(spec: ModelSpec) -> nn.Module:
     return gan3d.EcalEnergyGenerator() if spec.arch == "ecal25" else gan3d.AngleGenerator()
 
 
-def build_discriminator(spec: ModelSpec, dropout: float = 0.2) -> nn.Module:
-    """A freshly initialised discriminator of the spec's architecture."""
+#: Adversaries ``build_discriminator`` can make: the 3DGAN reference discriminator, or the light critic.
+CRITICS = ("reference", "light")
+
+
+def build_discriminator(spec: ModelSpec, dropout: float = 0.2, kind: str = "reference") -> nn.Module:
+    """A freshly initialised adversary for the spec's architecture: the reference discriminator or the light critic."""
+    if kind == "light":
+        critic = require("caloquant.models.critic")
+        return critic.LightCritic(spec.window.shape, xscale=spec.xscale, power=spec.xpower,
+                                  angle=spec.arch == "angle51")
+    if kind != "reference":
+        raise ModelError(f"unknown critic {kind!r} ({' or '.join(CRITICS)})")
     gan3d = require("caloquant.models.gan3d")
     if spec.arch == "ecal25":
         return gan3d.EcalEnergyDiscriminator(power=spec.xpower, dropout=dropout)

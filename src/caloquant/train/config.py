@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from caloquant.errors import InputError
+from caloquant.models.registry import CRITICS
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -36,7 +37,8 @@ class TrainConfig:
     xpower: float = 0.85
     epochs: int = 60
     max_steps: int = 0  # 0: no limit besides epochs
-    max_minutes: float = 0.0  # 0: no limit; otherwise stop (with a checkpoint) after this wall time
+    max_minutes: float = 0.0  # 0: no limit; otherwise stop (with a checkpoint) after this much training in all runs
+    run_minutes: float = 0.0  # 0: no limit; otherwise this run (this process) stops, with a checkpoint, after it
     checkpoint_every: int = 100
     eval_every: int = 0  # steps between physics evaluations; 0: once per epoch
     eval_showers: int = 2000
@@ -54,6 +56,10 @@ class TrainConfig:
     ema_decay: float = 0.0  # exponential moving average of the generator (0: off); evaluated and exported
     select: str = "moments"  # held-out metric that picks the best checkpoint: moments or fpd
     init_generator: str = ""  # start the generator from these weights (shipped name or .pt); D starts fresh
+    critic: str = "reference"  # reference: the 3DGAN discriminator; light: LightCritic with the fast schedule
+    dist_weight: float = 0.0  # energy-conditioned sliced-Wasserstein term on physics features (0: off)
+    dist_projections: int = 32  # random projections of that term (besides one per feature)
+    r1: float = 0.0  # R1 penalty weight on the critic's real-shower gradients (0: off)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -82,6 +88,14 @@ class TrainConfig:
             raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.optimizer not in OPTIMIZERS:
             raise InputError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.critic not in CRITICS:
+            raise InputError(f"critic must be one of {', '.join(CRITICS)}, got {self.critic!r}")
+        for name in ("dist_weight", "r1", "physics_weight"):
+            value = getattr(self, name)
+            if not (value >= 0 and value < float("inf")):
+                raise InputError(f"{name} must be a finite non-negative number, got {value}")
+        if self.dist_projections < 0:
+            raise InputError(f"dist_projections must be non-negative, got {self.dist_projections}")
         if self.lr <= 0:
             raise InputError(f"learning rate must be positive, got {self.lr}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

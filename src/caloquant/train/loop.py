@@ -46,22 +46,29 @@ from caloquant.train.data import (
     ResidentStream,
     TensorBatch,
     host_to_device,
+    preprocess,
     read_blocks,
     resident_bytes,
     split_blocks,
     to_tensors,
 )
 from caloquant.train.distributed import DistContext, init_distributed
-from caloquant.train.hardware import autocast, configure_backends, resolve_precision
-from caloquant.train.losses import bce_logits, mape, physics_loss
+from caloquant.machine import cpu_info
+from caloquant.train.hardware import autocast, configure_backends, device_name, resolve_precision
+from caloquant.models.critic import shower_features
+from caloquant.train.losses import bce_logits, mape, physics_loss, sliced_wasserstein
 from caloquant.ui import progress_bar
 from caloquant.validate import compute_features, frechet_at_size, moments_metric, sampling_fraction_mre
+from caloquant.validate.fluctuations import fluctuation_ratios
 
 #: Held-out metric that picks the best checkpoint, by ``TrainConfig.select``.
 SELECT_BY = {"moments": "moments_metric", "fpd": "fpd"}
 LOSS_FIELDS = ["step", "epoch", "showers", "seconds", "lr", "d_real", "d_fake", "g_adv", "g_aux", "g_ecal",
-               "g_phys", "showers_per_s"]
-METRIC_FIELDS = ["step", "epoch", "seconds", "moments_metric", "sampling_fraction_mre", "fpd"]
+               "g_phys", "g_dist", "r1", "showers_per_s"]
+METRIC_FIELDS = ["step", "epoch", "showers", "seconds", "moments_metric", "sampling_fraction_mre", "fpd", "cells_ratio",
+                 "resolution_ratio"]
+RUN_FIELDS = ["run", "date", "cpu", "isa", "threads", "device", "precision", "critic", "start_step", "end_step",
+              "showers", "minutes", "showers_per_s", "moments_metric", "fpd", "cells_ratio", "resolution_ratio"]
 
 
 @dataclass
@@ -108,6 +115,9 @@ class Trainer:
             if not ckpt_path.exists():
                 raise InputError(f"{ckpt_path}: nothing to resume (no checkpoint in {self.out})")
             ckpt = self._read_checkpoint(ckpt_path)
+            if "discriminator" not in ckpt:
+                raise ModelError(f"{ckpt_path}: holds only a generator (a best checkpoint); resume needs a full "
+                                 "checkpoint-last.pt")
             self.cfg = config = TrainConfig.from_dict({**ckpt["config"], **_runtime_overrides(config)})
         elif ckpt_path.exists():
             raise InputError(f"{self.out} already holds a training run (use --resume to continue it, "
@@ -133,9 +143,12 @@ class Trainer:
 
         torch.manual_seed(config.seed)
         self.G = build_generator(self.spec).to(dev)
-        self.D = build_discriminator(self.spec, dropout=config.dropout).to(dev)
+        self.D = build_discriminator(self.spec, dropout=config.dropout, kind=config.critic).to(dev)
+        self.light = config.critic == "light"
         if config.init_generator and ckpt is None:
             self._init_generator(config.init_generator)
+        if self.light and ckpt is None:
+            self._fit_critic_features()
         if config.channels_last:
             self.D = self.D.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # torch stubs
         self.ctx.broadcast_module(self.G)
@@ -171,6 +184,12 @@ class Trainer:
         """Start from trained generator weights (fine-tuning); the discriminator still starts fresh."""
         loaded = load_generator(source, expect_arch=self.spec.arch)
         self.G.load_state_dict(loaded.module.state_dict())
+
+    def _fit_critic_features(self) -> None:
+        """Standardise the light critic's physics features on the first training block (stored with the critic)."""
+        first = preprocess(read_blocks(self.dataset, self.train_blocks[:1]), self.spec, self.cfg.ecal_cut)
+        t = to_tensors(first, self.ctx.device)
+        self.D.fit_features(t.images, t.energy)  # type: ignore[operator]  # the same block on every rank
 
     # -- data and evaluation -------------------------------------------------------------------------
 
@@ -209,7 +228,8 @@ class Trainer:
         feats = compute_features(fake)
         dist = frechet_at_size(self._val_features.classifier_vector(), feats.classifier_vector())
         return {"moments_metric": moments_metric(self._val_features, feats),
-                "sampling_fraction_mre": sampling_fraction_mre(self._val_features, feats), "fpd": dist}
+                "sampling_fraction_mre": sampling_fraction_mre(self._val_features, feats), "fpd": dist,
+                **fluctuation_ratios(self._val_features, feats)}
 
     # -- one optimisation step -----------------------------------------------------------------------
 
@@ -263,6 +283,35 @@ class Trainer:
             for mine, theirs in zip(self.G_ema.buffers(), self.G.buffers()):
                 mine.copy_(theirs)
 
+    def _critic(self, images: torch.Tensor, b: TensorBatch) -> dict[str, torch.Tensor]:
+        """The adversary's heads on ``images`` (the light critic is also given the batch's energies and angles)."""
+        if self.light:
+            return self._d(images, b.energy, b.theta)
+        return self._d(images)
+
+    def _critic_step(self, b: TensorBatch, fake: torch.Tensor, flips: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One light-critic update on the real and fake halves of one forward pass (it has no batch norm, so
+        the joint pass equals two), with label flips and an optional R1 penalty on the real showers."""
+        n = len(b)
+        self.opt_d.zero_grad(set_to_none=True)
+        real = b.images.detach().requires_grad_(self.cfg.r1 > 0)
+        both = TensorBatch(torch.cat([real, fake]), b.energy.repeat(2), b.theta.repeat(2), b.ecal.repeat(2))
+        with self._amp():
+            out = self._critic(both.images, both)
+        labels = torch.cat([torch.where(flips[0], 0.0, 1.0), torch.where(flips[1], 1.0, 0.0)])
+        loss, _ = self._heads_loss(out, labels, both)
+        stats = {"d_real": bce_logits(out["logit"][:n].float(), labels[:n]).detach(),
+                 "d_fake": bce_logits(out["logit"][n:].float(), labels[n:]).detach()}
+        if self.cfg.r1 > 0:
+            grad, = torch.autograd.grad(out["logit"][:n].float().sum(), real, create_graph=True)
+            penalty = grad.pow(2).flatten(1).sum(1).mean()
+            loss = loss + 0.5 * self.cfg.r1 * penalty
+            stats["r1"] = penalty.detach()
+        loss.backward()
+        self.ctx.average_gradients(self.D)
+        self.opt_d.step()
+        return stats
+
     def train_step(self, batch: Batch | TensorBatch, step: int) -> dict[str, torch.Tensor | float]:
         """One reference iteration on this rank's part of the global batch; gradients averaged over ranks.
 
@@ -283,25 +332,37 @@ class Trainer:
         ones = torch.ones(n, device=dev)
         stats: dict[str, torch.Tensor | float] = {"lr": lr}
         pretraining = step < self.cfg.pretrain_steps
+        fake: torch.Tensor | None = None
 
-        if not pretraining:
+        if not pretraining and self.light:
+            # fast schedule: one critic update on real and fake together; the first G step reuses the fakes
+            with self._amp():
+                fake = self._g(self._latent(noise[1], b)).float()
+            stats.update(self._critic_step(b, fake.detach(), flips))
+        elif not pretraining:
             with torch.no_grad(), self._amp():
-                fake = self._g(self._latent(noise[0], b)).float()
+                fakes = self._g(self._latent(noise[0], b)).float()
             for name, images, labels in (("d_real", b.images, torch.where(flips[0], 0.0, 1.0)),
-                                         ("d_fake", fake, torch.where(flips[1], 1.0, 0.0))):
+                                         ("d_fake", fakes, torch.where(flips[1], 1.0, 0.0))):
                 self.opt_d.zero_grad(set_to_none=True)
                 with self._amp():
-                    out = self._d(images)
+                    out = self._critic(images, b)
                 loss, _ = self._heads_loss(out, labels, b)
                 loss.backward()
                 self.ctx.average_gradients(self.D)
                 self.opt_d.step()
                 stats[name] = loss.detach()
 
+        real_features = None
+        if self.cfg.dist_weight > 0:
+            real_features = shower_features(b.images, b.energy, self.spec.xscale, self.spec.xpower)
         for k in range(self.cfg.gen_steps):
             self.opt_g.zero_grad(set_to_none=True)
-            with self._amp():
-                gen = self._g(self._latent(noise[1 + k], b)).float()
+            if k == 0 and fake is not None:
+                gen = fake
+            else:
+                with self._amp():
+                    gen = self._g(self._latent(noise[1 + k], b)).float()
             phys = physics_loss(gen, b.images, b.energy, self.spec.xpower, self.cfg.physics_groups)
             if pretraining:
                 ecal = mape(gen.clamp_min(0).pow(1.0 / self.spec.xpower).flatten(1).sum(1), b.ecal)
@@ -309,13 +370,19 @@ class Trainer:
                 parts = {"ecal": ecal.detach()}
             else:
                 with self._amp():
-                    out = self._d(gen)
+                    out = self._critic(gen, b)
                 loss, parts = self._heads_loss(out, ones, b)
                 loss = loss + self.cfg.physics_weight * phys
+            if real_features is not None:
+                fake_features = shower_features(gen, b.energy, self.spec.xscale, self.spec.xpower)
+                dist = sliced_wasserstein(fake_features, real_features, b.energy, self.cfg.physics_groups,
+                                          self.cfg.dist_projections)
+                loss = loss + self.cfg.dist_weight * dist
+                parts["dist"] = dist.detach()
             loss.backward()
             self.ctx.average_gradients(self.G)
             self.opt_g.step()
-            stats.update({f"g_{k}": v for k, v in parts.items()})
+            stats.update({f"g_{name}": v for name, v in parts.items()})
             stats["g_phys"] = phys.detach()
         self._update_ema()
         self.D.zero_grad(set_to_none=True)
@@ -344,16 +411,18 @@ class Trainer:
             raise ModelError(f"{where}: optimizer state does not fit ({e})") from None
         self.state = TrainState(**ckpt["state"])
 
-    def checkpoint(self, name: str = "checkpoint-last.pt") -> Path | None:
-        """Write model, optimizers, config and progress atomically (rank 0 only)."""
+    def checkpoint(self, name: str = "checkpoint-last.pt", *, full: bool = True) -> Path | None:
+        """Write the run's state atomically (rank 0 only): everything a resume needs, or (``full=False``, the
+        best checkpoint) only the generator with its spec, config and progress, a quarter of the size."""
         if not self.ctx.is_main:
             return None
         payload = {
             "format": CHECKPOINT_FORMAT, "spec": self.spec.to_dict(), "config": self.cfg.to_dict(),
-            "state": vars(self.state).copy(), "generator": self.G.state_dict(),
-            "discriminator": self.D.state_dict(), "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(), "torch_version": str(torch.__version__),
+            "state": vars(self.state).copy(), "generator": self.G.state_dict(), "torch_version": str(torch.__version__),
         }
+        if full:
+            payload.update(discriminator=self.D.state_dict(), opt_g=self.opt_g.state_dict(),
+                           opt_d=self.opt_d.state_dict())
         if self.G_ema is not None:
             payload["generator_ema"] = self.G_ema.state_dict()
         path = self.out / name
@@ -399,6 +468,25 @@ class Trainer:
                 w.writeheader()
             w.writerow(row)
 
+    def _record_run(self, start_step: int, seconds: float, metrics: dict[str, float]) -> None:
+        """Append this run (machine, steps, throughput, last metrics) to runs.csv: a run folder resumed on many
+        machines keeps the history of where each piece was trained and what it reached."""
+        if not self.ctx.is_main or self.state.step == start_step:
+            return
+        p = self.out / "runs.csv"
+        previous = len(list(csv.DictReader(p.open()))) if p.exists() else 0
+        cpu, flags = cpu_info()
+        gb = self.cfg.batch_size * self.ctx.world_size
+        shown = ("avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni", "avx512f", "avx2")
+        self._log("runs.csv", RUN_FIELDS, {
+            "run": previous + 1, "date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu,
+            "isa": " ".join(f for f in shown if f in flags), "threads": torch.get_num_threads(),
+            "device": device_name(self.ctx.device) if self.ctx.device.type == "cuda" else "cpu",
+            "precision": self.precision, "critic": self.cfg.critic, "start_step": start_step,
+            "end_step": self.state.step, "showers": self.state.step * gb, "minutes": round(seconds / 60, 1),
+            "showers_per_s": round((self.state.step - start_step) * gb / max(seconds, 1e-9), 2),
+            **{k: metrics.get(k, "") for k in ("moments_metric", "fpd", "cells_ratio", "resolution_ratio")}})
+
     def _plot(self) -> None:
         try:
             plot_training(self.out)
@@ -412,11 +500,12 @@ class Trainer:
             return {}
         m = self.evaluate()
         self._log("metrics.csv", METRIC_FIELDS, {"step": self.state.step, "epoch": self.state.epoch,
+                                                 "showers": self.state.step * self.cfg.batch_size * self.ctx.world_size,
                                                  "seconds": round(self.state.elapsed, 1), **m})
         score = m[SELECT_BY[self.cfg.select]]
         if math.isfinite(score) and score < self.state.best_metric:
             self.state.best_metric, self.state.best_step = score, self.state.step
-            self.checkpoint("checkpoint-best.pt")
+            self.checkpoint("checkpoint-best.pt", full=False)
         self._plot()
         return m
 
@@ -435,6 +524,12 @@ class Trainer:
         stops = (signal.SIGINT, signal.SIGTERM)
         old = {sig: signal.signal(sig, on_stop) for sig in stops} if _main_thread() else {}
         t0, done_at_start = time.perf_counter() - st.elapsed, st.step
+        run_start = time.perf_counter()
+
+        def out_of_time() -> bool:
+            over_run = cfg.run_minutes > 0 and time.perf_counter() - run_start > cfg.run_minutes * 60
+            return over_run or (cfg.max_minutes > 0 and st.elapsed > cfg.max_minutes * 60)
+
         last_metrics: dict[str, float] = {}
         total = cfg.max_steps or cfg.epochs * self.steps_per_epoch()
         finished = False
@@ -465,21 +560,21 @@ class Trainer:
                                 "step": st.step, "epoch": st.epoch, "showers": st.step * gb,
                                 "seconds": round(now - t0, 1), "lr": values["lr"],
                                 "d_real": values.get("d_real", ""), "d_fake": values.get("d_fake", ""),
-                                "g_adv": values.get("g_0_adv", ""), "g_aux": values.get("g_0_aux", ""),
-                                "g_ecal": values.get("g_0_ecal", ""), "g_phys": values["g_phys"],
+                                "g_adv": values.get("g_adv", ""), "g_aux": values.get("g_aux", ""),
+                                "g_ecal": values.get("g_ecal", ""), "g_phys": values["g_phys"],
+                                "g_dist": values.get("g_dist", ""), "r1": values.get("r1", ""),
                                 "showers_per_s": round(rate, 2)})
                         if cfg.eval_every and st.step % cfg.eval_every == 0:
                             last_metrics = self._eval_and_select() or last_metrics
                             last_log = (st.step, time.perf_counter())  # throughput excludes evaluations
                         if st.step % cfg.checkpoint_every == 0:
                             self.checkpoint()
-                        out_of_time = cfg.max_minutes > 0 and st.elapsed > cfg.max_minutes * 60
-                        if (cfg.max_steps and st.step >= cfg.max_steps) or out_of_time or stop_requested["flag"]:
+                        if (cfg.max_steps and st.step >= cfg.max_steps) or out_of_time() or stop_requested["flag"]:
                             finished = bool(cfg.max_steps and st.step >= cfg.max_steps)
                             break
                     else:  # pragma: no cover - loop always exits by break
                         pass
-                    if stop_requested["flag"] or (cfg.max_minutes > 0 and st.elapsed > cfg.max_minutes * 60):
+                    if stop_requested["flag"] or out_of_time():
                         break
                     if not finished:
                         st.epoch += 1
@@ -490,6 +585,7 @@ class Trainer:
             if cfg.eval_every and st.step % cfg.eval_every != 0 and st.step > done_at_start:
                 last_metrics = self._eval_and_select() or last_metrics
             self.checkpoint()
+            self._record_run(done_at_start, time.perf_counter() - run_start, last_metrics)
             if self.ctx.is_main and (self.out / "checkpoint-last.pt").exists():
                 self.export_best_generator()
                 self._plot()
@@ -514,8 +610,8 @@ def make_optimizer(config: TrainConfig, module: torch.nn.Module) -> torch.optim.
 
 def _runtime_overrides(config: TrainConfig) -> dict[str, Any]:
     """Settings a resumed run may change: budgets, device, threads; never the model or the data order."""
-    keys = ("epochs", "max_steps", "max_minutes", "device", "threads", "checkpoint_every", "eval_every", "precision",
-            "resident", "compile", "log_every")
+    keys = ("epochs", "max_steps", "max_minutes", "run_minutes", "device", "threads", "checkpoint_every", "eval_every",
+            "precision", "resident", "compile", "log_every")
     return {k: getattr(config, k) for k in keys}
 
 

@@ -1,0 +1,152 @@
+"""The light critic, the physics features and the distribution loss of CPU adversarial training (issue 23)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from caloquant.data import ShowerSet, write_showers
+from caloquant.errors import InputError
+from caloquant.models.critic import LightCritic, feature_count, shower_features, space_to_depth
+from caloquant.models.registry import build_discriminator
+from caloquant.models.spec import DEFAULT_SPECS
+from caloquant.train import TrainConfig, Trainer
+from caloquant.train.data import preprocess
+from caloquant.train.hardware import count_flops
+from caloquant.train.losses import sliced_wasserstein
+
+TINY = dict(batch_size=4, checkpoint_every=2, eval_showers=40, chunk_size=50, threads=1, seed=5, precision="fp32",
+            critic="light", dist_weight=1.0)
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory: pytest.TempPathFactory, mc_small: ShowerSet) -> Path:
+    path = tmp_path_factory.mktemp("data") / "train.h5"
+    write_showers(path, mc_small[:300])
+    return path
+
+
+@pytest.fixture(scope="module")
+def real(mc_small: ShowerSet) -> tuple[torch.Tensor, torch.Tensor]:
+    b = preprocess(mc_small[:64], DEFAULT_SPECS["ecal25"], ecal_cut=10.0)
+    return torch.from_numpy(b.images), torch.from_numpy(b.energy)
+
+
+def _forward_flops(module: torch.nn.Module, *args: torch.Tensor) -> float:
+    with count_flops() as total:
+        module(*args)
+    return total() / len(args[0])
+
+
+@pytest.mark.parametrize("arch", ["ecal25", "angle51"])
+def test_light_critic_costs_under_a_tenth_of_the_reference(arch: str) -> None:
+    spec = DEFAULT_SPECS[arch]
+    x = torch.rand(2, *spec.window.shape)
+    e, theta = torch.full((2,), 1.0), torch.full((2,), 1.5)
+    reference = _forward_flops(build_discriminator(spec), x)
+    light = build_discriminator(spec, kind="light")
+    cost = _forward_flops(light, x, e, theta)
+    assert cost < 0.1 * reference
+    out = light(x, e, theta)
+    assert set(out) == ({"logit", "energy", "ecal", "angle"} if arch == "angle51" else {"logit", "energy", "ecal"})
+
+
+def test_space_to_depth_keeps_every_cell() -> None:
+    x = torch.arange(2 * 5 * 3 * 4, dtype=torch.float32).reshape(2, 5, 3, 4)
+    y = space_to_depth(x)
+    assert y.shape == (2, 8, 3, 2, 2)
+    assert torch.equal(y.sum((1, 2, 3, 4)), x.sum((1, 2, 3)))
+    assert y[0, 0, 0, 0, 0] == x[0, 0, 0, 0] and y[0, 7, 0, 0, 0] == x[0, 1, 1, 1]
+
+
+def test_shower_features_are_finite_physical_and_differentiable(real: tuple[torch.Tensor, torch.Tensor]) -> None:
+    images, energy = real
+    images = images.clone().requires_grad_(True)
+    f = shower_features(images, energy, 100.0, 0.85)
+    assert f.shape == (len(images), feature_count(25)) and torch.isfinite(f).all()
+    visible = images.detach().pow(1 / 0.85).flatten(1).sum(1) / 100.0  # GeV
+    assert torch.allclose(f[:, 0].exp(), visible / (100.0 * energy), rtol=1e-4)
+    counts = f[:, 1 + 3 * 25 + 6 : 1 + 3 * 25 + 6 + 5]
+    assert (counts[:, :-1] >= counts[:, 1:]).all()  # more cells above a lower threshold
+    f.sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+
+
+def test_feature_standardisation_is_fitted_and_saved(real: tuple[torch.Tensor, torch.Tensor]) -> None:
+    images, energy = real
+    critic = LightCritic((25, 25, 25))
+    critic.fit_features(images, energy)
+    f = critic.features(images, energy)
+    varies = shower_features(images, energy, 100.0, 0.85).std(0) > 1e-2  # (a constant column stays constant)
+    assert varies.sum() > 80 and f.mean(0).abs().max() < 1e-3 and (f.std(0)[varies] - 1).abs().max() < 1e-2
+    assert {"feat_mean", "feat_scale"} <= set(critic.state_dict())
+
+
+def test_sliced_wasserstein_sees_spread_not_only_means(real: tuple[torch.Tensor, torch.Tensor]) -> None:
+    images, energy = real
+    f = shower_features(images, energy, 100.0, 0.85)
+    torch.manual_seed(0)
+    assert sliced_wasserstein(f, f, energy, groups=4) == 0
+    shrunk = f.mean(0) + 0.3 * (f - f.mean(0))  # right means, too small fluctuations
+    shifted = f + 0.5 * f.std(0)
+    d_shrunk = sliced_wasserstein(shrunk, f, energy, groups=1)
+    assert d_shrunk > 0.1 and sliced_wasserstein(shifted, f, energy, groups=1) > 0.1
+    perm = torch.randperm(len(f))  # a distance between samples: shower order does not matter
+    torch.manual_seed(1)
+    a = sliced_wasserstein(shrunk, f, energy, groups=1)
+    torch.manual_seed(1)
+    assert torch.isclose(a, sliced_wasserstein(shrunk[perm], f, energy[perm], groups=1))
+
+
+def _params(module: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+
+
+def test_light_training_resumes_exactly_with_r1(data_file: Path, tmp_path: Path) -> None:
+    kw = {**TINY, "r1": 1e-3}
+    straight = Trainer(TrainConfig(max_steps=4, **kw), data_file, tmp_path / "a", progress=False)  # type: ignore[arg-type]
+    straight.run()
+    Trainer(TrainConfig(max_steps=2, **kw), data_file, tmp_path / "b", progress=False).run()  # type: ignore[arg-type]
+    resumed = Trainer(TrainConfig(max_steps=4, **kw), data_file, tmp_path / "b", resume=True,  # type: ignore[arg-type]
+                      progress=False)
+    resumed.run()
+    assert torch.equal(_params(straight.G), _params(resumed.G))
+    assert torch.equal(_params(straight.D), _params(resumed.D))
+    assert torch.equal(straight.D.feat_mean, resumed.D.feat_mean)  # type: ignore[arg-type]
+    rows = list(csv.DictReader((tmp_path / "b" / "losses.csv").open()))
+    assert all(np.isfinite(float(r[k])) for r in rows for k in ("d_real", "d_fake", "g_adv", "g_dist", "r1"))
+    runs = list(csv.DictReader((tmp_path / "b" / "runs.csv").open()))
+    assert [(r["run"], r["start_step"], r["end_step"]) for r in runs] == [("1", "0", "2"), ("2", "2", "4")]
+
+
+def test_resume_on_another_precision_and_thread_count(data_file: Path, tmp_path: Path) -> None:
+    """A campaign moves between machines: the next run may change precision and threads, and continues."""
+    Trainer(TrainConfig(max_steps=1, **TINY), data_file, tmp_path, progress=False).run()  # type: ignore[arg-type]
+    cfg = TrainConfig(**{**TINY, "max_steps": 2, "precision": "bf16", "threads": 2, "batch_size": 4})  # type: ignore[arg-type]
+    resumed = Trainer(cfg, data_file, tmp_path, resume=True, progress=False)
+    assert resumed.precision == "bf16" and resumed.cfg.critic == "light"
+    res = resumed.run()
+    assert res.state.step == 2 and torch.isfinite(_params(resumed.G)).all()
+    runs = list(csv.DictReader((tmp_path / "runs.csv").open()))
+    assert [r["precision"] for r in runs] == ["fp32", "bf16"] and runs[1]["threads"] == "2"
+
+
+def test_best_checkpoint_is_generator_only(data_file: Path, tmp_path: Path) -> None:
+    Trainer(TrainConfig(max_steps=2, eval_every=2, **TINY), data_file, tmp_path, progress=False).run()  # type: ignore[arg-type]
+    best = torch.load(tmp_path / "checkpoint-best.pt", weights_only=True)
+    assert "generator" in best and "discriminator" not in best and "opt_g" not in best
+    metrics = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert float(metrics[0]["cells_ratio"]) > 0 and float(metrics[0]["resolution_ratio"]) > 0
+
+
+def test_bad_critic_settings_are_refused() -> None:
+    with pytest.raises(InputError, match="critic"):
+        TrainConfig(critic="tiny")
+    with pytest.raises(InputError, match="dist_weight"):
+        TrainConfig(dist_weight=float("nan"))
+    with pytest.raises(InputError, match="r1"):
+        TrainConfig(r1=-1.0)
