@@ -72,6 +72,9 @@ def test_validate_several_candidates_both_layouts(files: dict[str, Path], tmp_pa
     (["{ref}", "{nan}"], "NaN"),
     (["{ref}", "{d}/missing.h5"], "not found"),
     (["{ref}", "{cand}", "--bins", "abc"], "--bins"),
+    (["{ref}", "{cand}", "--bins", "nan,100"], "--bins 'nan,100': energy bin nan GeV"),
+    (["{ref}", "{cand}", "--bins", "100,100"], "given twice"),
+    (["{ref}", "{cand}", "--bins", "-5,100"], "finite and positive"),
     (["{ref}", "{cand}", "--max-showers", "0"], "must be positive"),
     (["{ref}", "{cand}", "--json", "{d}/nodir/x.json"], "does not exist"),
 ])
@@ -83,3 +86,20 @@ def test_bad_input_one_line_exit_2(files: dict[str, Path], tmp_path: Path, capsy
     err = capsys.readouterr().err.strip()
     assert rc == 2
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_fixed_energy_gets_a_verdict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """100 GeV against 100 GeV with the automatic bins: every metric passes or fails (no "not enough data" from
+    3DGAN bins that the sample cannot fill)."""
+    from caloquant.validate import suite
+
+    for name in ("fpd", "kpd", "fpd_of_rows", "kpd_of_rows"):  # the binned verdicts are under test
+        if hasattr(suite, name):
+            monkeypatch.setattr(suite, name, lambda *a, **k: (0.0, 0.0))
+    ref, cand, js = tmp_path / "ref.h5", tmp_path / "cand.h5", tmp_path / "v.json"
+    write_showers(ref, simulate(60, 100.0, seed=71))
+    write_showers(cand, simulate(60, 100.0, seed=72))
+    assert main(["validate", str(ref), str(cand), "--json", str(js), "--no-classifier", "--n-boot", "10", "-q"]) == 0
+    doc = json.loads(js.read_text())
+    assert doc["energy_bins"] == ["all", "100 GeV"]
+    assert all(m["verdict"] in ("pass", "fail") for m in doc["metrics"].values())

@@ -222,3 +222,75 @@ def test_computation_does_not_import_matplotlib() -> None:
     code = "import caloquant.validate, caloquant.plotting, sys; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.fixture
+def no_distances(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FPD and KPD stubbed out: the binned metrics' verdicts are under test, and FPD dominates the run time."""
+    from caloquant.validate import suite
+
+    for name in ("fpd", "kpd", "fpd_of_rows", "kpd_of_rows"):  # whichever names the suite calls them by
+        if hasattr(suite, name):
+            monkeypatch.setattr(suite, name, lambda *a, **k: (0.0, 0.0))
+
+
+@pytest.fixture(scope="module")
+def discrete() -> dict[str, ShowerFeatures]:
+    """The classic 3DGAN set-up in small: showers at 50, 100, 200 and 400 GeV only (reference and candidate)."""
+    def sample(seed: int) -> ShowerFeatures:
+        return compute_features(ShowerSet.concatenate([simulate(40, e, seed=seed + k)
+                                                       for k, e in enumerate((50.0, 100.0, 200.0, 400.0))]))
+    return {"ref": sample(40), "cand": sample(50)}
+
+
+def test_automatic_bins_of_a_discrete_spectrum_are_its_energies(discrete: dict[str, ShowerFeatures],
+                                                                 no_distances: None) -> None:
+    """No bin the reference does not fill (250, 300, 500 GeV of the fixed 3DGAN set) can veto the verdict: every
+    binned metric gets pass or fail, with the values of bins asked for at the same energies."""
+    auto = validate(discrete["ref"], discrete["cand"], options=FAST)
+    assert auto.bins.labels == ["all", "50 GeV", "100 GeV", "200 GeV", "400 GeV"] and not auto.bins.requested
+    asked = validate(discrete["ref"], discrete["cand"], bins=[50.0, 100.0, 200.0, 400.0], options=FAST)
+    a, b = auto.candidates["candidate_0"].metrics, asked.candidates["candidate_0"].metrics
+    for name in ("3dgan_moments", "3dgan_profiles", "sampling_fraction_mre"):
+        assert a[name].verdict in ("pass", "fail") and not a[name].empty_bins and not a[name].unscored_bins
+        assert a[name].value == pytest.approx(b[name].value) and a[name].verdict == b[name].verdict
+
+
+def test_one_fixed_energy_gets_a_verdict(no_distances: None) -> None:
+    ref, cand = (compute_features(simulate(60, 100.0, seed=s)) for s in (61, 62))
+    result = validate(ref, cand, options=FAST)
+    assert result.bins.labels == ["all", "100 GeV"]
+    assert all(m.verdict in ("pass", "fail") for m in result.candidates["candidate_0"].metrics.values())
+
+
+def test_thin_automatic_bin_is_reported_not_a_veto(discrete: dict[str, ShowerFeatures], no_distances: None) -> None:
+    """A candidate without showers at one of the reference's energies: that automatic bin is left out of the
+    binned averages and listed, the verdict stands; the same bin asked for explicitly still vetoes."""
+    cand = discrete["cand"].subset(np.flatnonzero(discrete["cand"].energy < 300.0))
+    auto = validate(discrete["ref"], cand, options=FAST).candidates["candidate_0"].metrics["3dgan_moments"]
+    assert auto.unscored_bins == ["400 GeV"] and auto.verdict in ("pass", "fail")
+    assert auto.to_dict()["unscored_bins"] == ["400 GeV"] and "empty_bins" not in auto.to_dict()
+    asked = validate(discrete["ref"], cand, bins=[50.0, 400.0], options=FAST).candidates["candidate_0"]
+    assert asked.metrics["3dgan_moments"].verdict == "not enough data"
+
+
+def test_close_discrete_energies_get_disjoint_bins() -> None:
+    bins = EnergyBins.auto(np.repeat([1.0, 2.0, 5.0], 20))
+    assert bins.labels == ["all", "1 GeV", "2 GeV", "5 GeV"]
+    masks = bins.masks(np.repeat([1.0, 2.0, 5.0], 20))
+    assert np.all(masks[1:].sum(axis=0) == 1)
+
+
+def test_narrow_quantile_bins_have_distinct_labels() -> None:
+    labels = EnergyBins.quantiles(np.linspace(10.0, 10.9, 200), 4).labels
+    assert len(set(labels)) == len(labels) == 5
+
+
+@pytest.mark.parametrize(("energies", "message"), [
+    ([float("nan"), 100.0], "finite and positive"), ([float("inf")], "finite and positive"),
+    ([-50.0], "finite and positive"), ([0.0], "finite and positive"), ([100.0, 100.0], "given twice"),
+    ([], "no energy bins"),
+])
+def test_bad_bin_energies_are_refused(energies: list[float], message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        EnergyBins.gan3d(energies)

@@ -14,16 +14,24 @@ def register(app: typer.Typer) -> None:
 
 
 def _parse_bins(text: str) -> str | int | list[float]:
+    from caloquant.validate.bins import EnergyBins
+
     text = text.strip().lower()
     if text in ("auto", "3dgan", "quantile"):
         return text
     try:
         if "," in text:
-            return [float(v) for v in text.split(",") if v.strip()]
-        return int(text)
+            energies = [float(v) for v in text.split(",") if v.strip()]
+        else:
+            return int(text)
     except ValueError:
         raise InputError(f"--bins {text!r}: use auto, 3dgan, quantile, a number of quantile bins, "
                          "or comma-separated energies in GeV") from None
+    try:
+        EnergyBins.gan3d(energies)
+    except InputError as e:
+        raise InputError(f"--bins {text!r}: {e}") from None
+    return energies
 
 
 def validate_cmd(
@@ -80,6 +88,10 @@ def validate_cmd(
         if empty:
             out_console.print(f"not enough data: energy bins {', '.join(empty)} hold too few showers to be scored; "
                               "the metrics that need them have no verdict")
+        unscored = sorted({b for m in cand.metrics.values() for b in m.unscored_bins})
+        if unscored:
+            out_console.print(f"not scored: automatic energy bins {', '.join(unscored)} hold too few showers; "
+                              "the binned metrics average the other bins")
     if json_out is not None:
         write_text_atomic(json_out, result.to_json())
     if report is not None:

@@ -50,6 +50,10 @@ def _table(result: ValidationResult) -> str:
         empty = sorted({b for m in cr.metrics.values() for b in m.empty_bins})
         if empty:
             rows.append(f"<p>Energy bins without enough showers (not scored): {html.escape(', '.join(empty))}</p>")
+        unscored = sorted({b for m in cr.metrics.values() for b in m.unscored_bins})
+        if unscored:
+            rows.append("<p>Automatic energy bins without enough showers (left out of the binned averages): "
+                        f"{html.escape(', '.join(unscored))}</p>")
     return "".join(rows)
 
 

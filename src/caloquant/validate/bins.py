@@ -1,9 +1,12 @@
-"""Primary-energy bins for binned metrics: the 3DGAN bins (all, 50 ... 500 GeV +- 5) or reference quantiles."""
+"""Primary-energy bins for binned metrics: the 3DGAN bins (all, 50 ... 500 GeV +- 5), bins around given energies,
+or reference quantiles. Automatic bins come from the reference (its energies, or its quantiles), so none is empty
+in it; ``requested`` tells the verdict whether a user asked for the bins (an empty requested bin vetoes a verdict,
+an empty automatic one is only reported)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -24,38 +27,68 @@ class EnergyBins:
     intervals: tuple[tuple[float, float], ...]
     include_all: bool = True
     kind: str = "custom"
+    requested: bool = True
 
     @classmethod
     def gan3d(cls, centres: Sequence[float] = GAN3D_CENTRES, tolerance: float = GAN3D_TOLERANCE) -> EnergyBins:
-        """The 3DGAN analysis bins: all showers, then E-tol < E_p < E+tol for each centre."""
-        if tolerance <= 0:
+        """The 3DGAN analysis bins: all showers, then E-tol < E_p < E+tol for each centre (finite, positive and
+        distinct energies in GeV)."""
+        if not (np.isfinite(tolerance) and tolerance > 0):
             raise InputError(f"energy-bin tolerance must be positive, got {tolerance}")
-        return cls(tuple((float(c) - tolerance, float(c) + tolerance) for c in centres), True, "3dgan")
+        values = [float(c) for c in centres]
+        if not values:
+            raise InputError("no energy bins given: list at least one energy in GeV")
+        for c in values:
+            if not (np.isfinite(c) and c > 0):
+                raise InputError(f"energy bin {c:g} GeV: bin energies must be finite and positive")
+        if len(set(values)) != len(values):
+            twice = sorted({c for c in values if values.count(c) > 1})
+            raise InputError(f"energy bin {twice[0]:g} GeV is given twice")
+        return cls(tuple((c - tolerance, c + tolerance) for c in values), True, "3dgan")
+
+    @classmethod
+    def energies(cls, reference_energy: np.ndarray) -> EnergyBins:
+        """Automatic bins of a discrete spectrum: one 3DGAN-style bin around each energy present in the reference
+        (+- 5 GeV, or half the smallest gap between its energies when that is narrower)."""
+        distinct = np.unique(np.round(np.asarray(reference_energy, dtype=np.float64), 3))
+        tolerance = GAN3D_TOLERANCE
+        if distinct.size > 1:
+            tolerance = min(tolerance, float(np.diff(distinct).min()) / 2.0)
+        bins = cls.gan3d(tuple(float(c) for c in distinct), tolerance)
+        return replace(bins, requested=False)
 
     @classmethod
     def quantiles(cls, energy: np.ndarray, n: int = DEFAULT_QUANTILE_BINS) -> EnergyBins:
         """``n`` bins holding equal shares of the reference spectrum (plus the all-showers bin)."""
         if n < 1:
             raise InputError(f"number of quantile energy bins must be >= 1, got {n}")
-        edges = np.quantile(np.asarray(energy, dtype=np.float64), np.linspace(0.0, 1.0, n + 1))
+        e = np.asarray(energy, dtype=np.float64)
+        if e.size == 0 or not np.all(np.isfinite(e)):
+            raise InputError("quantile energy bins need finite reference energies")
+        edges = np.quantile(e, np.linspace(0.0, 1.0, n + 1))
         edges[-1] = np.nextafter(edges[-1], np.inf)
         pairs = tuple((float(a), float(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a)
         return cls(pairs, True, "quantile")
 
     @classmethod
     def auto(cls, reference_energy: np.ndarray) -> EnergyBins:
-        """3DGAN bins for a discrete reference spectrum, quantile bins for a continuous one."""
+        """Bins at the energies present in a discrete reference spectrum, quantile bins (none empty) for a
+        continuous one; either way not requested (an empty bin is reported, it does not veto a verdict)."""
         distinct = np.unique(np.round(np.asarray(reference_energy, dtype=np.float64), 3))
         if distinct.size > MAX_DISCRETE_ENERGIES:
-            return cls.quantiles(reference_energy)
-        return cls.gan3d()
+            return replace(cls.quantiles(reference_energy), requested=False)
+        return cls.energies(reference_energy)
 
     @property
     def labels(self) -> list[str]:
         head = ["all"] if self.include_all else []
         if self.kind == "3dgan":
             return head + [f"{(a + b) / 2:g} GeV" for a, b in self.intervals]
-        return head + [f"{a:.0f}-{b:.0f} GeV" for a, b in self.intervals]
+        for digits in range(4):  # the fewest decimals that keep every label distinct (narrow quantile bins)
+            labels = [f"{a:.{digits}f}-{b:.{digits}f} GeV" for a, b in self.intervals]
+            if len(set(labels)) == len(labels):
+                break
+        return head + labels
 
     @property
     def centres(self) -> np.ndarray:
@@ -81,8 +114,9 @@ BinsSpec = EnergyBins | Sequence[float] | int | str | None
 def resolve_bins(bins: BinsSpec, reference_energy: np.ndarray) -> EnergyBins:
     """Turn a user bin choice into EnergyBins.
 
-    None or "auto": automatic; "3dgan": the 3DGAN bins; "quantile" or an int n: n reference-quantile bins;
-    a sequence of energies: 3DGAN-style bins of +-5 GeV around them.
+    None or "auto": automatic (the reference's energies when it has at most MAX_DISCRETE_ENERGIES distinct ones,
+    else its quantiles); "3dgan": the 3DGAN bins; "quantile" or an int n: n reference-quantile bins; a sequence of
+    energies: 3DGAN-style bins of +-5 GeV around them.
     """
     if bins is None or (isinstance(bins, str) and bins == "auto"):
         return EnergyBins.auto(reference_energy)

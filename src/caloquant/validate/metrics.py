@@ -45,12 +45,14 @@ class MetricResult:
     passed: bool | None = None
     per_bin: dict[str, float] = field(default_factory=dict)
     empty_bins: list[str] = field(default_factory=list)
+    unscored_bins: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
 
     def judge(self) -> MetricResult:
         """Set ``passed``: value within noise floor + 2 sigma (AUC: distance from 0.5, plus a small margin).
 
-        A per-bin metric with an energy bin too thin to score gets no verdict (``None``: not enough data).
+        A per-bin metric with a requested energy bin too thin to score gets no verdict (``None``: not enough
+        data); thin automatic bins (``unscored_bins``) are left out of the average and do not stop the verdict.
         """
         if self.empty_bins:
             self.passed = None
@@ -73,7 +75,8 @@ class MetricResult:
         return "pass" if self.passed else "fail"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: value, error, noise_floor, pass (+ noise_error, per-bin values, empty bins)."""
+        """JSON-ready form: value, error, noise_floor, pass (+ noise_error, per-bin values, empty requested bins,
+        thin automatic bins left unscored)."""
         out: dict[str, Any] = {"value": _num(self.value), "error": _num(self.error),
                                "noise_floor": _num(self.noise_floor), "noise_error": _num(self.noise_error),
                                "pass": self.passed, "verdict": self.verdict}
@@ -81,6 +84,8 @@ class MetricResult:
             out["per_bin"] = {k: _num(v) for k, v in self.per_bin.items()}
         if self.empty_bins:
             out["empty_bins"] = list(self.empty_bins)
+        if self.unscored_bins:
+            out["unscored_bins"] = list(self.unscored_bins)
         return out
 
 

@@ -93,7 +93,11 @@ def compare(reference: ShowerFeatures, candidate: ShowerFeatures, bins: EnergyBi
         if name in _PER_BIN:
             per_bin = c.binned(_PER_BIN[name])[0] * (2.0 if options.legacy and name == "3dgan_moments" else 1.0)
             res.per_bin = {lab: float(v) for lab, v in zip(labels, per_bin)}
-            res.empty_bins = [lab for lab, ok in zip(labels, c.valid_bins()) if not ok]
+            thin = [lab for lab, ok in zip(labels, c.valid_bins()) if not ok]
+            if bins.requested:
+                res.empty_bins = thin
+            else:
+                res.unscored_bins = thin
         if name == "separation_power_mean":
             res.details["per_feature"] = dict(zip(names, map(float, sp[0])))
         if name == "chi2_ndf_mean":
