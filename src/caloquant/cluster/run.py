@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -85,17 +87,45 @@ def check_cluster(cluster: str, workers: int | None) -> None:
         raise InputError(f"--cluster {cluster!r}: use local or a scheduler address such as tcp://host:8786")
 
 
+#: Seconds a scheduler address has to accept a TCP connection before the job is refused.
+REACH_TIMEOUT_S = 5.0
+
+
+def _check_reachable(cluster: str) -> None:
+    """Refuse at once a tcp:// (or host:port) scheduler address that accepts no connection (the Dask client
+    would retry for its whole timeout first)."""
+    address = cluster.split("://", 1)[1] if cluster.startswith("tcp://") else cluster
+    if "://" in address:
+        return  # another protocol (tls, ucx, inproc): the client reports it
+    host, _, port = address.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        raise InputError(f"--cluster {cluster!r}: the scheduler address needs a port, as in tcp://host:8786") from None
+    try:
+        socket.create_connection((host.strip("[]"), number), timeout=REACH_TIMEOUT_S).close()
+    except OSError as e:
+        raise InputError(f"--cluster {cluster}: cannot reach the Dask scheduler ({e.strerror or e})") from None
+
+
 @contextlib.contextmanager
-def connect(cluster: str, workers: int | None = None) -> Iterator[Any]:
-    """A Dask client: on a new LocalCluster of ``workers`` single-threaded processes, or on a scheduler address."""
+def connect(cluster: str, workers: int | None = None, *, daemon: bool = True) -> Iterator[Any]:
+    """A Dask client: on a new LocalCluster of ``workers`` single-threaded processes, or on a scheduler address.
+
+    ``daemon=False`` starts the local worker processes non-daemonic, so that a task may start processes of its own
+    (the Geant4 engine's workers); it changes nothing on a remote cluster, whose workers are started elsewhere.
+    """
     distributed = require("distributed")
     Client, LocalCluster = distributed.Client, distributed.LocalCluster
     check_cluster(cluster, workers)
     if cluster == "local":
-        with LocalCluster(n_workers=workers or cpu_count(), threads_per_worker=1, processes=True,
-                          dashboard_address=None, silence_logs=logging.ERROR) as lc, Client(lc) as client:
+        # the nannies read the setting whenever they (re)start a worker: it holds for the cluster's lifetime
+        with require("dask").config.set({"distributed.worker.daemon": daemon}), \
+                LocalCluster(n_workers=workers or cpu_count(), threads_per_worker=1, processes=True,
+                             dashboard_address=None, silence_logs=logging.ERROR) as lc, Client(lc) as client:
             yield client
         return
+    _check_reachable(cluster)
     try:
         client = Client(cluster, timeout="20s")
     except (OSError, TimeoutError, ValueError) as e:
@@ -125,14 +155,34 @@ def _forget(path: Path, *, partial: bool) -> None:
         p.unlink(missing_ok=True)
 
 
+#: The command-line option behind each job attribute of a manifest (others are shown by their attribute name).
+_OPTION = {"energy_gev": "--energy", "spectrum": "--spectrum", "angle_deg": "--angle", "layout": "--format",
+           "window": "--window", "engine": "--engine", "gflash_tuning": "--tuning", "precision": "--precision",
+           "batch": "--batch", "model_source": "--model"}
+
+
+def job_differences(stored: Manifest, wanted: Manifest) -> str:
+    """What differs between a stored job and the one asked for now, field by field ("seed 1 there, 2 now")."""
+    def shown(v: Any) -> str:
+        low, colon, high = str(v).partition(":")
+        return "unset" if v is None else low if colon and low == high else str(v)
+
+    pairs = [("kind", stored.kind, wanted.kind), ("--n", stored.n, wanted.n), ("--seed", stored.seed, wanted.seed),
+             ("--shards", len(stored.shards), len(wanted.shards))]
+    pairs += [(_OPTION.get(k, k), stored.job.get(k), wanted.job.get(k))
+              for k in sorted(set(stored.job) | set(wanted.job))]
+    diffs = [f"{name} {shown(a)} there, {shown(b)} now" for name, a, b in pairs if shown(a) != shown(b)]
+    return "; ".join(diffs) or "the shards are cut differently"
+
+
 def _load_or_plan(outdir: Path, wanted: Manifest, overwrite: bool) -> tuple[Manifest, list[Shard]]:
     """The job's manifest (the stored one when it is the same job) and the shards still to write."""
     path = outdir / MANIFEST
     stored = Manifest.load(path) if path.exists() else None
     if stored is not None and not stored.same_job(wanted):
         if not overwrite:
-            raise InputError(f"{outdir} holds a different {stored.kind} job ({stored.n} showers, seed {stored.seed}, "
-                             f"{len(stored.shards)} shards); use another directory or --overwrite")
+            raise InputError(f"{outdir} holds a different {stored.kind} job ({job_differences(stored, wanted)}); "
+                             "use another directory or --overwrite")
         for s in stored.shards:
             _forget(outdir / s.file, partial=True)
         stored = None
@@ -148,6 +198,27 @@ def _load_or_plan(outdir: Path, wanted: Manifest, overwrite: bool) -> tuple[Mani
         _forget(p, partial=False)
         todo.append(s)
     return m, todo
+
+
+def _daemonic() -> bool:
+    """Run on a worker: whether its process is daemonic (and so may not start processes)."""
+    return bool(multiprocessing.current_process().daemon)
+
+
+def starts_processes(task: ShardTask) -> bool:
+    """Whether the shards of ``task`` start processes of their own (the Geant4 engine)."""
+    return bool(getattr(task, "starts_processes", False))
+
+
+def check_workers(client: Any, task: ShardTask) -> None:
+    """Refuse, before any shard is submitted, a job whose tasks start processes on daemonic Dask workers."""
+    if not starts_processes(task):
+        return
+    daemonic = sorted(w for w, d in client.run(_daemonic).items() if d)
+    if daemonic:
+        raise InputError(f"--engine geant4 starts processes inside each Dask worker, and {len(daemonic)} worker(s) "
+                         f"(e.g. {daemonic[0]}) are daemonic processes, which may not: start the workers with "
+                         "DASK_DISTRIBUTED__WORKER__DAEMON=False, or use --cluster local")
 
 
 def _drop_records(out: Path, m: Manifest) -> None:
@@ -203,16 +274,27 @@ def run_sharded(outdir: str | os.PathLike[str], task: ShardTask, shards: int, *,
     manifest_file = out / MANIFEST
     with OutputLock(manifest_file):
         m, todo = _load_or_plan(out, wanted, overwrite)
-        m.save(manifest_file)
-        _drop_records(out, m)
+        # a new job's manifest is written once the cluster is reached: a job that never started leaves none
+        # (an overwritten job's manifest goes with its shards), so the next run is free to choose other options
+        deferred = m is wanted and bool(todo)
+        if deferred:
+            manifest_file.unlink(missing_ok=True)
+        else:
+            m.save(manifest_file)
+            _drop_records(out, m)
         if todo:
             with progress_bar(task.n, task.kind, enabled=progress) as advance:
                 bar = _Progress(advance)
                 for s in m.shards:
                     if s.sha256 is not None:
                         bar.report(s.index, s.n)
-                client_cm = connect(cluster, workers) if isinstance(cluster, str) else contextlib.nullcontext(cluster)
+                client_cm = (connect(cluster, workers, daemon=not starts_processes(task)) if isinstance(cluster, str)
+                             else contextlib.nullcontext(cluster))
                 with client_cm as client:
+                    check_workers(client, task)
+                    if deferred:
+                        m.save(manifest_file)
+                        _drop_records(out, m)
                     _run(client, task, out, m, todo, bar, on_shard)
         return ShardedResult(manifest_file, len(todo), len(m.shards) - len(todo), m.n)
 

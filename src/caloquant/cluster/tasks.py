@@ -35,6 +35,11 @@ class SimulateJob:
     tuning: str = "none"  # GFlash tuning: a shipped name or a file (read on every worker)
     kind: str = "simulate"
 
+    @property
+    def starts_processes(self) -> bool:
+        """A Geant4 shard starts a Geant4 process in its Dask worker (which must then not be daemonic)."""
+        return self.engine == "geant4"
+
     def identity(self) -> dict[str, Any]:
         attrs = simulate_run.run_attrs(self.n, self.energy, spectrum=self.spectrum, angle=self.angle,
                                        window=self.window, seed=self.seed, layout=self.layout, engine=self.engine,

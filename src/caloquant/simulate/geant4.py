@@ -119,6 +119,13 @@ def _build(env: dict[str, str], log: str, root: str, zs: list[int]) -> None:
         os._exit(code)
 
 
+def check_can_start_processes() -> None:
+    """SimulationError (one line) in a daemonic process, which multiprocessing forbids to start the workers."""
+    if mp.current_process().daemon:
+        raise SimulationError("the Geant4 engine starts worker processes, which this daemonic process may not "
+                              "(a Dask worker: start it with DASK_DISTRIBUTED__WORKER__DAEMON=False)")
+
+
 def _log_tail(path: str, lines: int = 3) -> str:
     """The last non-empty lines of a worker log, joined on one line."""
     try:
@@ -174,6 +181,7 @@ class Geant4Simulator:
         worker count."""
         if n <= 0:
             raise InputError(f"number of showers must be positive, got {n}")
+        check_can_start_processes()
         cal = self.calorimeter
         task = max(1, min(TASK_SIZE, chunk_size, -(-n // self.workers)))
         starts = list(range(0, n, task))
@@ -275,6 +283,7 @@ def shower_cpu_seconds(window: Window, spectrum: Spectrum, n: int, seed: int = 1
     if n <= 0:
         raise InputError(f"number of showers must be positive, got {n}")
     sim = Geant4Simulator(window, calorimeter, workers=1, source=source or g4data.resolve())
+    check_can_start_processes()
     angles = AngleRange(90.0, 90.0)
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="caloquant-g4-") as logdir:
