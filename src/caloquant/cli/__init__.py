@@ -17,7 +17,7 @@ import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from caloquant import __version__
-from caloquant.errors import CaloquantError, Interrupted
+from caloquant.errors import CaloquantError, Interrupted, stopped_by
 
 app = typer.Typer(
     name="caloquant",
@@ -100,8 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(e.format_message(), e.exit_code)
     except typer.Abort:
         return fail("aborted", 1)
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else fail(str(e.code)))
+    except SystemExit as e:  # typer's own exits (--help, --version) are returned: this is code inside a command
+        return fail(f"stopped: code run by the command {stopped_by(e)}",
+                    e.code if isinstance(e.code, int) and e.code != 0 else 2)
     except CaloquantError as e:
         return fail(str(e), e.exit_code)
     except KeyboardInterrupt:
@@ -109,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         return fail(f"{where}{e.strerror or e}")
+    if code == 130:  # typer turns a bare KeyboardInterrupt raised inside a command into 130, silently
+        return fail("interrupted (KeyboardInterrupt raised inside the command)", 130)
     return code if isinstance(code, int) else 0
 
 

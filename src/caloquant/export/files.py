@@ -15,7 +15,7 @@ from typing import Any
 from caloquant._atomic import atomic_path, check_writable, write_text_atomic
 from caloquant._optional import require
 from caloquant.choices import Fallback
-from caloquant.errors import ModelError
+from caloquant.errors import ModelError, reason
 from caloquant.models.spec import ModelSpec
 
 #: Runtime-info key of the metadata of an IR.
@@ -77,7 +77,7 @@ def read_model(model: Any) -> Any:
     try:
         return ov.Core().read_model(str(p))
     except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses with multi-line text
-        raise ModelError(f"{p}: not a readable ONNX/OpenVINO model ({str(e).splitlines()[0][:120]})") from None
+        raise ModelError(f"{p}: not a readable ONNX/OpenVINO model ({reason(e)})") from None
 
 
 def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from caloquant._optional import require
 from caloquant.choices import Fallback
-from caloquant.errors import InputError, ModelError
+from caloquant.errors import InputError, ModelError, reason
 from caloquant.export.files import PRECISION_HINTS
 from caloquant.runtime.throughput import median_seconds
 
@@ -261,7 +261,7 @@ class Quantizer:
                                      ignored_scope=_scope(ignored), advanced_parameters=_advanced(cal))
         except Exception as e:  # noqa: BLE001 - NNCF raises many types, often with multi-line text
             raise ModelError(f"NNCF cannot quantize this model ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
+                             f"{reason(e)})") from None
 
 
 def native_bf16() -> bool:

@@ -213,6 +213,17 @@ def _best(history: Sequence[Candidate]) -> Candidate | None:
     return max(passing, key=lambda c: c.throughput) if passing else None
 
 
+def check_options(batch: int, max_candidates: int, max_minutes: float) -> None:
+    """One-line InputError, naming the option, for a batch, candidate count or time budget the tuner cannot use
+    (checked before any data is loaded or simulated)."""
+    if batch < 1:
+        raise InputError(f"--batch must be >= 1 item, got {batch}")
+    if max_candidates < 2:
+        raise InputError(f"--max-candidates must be >= 2 (the FP32 and full-INT8 baselines), got {max_candidates}")
+    if not max_minutes > 0 or max_minutes == float("inf"):
+        raise InputError(f"--max-minutes must be a positive number, got {max_minutes}")
+
+
 def tune(model: Any, calibration: Sequence[np.ndarray], evaluator: Evaluator, *, criterion: Criterion | None = None,
          batch: int = 128, objective: str = "throughput", max_candidates: int = 12, max_minutes: float = 10.0,
          n_boot: int = 200, variants: Sequence[Calibration] = VARIANTS, timing_seconds: float = 2.0,
@@ -227,10 +238,7 @@ def tune(model: Any, calibration: Sequence[np.ndarray], evaluator: Evaluator, *,
     criterion = criterion or Criterion(higher_is_better=evaluator.higher_is_better)
     if objective not in ("throughput", "latency"):
         raise InputError(f"objective must be 'throughput' or 'latency', got {objective!r}")
-    if max_candidates < 2:
-        raise InputError(f"max candidates must be >= 2 (the FP32 and full-INT8 baselines), got {max_candidates}")
-    if batch < 1 or max_minutes <= 0:
-        raise InputError("batch and max minutes must be positive")
+    check_options(batch, max_candidates, max_minutes)
     start = time.perf_counter()
     q = Quantizer(read_model(model), calibration)
     for n, why in q.skipped.items():

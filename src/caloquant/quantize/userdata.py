@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.npyio import NpzFile
 
-from caloquant.errors import InputError
+from caloquant.errors import InputError, reason, stopped_by
 from caloquant.models.registry import sha256_file
 from caloquant.quantize.evaluators import PerItemEvaluator
 from caloquant.quantize.openvino_backend import as_input, batch_runner, compile_model
@@ -129,6 +129,10 @@ def _user_function(spec: str) -> Callable[..., Any]:
         module_spec.loader.exec_module(module)  # type: ignore[union-attr]
     except Exception as e:  # noqa: BLE001 - any error in the user's file is reported in one line
         raise InputError(f"metric {spec!r}: cannot import {p} ({type(e).__name__}: {e})") from None
+    except (SystemExit, KeyboardInterrupt) as e:  # importing the user's file may not end or interrupt the run
+        if stopped_by(e) is None:
+            raise
+        raise InputError(f"metric {spec!r}: importing {p} {stopped_by(e)}") from None
     func = getattr(module, name, None)
     if not callable(func):
         raise InputError(f"metric {spec!r}: {p} has no function {name!r}")
@@ -148,7 +152,7 @@ def metric_evaluator(model: Any, data: UserData, metric: str, higher_is_better: 
         reference = run(data.x[:2])
     except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError with multi-line text
         raise InputError(f"{data.path}: 'x' items of shape {data.x.shape[1:]} and type {data.x.dtype} do not fit "
-                         f"the model ({str(e).splitlines()[0][:120]})") from None
+                         f"the model ({reason(e)})") from None
     y = data.y
     if metric in METRICS:
         score, default = METRICS[metric]
@@ -163,7 +167,12 @@ def metric_evaluator(model: Any, data: UserData, metric: str, higher_is_better: 
         func, default = _user_function(metric), True
 
         def score(out: np.ndarray, targets: np.ndarray | None) -> np.ndarray:
-            return np.asarray(func(out, targets), dtype=np.float64)
+            try:
+                return np.asarray(func(out, targets), dtype=np.float64)
+            except (SystemExit, KeyboardInterrupt) as e:  # the user's code may not end or interrupt the run
+                if stopped_by(e) is None:
+                    raise
+                raise InputError(f"metric {metric!r} {stopped_by(e)}; it must return one score per item") from None
     else:
         raise InputError(f"unknown metric {metric!r}; use accuracy, mse or PATH.py:FUNC")
     targets = y
@@ -173,6 +182,8 @@ def metric_evaluator(model: Any, data: UserData, metric: str, higher_is_better: 
 
     try:
         check = score(reference, None if targets is None else targets[:2])
+    except InputError:
+        raise
     except Exception as e:  # noqa: BLE001 - the user's metric may raise anything
         raise InputError(f"metric {metric!r} failed on the model outputs ({type(e).__name__}: {e})") from None
     if np.shape(check) != (2,) or not np.all(np.isfinite(check)):

@@ -27,7 +27,7 @@ from caloquant.quantize.recipe import GAN_CALIBRATION, Recipe, apply_recipe, gan
 from caloquant.quantize.openvino_backend import Calibration
 from caloquant.quantize.search import Criterion
 from caloquant.quantize.source import ResolvedModel, resolve
-from caloquant.quantize.tuner import AccuracyNotReachedError, TuneResult, tune
+from caloquant.quantize.tuner import AccuracyNotReachedError, TuneResult, check_options, tune
 from caloquant.runtime.generator import open_generator
 from caloquant.runtime.throughput import median_seconds
 
@@ -114,6 +114,8 @@ def quantize_generator(model: str | os.PathLike[str] | LoadedGenerator | Resolve
     ``REJECTED``, never model.xml.
     """
     evaluation.check()
+    if recipe is None:
+        check_options(batch, max_candidates, max_minutes)
     return _into(outdir, overwrite, lambda out: _quantize(
         model, out, recipe=recipe, criterion=criterion, max_candidates=max_candidates, max_minutes=max_minutes,
         batch=batch, evaluation=evaluation, log=log))
@@ -214,6 +216,8 @@ def quantize_onnx(model: str | os.PathLike[str], data: str | os.PathLike[str], o
                   log: Any = print) -> QuantizeResult:
     """Tune (or replay ``recipe``) any ONNX/IR model on DATA.npz judged by ``metric``, writing OUTDIR (as
     ``quantize_generator`` does: locked, staged, published at the end)."""
+    if recipe is None:
+        check_options(batch, max_candidates, max_minutes)
     return _into(outdir, overwrite, lambda out: _quantize_onnx(
         model, data, out, metric=metric, higher_is_better=higher_is_better, recipe=recipe, tolerance=tolerance,
         relative=relative, max_candidates=max_candidates, max_minutes=max_minutes, batch=batch, log=log))
@@ -239,6 +243,10 @@ def _quantize_onnx(model: str | os.PathLike[str], data: str | os.PathLike[str], 
         _save(built, out, src)
         write_text_atomic(out / "recipe.json", r.to_json())
         return QuantizeResult(r)
+    if metric == "mse" and user.y is None and relative:
+        raise InputError(f"--metric mse without a 'y' array in {user.path} scores the distance to the FP32 model's own "
+                         "outputs, which is 0 for FP32, so a tolerance relative to it cannot apply: give --absolute "
+                         "--tolerance T (the mean squared difference allowed), or 'y' targets")
     ev = userdata.metric_evaluator(src.model, user, metric, higher_is_better, batch)
     failure: AccuracyNotReachedError | None = None
     try:

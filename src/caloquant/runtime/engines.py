@@ -18,7 +18,7 @@ import numpy as np
 
 from caloquant._optional import require
 from caloquant.choices import EngineName
-from caloquant.errors import InputError, ModelError
+from caloquant.errors import InputError, ModelError, reason
 from caloquant.export.files import PRECISION_HINTS, inference_hint
 from caloquant.machine import cpu_count
 from caloquant.models.spec import ModelSpec
@@ -140,7 +140,7 @@ class OnnxRuntimeEngine(_ThreadedEngine):
         try:
             self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for bad files
-            raise ModelError(f"{onnx_path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:120]})") from None
+            raise ModelError(f"{onnx_path}: ONNX Runtime cannot load it ({reason(e)})") from None
         self.input_name = self.session.get_inputs()[0].name
         self.spec, self.batch, self.streams, self.precision = spec, batch, streams, precision
         self._start_pool()
@@ -163,7 +163,7 @@ class OpenVINOEngine:
         try:
             model = core.read_model(str(model_xml))
         except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError with long multi-line text
-            raise ModelError(f"{model_xml}: OpenVINO cannot read it ({str(e).splitlines()[0][:120]})") from None
+            raise ModelError(f"{model_xml}: OpenVINO cannot read it ({reason(e)})") from None
         model.reshape({model.inputs[0].any_name: [batch, spec.latent_size]})
         config: dict[str, Any] = {"PERFORMANCE_HINT": "THROUGHPUT"}
         # a quantized IR runs in the precision the tuner judged it in (f32 unless its rt_info says bf16)
