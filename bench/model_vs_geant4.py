@@ -3,9 +3,10 @@
 Usage: python bench/model_vs_geant4.py G4DIR OUTDIR [E ...]
 G4DIR holds geant4_<E>GeV.h5 or g4_<E>.h5 (1,000 perpendicular showers each, e.g. from
 ``caloquant calibrate --keep-references G4DIR``). For every energy it generates 1,000 showers with the shipped
-``ecal25`` (PyTorch FP32) and 1,000 GFlash showers, plain and tuned (``--tuning geant4``), prints the calibration
-quantities of all four with deviations from Geant4, then runs ``caloquant validate`` (one energy bin, no
-classifier) of the generator against Geant4 and prints its main metrics.
+``ecal25`` (PyTorch FP32; its row names the GFlash tuning it learned, its card's) and 1,000 GFlash showers, plain
+and tuned (``--tuning geant4``), prints the calibration quantities of all four with deviations from Geant4, then
+runs ``caloquant validate`` (one energy bin, no classifier) of the generator against Geant4 and prints its main
+metrics.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from caloquant.calibrate import comparison_table, summarise
 from caloquant.calibrate.workflow import read_reference
 from caloquant.cli import main
+from caloquant.models import model_card
+from caloquant.models.card import card_tuning
 from caloquant.simulate import simulate
 from caloquant.simulate.tuning import load_tuning
 
@@ -47,6 +50,8 @@ def run(g4dir: Path, out: Path, energies: list[float]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows, metric_rows = [], []
     tuned = load_tuning("geant4")
+    learned = card_tuning(model_card("ecal25"), "ecal25")
+    gan_row = "ecal25 GAN" if learned == "none" else f"ecal25 GAN ({learned}-tuned MC)"
     for k, e in enumerate(energies):
         ref_path = reference_file(g4dir, e)
         gan_path = out / f"gan_{e:g}.h5"
@@ -57,7 +62,7 @@ def run(g4dir: Path, out: Path, energies: list[float]) -> None:
         rows += [("Geant4", ref, None),
                  ("GFlash", summarise(simulate(N, e, seed=200 + k)), ref),
                  ("GFlash tuned", summarise(simulate(N, e, seed=200 + k, tuning=tuned)), ref),
-                 ("ecal25 GAN", summarise(read_reference(gan_path), where=str(gan_path)), ref)]
+                 (gan_row, summarise(read_reference(gan_path), where=str(gan_path)), ref)]
         doc = out / f"validate_{e:g}.json"
         if not doc.exists():
             assert main(["validate", str(ref_path), str(gan_path), "--bins", "1", "--no-classifier", "--json",

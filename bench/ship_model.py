@@ -1,10 +1,14 @@
 """Ship a trained generator: copy its weights into the package with a model card judged on independent MC.
 
 Evaluates ``RUN/generator-best.pt`` against a fresh reference-MC sample (a seed never used in training),
-with every validation metric, its error and the MC noise floor; writes ``src/caloquant/weights/NAME.pt``
-and ``NAME.json`` (spec, sha256, training facts, physics figures) and the model-card plots under docs/img/.
+simulated with the GFlash tuning of the training data, with every validation metric, its error and the MC noise
+floor; writes ``src/caloquant/weights/NAME.pt`` and ``NAME.json`` (spec, sha256, the GFlash tuning of the
+training MC, training facts, physics figures) and the model-card plots under docs/img/. The tuning is read from
+the training files' attributes (``--data``, as given to ``caloquant train``), or given (``--tuning``), or taken
+from the run's exported card when it records one; sources that are given must agree.
 
-    .venv/bin/python bench/ship_model.py --run runs/train-ecal25 --name ecal25 [--n 10000]
+    .venv/bin/python bench/ship_model.py --run runs/train-ecal25 --name ecal25 --data runs/data/train_0.h5 \
+        [--n 10000]
 """
 
 from __future__ import annotations
@@ -15,14 +19,17 @@ import json
 import platform
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from caloquant.data import ShowerSet
+from caloquant.errors import CaloquantError
 from caloquant.machine import describe_machine
 from caloquant.models import load_generator, sample_showers, sha256_file
+from caloquant.models.card import TUNING_FIELD, card_tuning, training_tuning, tuning_name
 from caloquant.models.registry import safe_load
-from caloquant.simulate import simulate
+from caloquant.simulate import load_tuning, simulate
 from caloquant.validate import MetricOptions, validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,11 +45,19 @@ def main() -> None:
     ap.add_argument("--weights-dir", type=Path, default=ROOT / "src" / "caloquant" / "weights")
     ap.add_argument("--img-dir", type=Path, default=ROOT / "docs" / "img")
     ap.add_argument("--hardware", default="", help="Where the training ran (default: this machine's CPU).")
+    ap.add_argument("--data", nargs="+", default=[], help="The training showers (files, directories, manifests or "
+                                                         "globs, as given to caloquant train): their GFlash tuning "
+                                                         "is recorded in the card.")
+    ap.add_argument("--tuning", help="GFlash tuning of the training MC (none, geant4), when --data is not at hand.")
     args = ap.parse_args()
 
-    gen = load_generator(args.run / "generator-best.pt")
     card_in = json.loads((args.run / "generator-best.json").read_text())
-    ref = simulate(args.n, args.energy, seed=args.seed)
+    try:
+        tuning = training_data_tuning(args.data, args.tuning, card_in, str(args.run / "generator-best.json"))
+    except CaloquantError as e:
+        raise SystemExit(f"error: {e}") from None
+    gen = load_generator(args.run / "generator-best.pt")
+    ref = simulate(args.n, args.energy, seed=args.seed, tuning=load_tuning(tuning))
     fake = ShowerSet(sample_showers(gen.module, gen.spec, ref.energy, np.degrees(ref.theta), seed=args.seed + 1),
                      ref.energy, ref.theta)
     result = validate(ref, fake, options=MetricOptions(classifier=False), names=[args.name])
@@ -67,9 +82,10 @@ def main() -> None:
     weights.mkdir(parents=True, exist_ok=True)
     dst = weights / f"{args.name}.pt"
     shutil.copyfile(args.run / "generator-best.pt", dst)
-    card = {"name": args.name, "spec": gen.spec.to_dict(), "sha256": sha256_file(dst), "training": training,
-            "validation": {"reference": f"reference MC, {args.n} showers, {args.energy} GeV, seed {args.seed}",
-                           "metrics": metrics}}
+    card = {"name": args.name, "spec": gen.spec.to_dict(), "sha256": sha256_file(dst), TUNING_FIELD: tuning,
+            "training": training,
+            "validation": {"reference": f"reference MC (GFlash tuning {tuning}), {args.n} showers, {args.energy} "
+                                        f"GeV, seed {args.seed}", "metrics": metrics}}
     (weights / f"{args.name}.json").write_text(json.dumps(card, indent=2) + "\n")
 
     from caloquant.plotting import figures
@@ -86,12 +102,31 @@ def main() -> None:
                           [result.candidates[args.name].metrics["separation_power_mean"].details.get(
                               "per_feature", {})]))):
         (img / f"{args.name}_{stem}.png").write_bytes(figures.png_bytes(fig))
-    print(json.dumps({"sha256": card["sha256"], "training": {k: v for k, v in training.items() if k != "config"}},
-                     indent=2))
+    print(json.dumps({"sha256": card["sha256"], TUNING_FIELD: tuning,
+                      "training": {k: v for k, v in training.items() if k != "config"}}, indent=2))
     print("| metric | value | error | MC noise floor | pass |")
     print("|---|---|---|---|---|")
     for name, m in metrics.items():
         print(f"| {name} | {m['value']:.4g} | {m['error']:.2g} | {m['noise_floor']:.2g} | {m['pass']} |")
+
+
+def training_data_tuning(data: list[str], given: str | None, card_in: dict[str, Any], where: str) -> str:
+    """The GFlash tuning of the training MC: from the training files (``data``), ``given`` (``--tuning``) and the
+    run's exported card (when it records one), which must agree; at least one of them must say it."""
+    said: dict[str, str] = {}
+    if data:
+        said["--data"] = training_tuning(data)
+    if given is not None:
+        said["--tuning"] = tuning_name(given, "--tuning")
+    if TUNING_FIELD in card_in or "tuning" in card_in:  # card_tuning refuses the second
+        said[where] = card_tuning(card_in, where)
+    if not said:
+        raise CaloquantError("say which GFlash tuning the training MC was simulated with: --data TRAIN.h5 ... (read "
+                             "from the files) or --tuning none|geant4")
+    if len(set(said.values())) > 1:
+        raise CaloquantError("the GFlash tuning of the training MC disagrees: "
+                             + ", ".join(f"{k} says {v}" for k, v in said.items()))
+    return next(iter(said.values()))
 
 
 if __name__ == "__main__":

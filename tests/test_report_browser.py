@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import h5py
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -83,7 +84,10 @@ def test_demo_writes_every_artefact(demo_run) -> None:
     for name in ("reference.h5", "quantize/model.xml", "quantize/recipe.json", "quantize/history.json",
                  "quantize/report.html", "validation.json", "bench.json", "bench.md", "summary.png", "report.html"):
         assert (out / name).exists(), name
-    assert list(demo_run.times) == ["simulate", "load", "tune", "validate", "bench", "report"]
+    assert list(demo_run.times) == ["load", "simulate", "tune", "validate", "bench", "report"]  # MC: the card's tuning
+    with h5py.File(out / "reference.h5") as f:
+        assert f.attrs["gflash_tuning"] == "none"  # a checkpoint without the card field learned plain GFlash
+    assert "Reference MC: 400 showers, 10:500 GeV, plain GFlash, no tuning." in demo_run.report.read_text()
     bench = json.loads((out / "bench.json").read_text())
     assert {r["name"] for r in bench["rows"]} >= {"PyTorch FP32", "OpenVINO FP32", "full INT8 (TFLite-style)",
                                                    "tuned mixed precision", "reference MC"}

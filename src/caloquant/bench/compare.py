@@ -2,7 +2,8 @@
 
 Speed and peak memory of each row come from a process of its own (``caloquant.bench.worker``); the physics
 metric of every row is the tuner's (3DGAN moments against an independent reference-MC sample, lower is
-better) on identical conditions and noise, with a bootstrap error that includes the reference's statistics.
+better) on identical conditions and noise, with a bootstrap error that includes the reference's statistics. The
+reference MC (its row and the metric's reference) is GFlash with the tuning the model learned (its card's).
 A row that cannot be measured is kept with the reason and no figures.
 """
 
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,13 +27,14 @@ from caloquant.bench.worker import LARGE_BATCH
 from caloquant.errors import CaloquantError, InputError, ModelError, SimulationError
 from caloquant.evaluation import DEFAULT_EVALUATION, EvaluationSettings
 from caloquant.machine import cpu_count, describe_machine
+from caloquant.models.card import tuning_name
 from caloquant.models.registry import LoadedGenerator, load_generator
 from caloquant.models.spec import ModelSpec
 from caloquant.quantize.evaluators import PhysicsEvaluator
 from caloquant.quantize.shipped import shipped_int8
 from caloquant.quantize.source import ResolvedModel, resolve
 from caloquant.runtime import open_generator
-from caloquant.simulate import geant4, simulate
+from caloquant.simulate import geant4, load_tuning, simulate
 from caloquant.simulate.engine import Spectrum
 from caloquant.validate import compute_features
 from caloquant.validate.metrics import bootstrap_counts
@@ -156,8 +158,8 @@ def _generator_physics(gen: Any, engine: str, precision: str, ev: Any, s: BenchS
     return _score(ev, ev.outputs(infer), s)
 
 
-def _mc_physics(spec: Any, ev: Any, s: BenchSettings) -> tuple[float, float]:
-    mc = simulate(s.n_showers, spec.energy_range, window=spec.window, seed=s.seed + 2000)
+def _mc_physics(spec: Any, ev: Any, s: BenchSettings, tuning: str = "none") -> tuple[float, float]:
+    mc = simulate(s.n_showers, spec.energy_range, window=spec.window, seed=s.seed + 2000, tuning=load_tuning(tuning))
     return _score(ev, compute_features(mc), s)
 
 
@@ -247,16 +249,18 @@ def _plans(src: ResolvedModel, gen: LoadedGenerator, given: dict[str, Path], wor
 
 def run_bench(model: str | os.PathLike[str] | ResolvedModel, *,
               given: Mapping[str, str | os.PathLike[str]] | None = None, settings: BenchSettings | None = None,
-              workdir: str | os.PathLike[str] | None = None, say: Callable[[str], None] = lambda _: None
-              ) -> BenchResult:
+              workdir: str | os.PathLike[str] | None = None, say: Callable[[str], None] = lambda _: None,
+              tuning: str | None = None) -> BenchResult:
     """Measure every row of the table for ``model`` (shipped name, checkpoint, or a model resolved already) in this
     run; the weights are loaded and exported once.
 
     ``given`` maps the rows full-int8, tuned and nncf-ac to IR files of the same weights; rows not given are
-    built here (tuned: from the recipe shipped with the model, else the row is missing).
+    built here (tuned: from the recipe shipped with the model, else the row is missing). The reference MC is GFlash
+    with the tuning of the model's card, or ``tuning`` (``none`` or a shipped name) when given.
     """
     s = settings or BenchSettings()
     s.check()
+    override = None if tuning is None else tuning_name(tuning, "--tuning")
     if isinstance(model, ResolvedModel):
         resolved, name, gen = model, model.name, model.generator
         if gen is None:
@@ -267,13 +271,15 @@ def run_bench(model: str | os.PathLike[str] | ResolvedModel, *,
     for key, path in paths.items():
         _check_given(gen, path, key)
     src = resolved or resolve(gen)
+    if override is not None:
+        src = replace(src, tuning=override)
     cores = cpu_count()
     machine = describe_machine()
     with tempfile.TemporaryDirectory(prefix="caloquant-bench-", dir=workdir) as tmp:
         say("preparing the model of every row (building INT8 models, NNCF accuracy control: minutes)")
         plans = _plans(src, gen, paths, Path(tmp), s.rows)
-        say(f"reference MC for the physics metric ({s.n_reference:,} showers)")
-        ev = PhysicsEvaluator(gen.spec, s.evaluation)
+        say(f"reference MC for the physics metric ({s.n_reference:,} showers, GFlash tuning {src.tuning})")
+        ev = PhysicsEvaluator(gen.spec, s.evaluation, tuning=src.tuning)
         for k, plan in enumerate(plans, 1):
             r = plan.row
             if r.missing:
@@ -284,7 +290,8 @@ def run_bench(model: str | os.PathLike[str] | ResolvedModel, *,
                 _geant4_row(r, gen.spec, cores)
                 continue
             say(f"[{k}/{len(plans)}] {r.name}: speed and memory in a fresh process")
-            config = ({"kind": "mc", "energy": list(gen.spec.energy_range), "seconds": s.seconds, "cores": cores}
+            config = ({"kind": "mc", "energy": list(gen.spec.energy_range), "seconds": s.seconds, "cores": cores,
+                       "tuning": src.tuning}
                       if r.key == "mc" else {"kind": "generator", "model": gen.source, "engine": r.engine,
                                              "precision": plan.precision_arg, "seconds": s.seconds, "cores": cores})
             try:
@@ -297,11 +304,12 @@ def run_bench(model: str | os.PathLike[str] | ResolvedModel, *,
             r.showers_per_s_multistream, r.streams = t["multi"]["showers_per_s"], t["multi"]["streams"]
             r.peak_rss_mb, r.model_mb = t["peak_rss_mib"], plan.model_mb
             say(f"[{k}/{len(plans)}] {r.name}: physics on {s.n_showers:,} showers")
-            r.metric, r.metric_error = (_mc_physics(gen.spec, ev, s) if r.key == "mc" else
+            r.metric, r.metric_error = (_mc_physics(gen.spec, ev, s, src.tuning) if r.key == "mc" else
                                         _generator_physics(gen, r.engine, plan.precision_arg, ev, s))
     rows = [p.row for p in plans]
     result = BenchResult(name, machine, asdict(s) | {"large_batch": LARGE_BATCH, "cores": cores,
-                                                           "metric": "3dgan_moments (lower is better)"},
+                                                           "metric": "3dgan_moments (lower is better)",
+                                                           "mc_tuning": src.tuning},
                          datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), rows)
     add_speedups(result)
     return result

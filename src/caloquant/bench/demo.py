@@ -1,9 +1,10 @@
 """The end-to-end demo: every stage of the data flow, run in order into ``runs/<timestamp>/``.
 
-simulate a reference sample -> load the generator -> tune it (physics-judged INT8) -> build the full-INT8
-baseline and the NNCF accuracy-control peer -> validate FP32 / full INT8 / tuned against the MC -> benchmark
-every deployment -> ``report.html`` (self-contained) and a summary table in the terminal. Each stage prints
-its progress; the run directory keeps every artefact so any number can be re-checked with the other commands.
+load the generator -> simulate a reference sample (GFlash with the tuning of the MC the generator learned, its
+card's) -> tune it (physics-judged INT8) -> build the full-INT8 baseline and the NNCF accuracy-control peer ->
+validate FP32 / full INT8 / tuned against the MC -> benchmark every deployment -> ``report.html``
+(self-contained) and a summary table in the terminal. Each stage prints its progress; the run directory keeps
+every artefact so any number can be re-checked with the other commands.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import contextlib
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,12 @@ from caloquant._atomic import write_text_atomic
 from caloquant._optional import require
 from caloquant.bench.compare import BenchResult, BenchSettings, run_bench
 from caloquant.bench.deployments import build_full_int8, build_nncf_accuracy_control
-from caloquant.bench.tables import rich_table, update_markdown
+from caloquant.bench.tables import mc_tuning, rich_table, update_markdown
 from caloquant.data import read_showers, write_showers
 from caloquant.data.summary import print_summary
 from caloquant.errors import InputError, ModelError
 from caloquant.evaluation import DEFAULT_EVALUATION, EvaluationSettings
+from caloquant.models.card import tuning_name
 from caloquant.quantize import AccuracyNotReachedError
 from caloquant.quantize.source import ResolvedModel, resolve
 from caloquant.quantize.workflow import quantize_generator
@@ -54,6 +56,9 @@ class DemoConfig:
     n_validate: int = 2000
     classifier: bool = True
     bench: BenchSettings = field(default_factory=lambda: BenchSettings(seconds=2.0, n_showers=1024))
+    #: GFlash tuning of every MC sample the generator is compared with (reference, tuner, bench); None: the model
+    #: card's (the tuning of the MC it learned)
+    tuning: str | None = None
 
     def check(self) -> None:
         """One-line InputError for sizes the stages cannot use."""
@@ -65,6 +70,8 @@ class DemoConfig:
         if self.tune_candidates < 2 or self.tune_minutes <= 0:
             raise InputError("the tuner needs at least 2 candidates and a positive time budget")
         self.bench.check()
+        if self.tuning is not None:
+            tuning_name(self.tuning, "--tuning")
 
 
 @dataclass
@@ -132,17 +139,19 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         times[key] = time.perf_counter() - t0
         console.print(f"[green]{key} done in {times[key]:.1f} s[/]")
 
-    with stage("simulate", "simulate: reference Monte Carlo"):
-        ref = simulate_to_file(cfg.out_dir / "reference.h5", cfg.n_reference, cfg.energy, seed=cfg.seed,
-                               progress=cfg.progress)
-        print_summary(ref)
     with stage("load", f"load the generator {cfg.model}"):
         src = resolve(cfg.model)
         gen = src.generator
         if gen is None:
             raise ModelError(f"{cfg.model}: the demo runs a caloquant generator (a shipped name or a checkpoint)")
         say(f"{gen.source} (sha256 {gen.sha256[:16]}...), {gen.spec.arch}, window {gen.spec.window}, "
-            f"{gen.spec.energy_range[0]:g}-{gen.spec.energy_range[1]:g} GeV")
+            f"{gen.spec.energy_range[0]:g}-{gen.spec.energy_range[1]:g} GeV, trained on GFlash tuning {src.tuning}")
+        if cfg.tuning is not None:
+            src = replace(src, tuning=cfg.tuning)
+    with stage("simulate", f"simulate: reference Monte Carlo (GFlash tuning {src.tuning})"):
+        ref = simulate_to_file(cfg.out_dir / "reference.h5", cfg.n_reference, cfg.energy, seed=cfg.seed,
+                               progress=cfg.progress, tuning=src.tuning)
+        print_summary(ref)
     with stage("tune", "quantize: physics-judged tuning, full INT8, NNCF accuracy-control peer"):
         models = _models(cfg, src, say)
     with stage("validate", "validate FP32 / full INT8 / tuned against the reference MC"):
@@ -157,7 +166,8 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         (cfg.out_dir / "summary.png").write_bytes(figures.png_bytes(demo_report.speed_vs_physics(bench), 110))
         report = demo_report.write_demo_report(
             cfg.out_dir / "report.html", bench=bench, times=times, validation=validation, paired=paired,
-            tuning=tuning, notes=[f"Reference MC: {cfg.n_reference:,} showers, {cfg.energy} GeV.",
+            tuning=tuning, notes=[f"Reference MC: {cfg.n_reference:,} showers, {cfg.energy} GeV, "
+                                  f"{mc_tuning(bench)}.",
                                   f"Run directory: {cfg.out_dir}."])
     Console(width=max(160, console.width)).print(rich_table(bench))  # wide even when not a terminal
     table = Table(title=f"demo finished: {report}")

@@ -13,6 +13,7 @@ from caloquant._optional import require
 from caloquant.errors import ModelError
 from caloquant.evaluation import DEFAULT_EVALUATION, EvaluationSettings
 from caloquant.export.files import model_meta, save_ir
+from caloquant.models.card import TUNING_FIELD
 from caloquant.models.registry import LoadedGenerator
 from caloquant.quantize.evaluators import PhysicsEvaluator
 from caloquant.quantize.openvino_backend import quantizable_layers
@@ -38,7 +39,8 @@ def save_weights(gen: LoadedGenerator, out: Path) -> Path:
 
 
 def _save(ov_model: Any, src: ResolvedModel, out_xml: Path, precision: str) -> Path:
-    return save_ir(ov_model, out_xml, model_meta(src.spec, src.source, src.sha256, precision=precision))
+    return save_ir(ov_model, out_xml, model_meta(src.spec, src.source, src.sha256, precision=precision,
+                                                 **{TUNING_FIELD: src.tuning}))
 
 
 def build_full_int8(src: ResolvedModel, out_xml: Path) -> Path:
@@ -53,13 +55,13 @@ def build_nncf_accuracy_control(src: ResolvedModel, out_xml: Path, *, tolerance:
                                 evaluation: EvaluationSettings = DEFAULT_EVALUATION) -> Path:
     """NNCF ``quantize_with_accuracy_control`` on the tuner's calibration data, evaluator and relative tolerance.
 
-    The evaluator (showers, reference MC, seed) is the one ``caloquant quantize`` tunes with by default, so the
-    peer and our tuner see the same data; NNCF maximises, hence the negated moment metric.
+    The evaluator (showers, reference MC with the model's GFlash tuning, seed) is the one ``caloquant quantize``
+    tunes with by default, so the peer and our tuner see the same data; NNCF maximises, hence the negated moment metric.
     """
     nncf, spec = require("nncf"), src.spec
     if spec is None:
         raise ModelError(f"{src.source}: not a caloquant generator")
-    ev = PhysicsEvaluator(spec, evaluation)
+    ev = PhysicsEvaluator(spec, evaluation, tuning=src.tuning)
     batches = ev.batches()
 
     def validate(compiled: Any, data: Any) -> tuple[float, None]:

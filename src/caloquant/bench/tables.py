@@ -46,6 +46,12 @@ def cells(row: Row) -> list[str]:
             _ratio(row.speedup_vs_pytorch_fp32), _ratio(row.speedup_vs_mc), _ratio(row.speedup_vs_geant4)]
 
 
+def mc_tuning(result: BenchResult) -> str:
+    """Which GFlash tuning the reference MC of the table used (that of the MC the model learned, its card's)."""
+    word = str(result.settings.get("mc_tuning", "none"))  # tables from before the field: plain GFlash
+    return "plain GFlash, no tuning" if word == "none" else f"GFlash tuning `{word}`"
+
+
 def markdown_table(result: BenchResult) -> str:
     """The table alone, plus one line per row that was not measured."""
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
@@ -78,7 +84,8 @@ def markdown_block(result: BenchResult) -> str:
         "NNCF accuracy control: "
         "`nncf.quantize_with_accuracy_control` with the tuner's calibration data, metric, evaluation showers and "
         "5 % relative tolerance. Speed-ups compare the N-stream throughputs. The reference MC is caloquant's "
-        "GFlash-style parameterised simulation, itself a fast simulation; 'vs Geant4' compares with the full "
+        f"GFlash-style parameterised simulation, itself a fast simulation (here: {mc_tuning(result)}); "
+        "'vs Geant4' compares with the full "
         "simulation of `simulate --engine geant4` (Geant4 11.4, `G4EmStandardPhysics_option1`, 0.7 mm cut), "
         "timed as CPU seconds per shower of one worker at the midpoints of three equal slices of the model's "
         "energy range (two showers each, worker set-up excluded), one worker per core for N streams; it has no "
@@ -120,7 +127,8 @@ def update_markdown(path: str | os.PathLike[str], result: BenchResult) -> Path:
 
 def rich_table(result: BenchResult) -> Table:
     """The same cells for the terminal."""
-    table = Table(title=f"caloquant bench ({result.model}, {result.created})")
+    table = Table(title=f"caloquant bench ({result.model}, {result.created}; reference MC: "
+                        f"{mc_tuning(result).replace('`', '')})")
     for k, name in enumerate(HEADER):
         table.add_column(name, justify="left" if k == 0 else "right")
     for r in result.rows:

@@ -2,8 +2,9 @@
 
 ``python -m caloquant.bench.worker JSON`` prints one JSON line. A generator row times inference (latent in,
 raw shower out) at batch 1 and at the large batch on one stream, then at the large batch on one stream per
-core; the reference-MC row times ``simulate`` calls of 1 and of ``LARGE_BATCH`` showers in one process, then
-one process per core. Peak RSS is the largest resident set of any one process of the row.
+core; the reference-MC row times ``simulate`` calls of 1 and of ``LARGE_BATCH`` showers (with the GFlash tuning
+the model learned) in one process, then one process per core. Peak RSS is the largest resident set of any one
+process of the row.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from caloquant.geometry import parse_window
 from caloquant.runtime import measure_throughput, open_generator
-from caloquant.simulate import AngleRange, ShowerSimulator, Spectrum
+from caloquant.simulate import AngleRange, ShowerSimulator, Spectrum, load_tuning
 
 #: The large batch of the table (column ``ms_per_shower_b128``).
 LARGE_BATCH = 128
@@ -52,9 +53,11 @@ def measure_generator(model: str, engine: str, precision: str, seconds: float, c
     return out
 
 
-def _mc_rate(energy: tuple[float, float], n: int, seconds: float, barrier: Any = None) -> float:
+def _mc_rate(energy: tuple[float, float], n: int, seconds: float, barrier: Any = None, tuning: str = "none"
+             ) -> float:
     """Showers/s of repeated ``simulate`` calls of ``n`` showers after a warm-up (and after ``barrier``)."""
-    sim, spec, angle = ShowerSimulator(parse_window("25x25x25")), Spectrum(*energy), AngleRange(90.0, 90.0)
+    sim = ShowerSimulator(parse_window("25x25x25"), tuning=load_tuning(tuning))
+    spec, angle = Spectrum(*energy), AngleRange(90.0, 90.0)
     sim.simulate(8, spec, angle)  # numba compilation and caches, not timed
     if barrier is not None:
         barrier.wait()
@@ -65,18 +68,20 @@ def _mc_rate(energy: tuple[float, float], n: int, seconds: float, barrier: Any =
     return done / (time.perf_counter() - t0)
 
 
-def _mc_process(energy: tuple[float, float], n: int, seconds: float, barrier: Any, results: Any) -> None:
-    rate = _mc_rate(energy, n, seconds, barrier)
+def _mc_process(energy: tuple[float, float], n: int, seconds: float, barrier: Any, results: Any,
+                tuning: str = "none") -> None:
+    rate = _mc_rate(energy, n, seconds, barrier, tuning)
     results.put((rate, peak_rss_mib()))
 
 
-def measure_mc(energy: tuple[float, float], seconds: float, cores: int) -> dict[str, Any]:
-    """The reference MC timed like a generator row; multi-stream = one process per core, timed together."""
-    b1 = _mc_rate(energy, 1, seconds)
-    large = _mc_rate(energy, LARGE_BATCH, seconds)
+def measure_mc(energy: tuple[float, float], seconds: float, cores: int, tuning: str = "none") -> dict[str, Any]:
+    """The reference MC (GFlash with ``tuning``) timed like a generator row; multi-stream = one process per core,
+    timed together."""
+    b1 = _mc_rate(energy, 1, seconds, tuning=tuning)
+    large = _mc_rate(energy, LARGE_BATCH, seconds, tuning=tuning)
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(cores), ctx.Queue()
-    procs = [ctx.Process(target=_mc_process, args=(energy, LARGE_BATCH, seconds, barrier, results))
+    procs = [ctx.Process(target=_mc_process, args=(energy, LARGE_BATCH, seconds, barrier, results, tuning))
              for _ in range(cores)]
     for p in procs:
         p.start()
@@ -95,7 +100,7 @@ def main(argv: list[str]) -> None:
     cfg = json.loads(argv[0])
     if cfg["kind"] == "mc":
         os.environ["OMP_NUM_THREADS"] = "1"
-        out = measure_mc(tuple(cfg["energy"]), cfg["seconds"], cfg["cores"])
+        out = measure_mc(tuple(cfg["energy"]), cfg["seconds"], cfg["cores"], cfg.get("tuning", "none"))
     else:
         out = measure_generator(cfg["model"], cfg["engine"], cfg["precision"], cfg["seconds"], cfg["cores"])
         out["peak_rss_mib"] = peak_rss_mib()

@@ -32,6 +32,9 @@ def bench_cmd(
                                                                                 "physics metric."),
     reference: int = typer.Option(DEFAULT_EVALUATION.n_reference, "--reference", help="Reference-MC showers the "
                                                                                       "metric compares against."),
+    tuning: str = typer.Option(None, "--tuning", help="GFlash tuning of the reference MC: none or geant4 "
+                                                      "(default: the model card's, i.e. what the model was trained "
+                                                      "on)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
 ) -> None:
     """Speed, memory, size and physics of PyTorch FP32, OpenVINO FP32/BF16, INT8 variants and the MC, side by side."""
@@ -50,7 +53,7 @@ def bench_cmd(
     chosen = tuple(ROWS) if rows == "all" else tuple(r.strip() for r in rows.split(",") if r.strip())
     settings = BenchSettings(seconds=seconds, n_showers=showers, n_reference=reference, rows=chosen)
     given = {k: v for k, v in (("full-int8", full_int8), ("tuned", tuned), ("nncf-ac", nncf)) if v is not None}
-    result = run_bench(model, given=given, settings=settings,
+    result = run_bench(model, given=given, settings=settings, tuning=tuning,
                        say=(lambda _: None) if quiet else (lambda msg: console.print(f"[bold]bench[/]: {msg}")))
     Console(width=max(160, Console().width)).print(rich_table(result))
     if json_out is not None:

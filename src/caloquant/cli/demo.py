@@ -26,6 +26,9 @@ def demo_cmd(
     bench_showers: int = typer.Option(1024, "--bench-showers", help="Showers per bench row for the physics metric."),
     no_classifier: bool = typer.Option(False, "--no-classifier", help="Skip the classifier AUC in the validation."),
     seed: int = typer.Option(2026, "--seed", help="Seed of the reference MC and the validation showers."),
+    tuning: str = typer.Option(None, "--tuning", help="GFlash tuning of every MC sample the model is compared "
+                                                      "with: none or geant4 (default: the model card's, i.e. what "
+                                                      "the model was trained on)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run the end-to-end demo: simulate, tune, validate, bench, and write runs/<timestamp>/report.html."""
@@ -38,7 +41,7 @@ def demo_cmd(
     cfg = DemoConfig(model=model, n_reference=n_reference, n_validate=n_validate,
                      tune=replace(DEFAULT_EVALUATION, n_showers=tune_showers), tune_minutes=tune_minutes,
                      classifier=not no_classifier, seed=seed, progress=not quiet,
-                     bench=BenchSettings(seconds=bench_seconds, n_showers=bench_showers))
+                     bench=BenchSettings(seconds=bench_seconds, n_showers=bench_showers), tuning=tuning)
     if out is not None:
         cfg.out_dir = out
     run_demo(cfg)

@@ -11,6 +11,7 @@ from typing import Any
 from caloquant._atomic import atomic_path, check_writable
 from caloquant._optional import require
 from caloquant.export.files import check_ir_path, model_meta, save_ir, write_sidecar
+from caloquant.models.card import TUNING_FIELD
 from caloquant.models.registry import LoadedGenerator, load_generator
 
 INPUT_NAME = "latent"
@@ -23,8 +24,8 @@ def _as_loaded(model: LoadedGenerator | str | os.PathLike[str]) -> LoadedGenerat
 
 
 def generator_meta(gen: LoadedGenerator, **extra: Any) -> dict[str, Any]:
-    """The model-file metadata of a file made from ``gen``'s weights."""
-    return model_meta(gen.spec, gen.source, gen.sha256, **extra)
+    """The model-file metadata of a file made from ``gen``'s weights (with the GFlash tuning of its training MC)."""
+    return model_meta(gen.spec, gen.source, gen.sha256, **{TUNING_FIELD: gen.tuning}, **extra)
 
 
 def export_onnx(model: LoadedGenerator | str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:

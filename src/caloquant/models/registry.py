@@ -1,8 +1,8 @@
 """Build models, load generators from shipped weights or checkpoints, and verify what is loaded.
 
 Shipped weights live in ``caloquant/weights/<name>.pt`` (a generator ``state_dict``) next to
-``<name>.json`` (its ModelSpec, sha256 and model card figures). Everything is loaded with
-``weights_only=True``: no pickled code is ever executed.
+``<name>.json`` (its ModelSpec, sha256, the GFlash tuning of its training MC and model card figures). Everything
+is loaded with ``weights_only=True``: no pickled code is ever executed.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 from caloquant._atomic import sha256_file
 from caloquant._optional import require
 from caloquant.errors import ModelError
+from caloquant.models.card import card_tuning
 from caloquant.models.spec import ModelSpec, shower_noise
 
 if TYPE_CHECKING:
@@ -117,12 +118,14 @@ def shipped_recipe(gen: LoadedGenerator) -> Path | None:
 
 @dataclass
 class LoadedGenerator:
-    """A generator in eval mode with its spec and the identity of the weights it came from."""
+    """A generator in eval mode with its spec, the identity of the weights it came from and the GFlash tuning of
+    the MC it learned (``caloquant.models.card.TUNING_FIELD`` of its card)."""
 
     module: nn.Module
     spec: ModelSpec
     source: str
     sha256: str
+    tuning: str = "none"
 
 
 def load_generator(model: str | os.PathLike[str], *, expect_arch: str | None = None) -> LoadedGenerator:
@@ -136,12 +139,14 @@ def load_generator(model: str | os.PathLike[str], *, expect_arch: str | None = N
         if digest != card["sha256"]:
             raise ModelError(f"{p}: sha256 {digest[:12]}... does not match the model card ({card['sha256'][:12]}...)")
         spec = ModelSpec.from_dict(card["spec"])
+        tuning = card_tuning(card, str(p.with_suffix(".json")))
         state = safe_load(p)
     else:
         obj = safe_load(p)
         digest = sha256_file(p)
         if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
             spec = ModelSpec.from_dict(obj["spec"])
+            tuning = card_tuning(obj, str(p))
             state = obj.get("generator_ema") or obj["generator"]
         else:
             card = _read_card(p.with_suffix(".json"), p)
@@ -149,6 +154,7 @@ def load_generator(model: str | os.PathLike[str], *, expect_arch: str | None = N
                 raise ModelError(f"{p}: sha256 {digest[:12]}... does not match its model card "
                                  f"({str(card['sha256'])[:12]}...): the weights were modified or belong elsewhere")
             spec = ModelSpec.from_dict(card["spec"])
+            tuning = card_tuning(card, str(p.with_suffix(".json")))
             state = obj
     if expect_arch is not None and spec.arch != expect_arch:
         raise ModelError(f"{p}: holds a {spec.arch} model, expected {expect_arch}")
@@ -157,7 +163,7 @@ def load_generator(model: str | os.PathLike[str], *, expect_arch: str | None = N
     gen = build_generator(spec)
     load_state(gen, state, str(p))
     gen.eval()
-    return LoadedGenerator(gen, spec, str(p), digest)
+    return LoadedGenerator(gen, spec, str(p), digest, tuning)
 
 
 def sample_showers(module: nn.Module, spec: ModelSpec, energies: np.ndarray, angles_deg: np.ndarray | None, *,

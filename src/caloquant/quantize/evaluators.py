@@ -16,7 +16,7 @@ from caloquant.data.formats import ShowerSet
 from caloquant.evaluation import DEFAULT_EVALUATION, EvaluationSettings
 from caloquant.models.spec import ModelSpec, shower_noise
 from caloquant.quantize.openvino_backend import as_input
-from caloquant.simulate import simulate
+from caloquant.simulate import GFlashTuning, load_tuning, simulate
 from caloquant.validate import Comparison, compute_features, resolve_bins
 from caloquant.validate.metrics import bin_average, bootstrap_counts
 
@@ -71,20 +71,24 @@ class PhysicsEvaluator:
     """3DGAN moment metric of generated showers against a reference-MC sample (lower is better).
 
     Showers are generated from fixed conditions and per-shower noise, so two candidates see identical inputs;
-    the reference sample gets its own bootstrap weights, drawn identically for every candidate.
+    the reference sample gets its own bootstrap weights, drawn identically for every candidate. ``tuning`` is the
+    GFlash tuning the reference is simulated with: that of the MC the generator learned (``ResolvedModel.tuning``,
+    from its model card), a shipped tuning's name or a tuning file.
     """
 
     name = "3dgan_moments"
     higher_is_better = False
 
-    def __init__(self, spec: ModelSpec, settings: EvaluationSettings = DEFAULT_EVALUATION) -> None:
+    def __init__(self, spec: ModelSpec, settings: EvaluationSettings = DEFAULT_EVALUATION, *,
+                 tuning: str | GFlashTuning = "none") -> None:
         self.spec, self.settings = spec, settings.check()
+        self.tuning = load_tuning(tuning)
         seed = settings.seed
         lo, hi = spec.energy_range
         self.energies = np.random.default_rng([seed, 7]).uniform(lo, hi, settings.n_showers)
         self.theta = np.full(settings.n_showers, np.pi / 2)
         self.inputs = latents(spec, self.energies, seed)
-        mc = simulate(settings.n_reference, (lo, hi), window=spec.window, seed=seed + 1000)
+        mc = simulate(settings.n_reference, (lo, hi), window=spec.window, seed=seed + 1000, tuning=self.tuning)
         self.reference = compute_features(mc)
         self.bins = resolve_bins(None, self.reference.energy)
 

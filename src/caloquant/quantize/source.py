@@ -1,5 +1,6 @@
 """Resolve what the user names as a model (shipped name, checkpoint, loaded generator, ONNX, IR) into an FP32
-OpenVINO model, once per command: the result is passed on, never resolved again."""
+OpenVINO model, once per command: the result is passed on, never resolved again. It carries the GFlash tuning of
+the generator's training MC (its card's, ``caloquant.models.card``), which every comparison with MC simulates with."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ from caloquant._atomic import sha256_file
 from caloquant.errors import ModelError
 from caloquant.export.cache import exported
 from caloquant.export.files import read_model, read_spec
+from caloquant.models.card import card_tuning
 from caloquant.models.registry import LoadedGenerator, load_generator
 from caloquant.models.spec import ModelSpec
 
 
 @dataclass
 class ResolvedModel:
-    """An FP32 OpenVINO model, its file and identity; ``spec`` and ``generator`` only for caloquant generators."""
+    """An FP32 OpenVINO model, its file and identity; ``spec`` and ``generator`` only for caloquant generators;
+    ``tuning``: the GFlash tuning of the MC the generator learned (``none`` or a shipped name, from its card or its
+    model file's metadata), which the tuner's evaluation data, bench and the demo simulate with."""
 
     model: Any
     path: Path
@@ -27,6 +31,7 @@ class ResolvedModel:
     name: str  #: what the user called it (a shipped name, a path)
     spec: ModelSpec | None = None
     generator: LoadedGenerator | None = None
+    tuning: str = "none"
 
 
 def resolve(model: str | os.PathLike[str] | LoadedGenerator | ResolvedModel) -> ResolvedModel:
@@ -39,11 +44,13 @@ def resolve(model: str | os.PathLike[str] | LoadedGenerator | ResolvedModel) -> 
     else:
         p = Path(model)
         if p.suffix in (".onnx", ".xml"):
+            spec: ModelSpec | None
             try:
-                spec: ModelSpec | None = read_spec(p)[0]
+                spec, meta = read_spec(p)
             except ModelError:
-                spec = None
-            return ResolvedModel(read_model(p), p, sha256_file(p), str(p), str(p), spec)
+                spec, meta = None, {}
+            return ResolvedModel(read_model(p), p, sha256_file(p), str(p), str(p), spec,
+                                 tuning=card_tuning(meta, str(p)))
         gen, name = load_generator(model), str(model)
     xml = exported(gen, ".xml")
-    return ResolvedModel(read_model(xml), xml, gen.sha256, gen.source, name, gen.spec, gen)
+    return ResolvedModel(read_model(xml), xml, gen.sha256, gen.source, name, gen.spec, gen, gen.tuning)

@@ -19,6 +19,7 @@ from caloquant._optional import require
 from caloquant.errors import InputError, ModelError
 from caloquant.evaluation import DEFAULT_EVALUATION, EvaluationSettings
 from caloquant.export.files import model_meta, save_ir
+from caloquant.models.card import TUNING_FIELD
 from caloquant.models.registry import LoadedGenerator
 from caloquant.quantize import recipe as rec
 from caloquant.quantize import userdata
@@ -48,7 +49,8 @@ REJECTED = "model.rejected.xml"
 def _save(model: Any, out: Path, src: ResolvedModel, *, accepted: bool = True) -> None:
     """Write the model (``model.xml``, or ``REJECTED`` when it failed the criterion) with its metadata."""
     save_ir(model, out / ("model.xml" if accepted else REJECTED), model_meta(
-        src.spec, src.source, src.sha256, precision="int8-mixed" if accepted else "rejected", accepted=accepted))
+        src.spec, src.source, src.sha256, precision="int8-mixed" if accepted else "rejected", accepted=accepted,
+        **{TUNING_FIELD: src.tuning}))
 
 
 def _physics_figures(ev: PhysicsEvaluator, result: TuneResult) -> list[tuple[str, Any]]:
@@ -167,7 +169,7 @@ def _quantize(model: str | os.PathLike[str] | LoadedGenerator | ResolvedModel, o
             log(f"physics re-checked: {check.describe() if check else 'fp32'}: pass")
         return QuantizeResult(r)
     t0 = time.perf_counter()
-    ev = PhysicsEvaluator(src.spec, evaluation)
+    ev = PhysicsEvaluator(src.spec, evaluation, tuning=src.tuning)
     setup_s = time.perf_counter() - t0
     failure: AccuracyNotReachedError | None = None
     try:
@@ -177,6 +179,7 @@ def _quantize(model: str | os.PathLike[str] | LoadedGenerator | ResolvedModel, o
         failure, result = e, e.result
     context: dict[str, Any] = {"evaluation showers": evaluation.n_showers,
                                "reference-MC showers": evaluation.n_reference,
+                               "reference-MC GFlash tuning": src.tuning,
                                "evaluator setup (MC + features) s": round(setup_s, 1),
                                "CPU cores": os.cpu_count()}
     pt = None
