@@ -10,6 +10,7 @@ cuDNN autotuning, batches read from HDF5 and copied per step, every loss read ba
 first batch size only, as the baseline of the speed-up column.
 
     python bench/train_speed.py --device cpu --configs before,fp32,bf16 --batch 32 --steps 3
+    python bench/train_speed.py --device cpu --configs auto,light,light+dist --batch 32 --steps 5   # issue 23
     python bench/train_speed.py --device cuda --configs before,fp32,bf16 --batch 128,512,1024 \\
         --markdown docs/benchmarks.md
 """
@@ -20,6 +21,7 @@ import argparse
 import contextlib
 import datetime
 import json
+import os
 import sys
 import tempfile
 import time
@@ -48,13 +50,20 @@ class Setting:
     log_every: int
     fast_backends: bool
     compile: bool = False
+    critic: str = "reference"
+    dist_weight: float = 0.0
 
 
 SETTINGS = {
     "before": Setting("before", "fp32", "off", 1, fast_backends=False),
     "fp32": Setting("fp32", "fp32", "auto", 10, fast_backends=True),
     "bf16": Setting("bf16", "bf16", "auto", 10, fast_backends=True),
+    "auto": Setting("auto", "auto", "auto", 10, fast_backends=True),
     "bf16-compile": Setting("bf16-compile", "bf16", "auto", 10, fast_backends=True, compile=True),
+    # issue 23: the light critic with its fast schedule, without and with the distribution term
+    "light": Setting("light", "auto", "auto", 10, fast_backends=True, critic="light"),
+    "light+dist": Setting("light+dist", "auto", "auto", 10, fast_backends=True, critic="light", dist_weight=1.0),
+    "light-fp32": Setting("light-fp32", "fp32", "auto", 10, fast_backends=True, critic="light", dist_weight=1.0),
 }
 
 
@@ -77,9 +86,10 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def flops_per_shower(data: Path, arch: str, device: str) -> float:
-    """FLOPs of one reference iteration per shower, counted on a small batch."""
-    cfg = TrainConfig(arch=arch, batch_size=4, device=device, precision="fp32", resident="off", chunk_size=64)
+def flops_per_shower(data: Path, arch: str, device: str, setting: Setting = SETTINGS["fp32"]) -> float:
+    """FLOPs of one training iteration of ``setting`` per shower, counted on a small batch."""
+    cfg = TrainConfig(arch=arch, batch_size=4, device=device, precision="fp32", resident="off", chunk_size=64,
+                      critic=setting.critic, dist_weight=setting.dist_weight)
     with tempfile.TemporaryDirectory() as out:
         tr = Trainer(cfg, data, out, val=data, progress=False)
         batch = next(iter(tr.stream.epoch(0)))
@@ -93,7 +103,8 @@ def measure(data: Path, arch: str, device: str, setting: Setting, batch: int, wa
     """Showers/s and seconds per step of ``setting`` at ``batch``, after ``warmup`` steps."""
     cfg = TrainConfig(arch=arch, batch_size=batch, device=device, precision=setting.precision,
                       resident=setting.resident, compile=setting.compile, log_every=setting.log_every,
-                      threads=threads, chunk_size=max(batch, 256))
+                      threads=threads, chunk_size=max(batch, 256), critic=setting.critic,
+                      dist_weight=setting.dist_weight)
     with tempfile.TemporaryDirectory() as out, backends(setting.fast_backends):
         tr = Trainer(cfg, data, out, val=data, progress=False)
         source = tr.resident if tr.resident is not None else tr.stream
@@ -111,15 +122,16 @@ def measure(data: Path, arch: str, device: str, setting: Setting, batch: int, wa
             [float(v) for v in tr.train_step(next(it), s).values()]
         sync(dev)
         warm_s = time.perf_counter() - t_start
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         for s in range(steps):
             stats = tr.train_step(next(it), warmup + s)
             if (s + 1) % setting.log_every == 0:
                 [float(v) for v in stats.values()]
         sync(dev)
-        dt = time.perf_counter() - t0
+        dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     peak_mem = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else float("nan")
     return {"showers_per_s": batch * steps / dt, "ms_per_step": 1e3 * dt / steps, "warmup_s": warm_s,
+            "cpu_ms_per_shower": 1e3 * cpu / (batch * steps),
             "precision": tr.precision, "resident": tr.resident is not None, "peak_gib": peak_mem}
 
 
@@ -147,43 +159,48 @@ def main() -> None:
         data = Path(d) / "mc.h5"
         n = args.showers or max(1024, 4 * max(batches))
         simulate_to_file(data, n, "10:500", angle=angle, window=window, seed=1, progress=False)
-        flops = flops_per_shower(data, args.arch, str(device))
+        configs = args.configs.split(",")
+        flops = {key: flops_per_shower(data, args.arch, str(device), SETTINGS[key]) for key in configs}
+        ref_flops = flops_per_shower(data, args.arch, str(device))
         name = device_name(device)
-        print(f"{name}: {flops / 1e9:.1f} GFLOP per shower per reference step", flush=True)
-        header = ("| setting | precision | batch | data resident | showers/s | ms/step | TFLOP/s | peak TFLOP/s "
-                  "| speed-up vs before |")
-        print(header + "\n|---|---|---|---|---|---|---|---|---|", flush=True)
-        base: float | None = None
+        print(f"{name}: {ref_flops / 1e9:.1f} GFLOP per shower per reference step", flush=True)
+        header = ("| setting | critic | precision | batch | GFLOP/shower | showers/s | ms/step | CPU ms/shower "
+                  "| GFLOP/s | peak TFLOP/s | speed-up vs first |")
+        rule = "|---|---|---|---|---|---|---|---|---|---|---|"
+        print(header + "\n" + rule, flush=True)
         for b in batches:
-            for key in args.configs.split(","):
+            base: float | None = None
+            for key in configs:
                 if key == "before" and b != batches[0]:
                     continue  # the baseline runs once, at the first batch size
                 setting = SETTINGS[key]
+                load = os.getloadavg()[0]
                 try:
                     m = measure(data, args.arch, str(device), setting, b, args.warmup, args.steps, args.threads)
                 except Exception as e:  # noqa: BLE001 - one failing setting (e.g. compile) must not lose the others
-                    print(f"| {key} | - | {b} | - | failed: {type(e).__name__}: {str(e)[:100]} |", flush=True)
+                    print(f"| {key} | - | - | {b} | failed: {type(e).__name__}: {str(e)[:100]} |", flush=True)
                     continue
-                if key == "before" and base is None:
-                    base = m["showers_per_s"]
-                tflops = m["showers_per_s"] * flops / 1e12
+                base = base or m["showers_per_s"]
+                gflops = m["showers_per_s"] * flops[key] / 1e9
                 peak = peak_tflops(device, m["precision"])
-                ratio = f"{m['showers_per_s'] / base:.1f}x" if base else "-"
-                row = (f"| {key} | {m['precision']} | {b} | {'yes' if m['resident'] else 'no'} | "
+                row = (f"| {key} | {setting.critic} | {m['precision']} | {b} | {flops[key] / 1e9:.2f} | "
                        f"{m['showers_per_s']:,.{0 if m['showers_per_s'] >= 100 else 2}f} | "
-                       f"{m['ms_per_step']:.1f} | {tflops:.3g} | "
-                       f"{f'{peak:.0f}' if peak else '-'} | {ratio} |")
-                print(row, flush=True)
-                rows.append({"setting": key, "batch": b, **m, "tflops": tflops, "row": row})
+                       f"{m['ms_per_step']:.1f} | {m['cpu_ms_per_shower']:.0f} | {gflops:.3g} | "
+                       f"{f'{peak:.0f}' if peak else '-'} | {m['showers_per_s'] / base:.1f}x |")
+                print(row + f" (load {load:.1f} -> {os.getloadavg()[0]:.1f})", flush=True)
+                rows.append({"setting": key, "batch": b, **m, "gflops": gflops, "row": row, "load": load})
     if args.json:
-        args.json.write_text(json.dumps({"device": name, "gflop_per_shower": flops / 1e9, "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({"device": name, "gflop_per_shower": {k: v / 1e9 for k, v in flops.items()},
+                                         "rows": rows}, indent=2))
     if args.markdown:
         when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         cmd = "python " + " ".join(["bench/train_speed.py", *sys.argv[1:]])
-        table = "\n".join([header, "|---|---|---|---|---|---|---|---|---|", *(r["row"] for r in rows)])
+        table = "\n".join([header, rule, *(r["row"] for r in rows)])
+        loads = ", ".join(f"{r['load']:.1f}" for r in rows)
         block = (f"{BEGIN}\n### {args.arch} training step on {name}\n\n`{cmd}` ({when}; {args.warmup} warm-up and "
-                 f"{args.steps} timed steps per row; {flops / 1e9:.1f} GFLOP per shower per reference step, counted "
-                 f"from the models, forward and backward). Host: {describe_markdown()}\n\n{table}\n{END}")
+                 f"{args.steps} timed steps per row; GFLOP per shower of each step counted from the models, forward "
+                 f"and backward; CPU ms/shower is the process's CPU time, which load from other processes changes "
+                 f"little; load average before each row: {loads}). Host: {describe_markdown()}\n\n{table}\n{END}")
         write_block(args.markdown, block, BEGIN, END)
 
 

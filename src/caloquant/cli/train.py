@@ -13,6 +13,7 @@ from caloquant.errors import InputError
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train_cmd)
+    app.command("campaign")(campaign_cmd)
 
 
 def train_cmd(
@@ -106,3 +107,26 @@ def _stored_config(out: Path) -> dict[str, Any]:
     ckpt = out / "checkpoint-last.pt"
     obj = safe_load(ckpt) if ckpt.exists() else {}
     return obj.get("config", {}) if isinstance(obj, dict) else {}
+
+
+def campaign_cmd(
+    folder: Path = typer.Argument(..., help="Campaign folder (campaign.json, checkpoint, histories), e.g. "
+                                  "campaigns/ecal25."),
+    run_minutes: float = typer.Option(..., "--run-minutes", help="Wall time of this run; it then stops cleanly "
+                                      "with a checkpoint (commit the folder afterwards)."),
+    cache: Path = typer.Option(Path("scratch/campaign-data"), "--cache", help="Where the campaign's MC data are "
+                               "kept (simulated there first when missing)."),
+    threads: int = typer.Option(0, "--threads", help="CPU threads (0: PyTorch default)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    precision: str = typer.Option("auto", "--precision", help="fp32, bf16 or auto (bf16 on CUDA and on CPUs "
+                                  "with native BF16)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run the next piece of a training campaign: start or resume it, train for --run-minutes, stop cleanly."""
+    from caloquant.train.campaign import run_campaign
+
+    result = run_campaign(folder, cache=cache, run_minutes=run_minutes, progress=not quiet,
+                          overrides={"threads": threads, "device": device, "precision": precision})
+    st = result.state
+    typer.echo(f"campaign {folder}: step {st.step} ({st.elapsed / 60:.1f} min of training in all runs); best "
+               f"held-out metric {st.best_metric:.4f} at step {st.best_step}; commit {folder} to keep it")

@@ -9,13 +9,20 @@ from caloquant._atomic import atomic_path
 from caloquant._optional import require
 
 
+def _number(v: str | None) -> float:
+    try:
+        return float(v) if v not in ("", None) else float("nan")
+    except ValueError:  # a text column (date, CPU name) of runs.csv
+        return float("nan")
+
+
 def _read(path: Path) -> dict[str, list[float]]:
     cols: dict[str, list[float]] = {}
     if not path.exists():
         return cols
     for row in csv.DictReader(path.open()):
         for k, v in row.items():
-            cols.setdefault(k, []).append(float(v) if v not in ("", None) else float("nan"))
+            cols.setdefault(k, []).append(_number(v))
     return cols
 
 
@@ -43,6 +50,35 @@ def plot_training(run_dir: str | Path) -> Path:
     ax2.set_ylabel("held-out metric")
     fig.tight_layout()
     out = run / "curves.png"
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return out
+
+
+def plot_learning_curve(run_dir: Path, out: Path) -> Path:
+    """Held-out metrics against showers seen, across all runs of a (resumed) training; dotted lines mark where
+    each run (runs.csv) ended."""
+    require("matplotlib").use("Agg")
+    plt = require("matplotlib.pyplot")
+    metrics, runs = _read(run_dir / "metrics.csv"), _read(run_dir / "runs.csv")
+    panels = (("moments_metric", "3DGAN moment metric", 0.04), ("fpd", "FPD (held-out size)", None),
+              ("cells_ratio", "cells hit, generated / MC (worst bin)", 1.0),
+              ("resolution_ratio", "resolution, generated / MC (worst bin)", 1.0))
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    for ax, (key, label, goal) in zip(axes.flat, panels):
+        if key in metrics and "showers" in metrics:
+            ax.plot(metrics["showers"], metrics[key], "o-", ms=3)
+        if goal is not None:
+            ax.axhline(goal, color="grey", ls="--", lw=1)
+        for end in runs.get("showers", []):
+            ax.axvline(end, color="black", ls=":", lw=0.8)
+        ax.set_xlabel("showers seen")
+        ax.set_ylabel(label)
+        if key in ("moments_metric", "fpd"):
+            ax.set_yscale("log")
+    fig.suptitle(f"{run_dir.name}: {len(runs.get('run', []))} runs")
+    fig.tight_layout()
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)

@@ -37,6 +37,7 @@ from caloquant.models.registry import (
     sample_showers,
     sha256_file,
 )
+from caloquant.models.card import TUNING_FIELD, training_tuning
 from caloquant.models.spec import DEFAULT_SPECS, ModelSpec
 from caloquant.plotting.training import plot_training
 from caloquant.train.config import TrainConfig
@@ -413,18 +414,20 @@ class Trainer:
 
     def checkpoint(self, name: str = "checkpoint-last.pt", *, full: bool = True) -> Path | None:
         """Write the run's state atomically (rank 0 only): everything a resume needs, or (``full=False``, the
-        best checkpoint) only the generator with its spec, config and progress, a quarter of the size."""
+        best checkpoint) only the generator that is exported (the EMA one when enabled) with spec, config and
+        progress: a third of the size, small enough to keep a campaign in the repository."""
         if not self.ctx.is_main:
             return None
         payload = {
             "format": CHECKPOINT_FORMAT, "spec": self.spec.to_dict(), "config": self.cfg.to_dict(),
-            "state": vars(self.state).copy(), "generator": self.G.state_dict(), "torch_version": str(torch.__version__),
+            "state": vars(self.state).copy(), "torch_version": str(torch.__version__),
+            "generator": (self.G if full else self.generator).state_dict(),
         }
         if full:
             payload.update(discriminator=self.D.state_dict(), opt_g=self.opt_g.state_dict(),
                            opt_d=self.opt_d.state_dict())
-        if self.G_ema is not None:
-            payload["generator_ema"] = self.G_ema.state_dict()
+            if self.G_ema is not None:
+                payload["generator_ema"] = self.G_ema.state_dict()
         path = self.out / name
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
@@ -440,6 +443,8 @@ class Trainer:
             torch.save(ckpt.get("generator_ema") or ckpt["generator"], tmp)
         card = {"spec": ckpt["spec"], "sha256": sha256_file(pt), "step": ckpt["state"]["step"],
                 "best_metric": ckpt["state"]["best_metric"], "config": ckpt["config"]}
+        with contextlib.suppress(ModelError):  # the GFlash tuning it learned; none for data that are not GFlash MC
+            card[TUNING_FIELD] = training_tuning(self.dataset.paths)
         write_text_atomic(pt.with_suffix(".json"), json.dumps(card, indent=2))
         return pt
 

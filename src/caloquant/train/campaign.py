@@ -1,0 +1,134 @@
+"""Training campaigns: one training that runs for days in pieces of a few hours, on whatever machine each piece gets.
+
+A campaign is a folder kept in the repository (``campaigns/<name>/``) holding:
+
+* ``campaign.json``: the fixed part: the training settings (``TrainConfig`` fields) and how to make the
+  training and validation data (reference-MC commands with seeds), so that any machine rebuilds identical files;
+* ``checkpoint-last.pt``: the state that must survive (generator, critic, optimisers, EMA, data position,
+  progress), replaced by every run; ``checkpoint-best.pt``: the best generator so far (generator only);
+* ``runs.csv``, ``metrics.csv``, ``losses.csv``: per-run machine and throughput, and the held-out metric
+  history against showers seen, appended by every run; ``curves.png``: the learning curve across runs.
+
+``run_campaign`` simulates any missing data file into a cache folder, then starts the training (first run) or
+resumes it, for at most ``run_minutes``; it stops cleanly (checkpoint written) on time, on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from caloquant.data.formats import ShowerFile
+from caloquant.errors import DataFormatError, InputError
+from caloquant.plotting.training import plot_learning_curve
+from caloquant.simulate import simulate_to_file
+from caloquant.train.config import TrainConfig
+from caloquant.train.loop import TrainResult, train
+
+CAMPAIGN_FILE = "campaign.json"
+#: Keys of a data entry in campaign.json: the arguments of ``caloquant simulate`` that make the file.
+DATA_KEYS = {"file", "n", "energy", "seed", "tuning", "angle", "window"}
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """One reference-MC file of a campaign and the simulate arguments that make it, bit for bit."""
+
+    file: str
+    n: int
+    energy: str
+    seed: int
+    tuning: str = "none"
+    angle: str = "90"
+    window: str = "25x25x25"
+
+    def command(self, cache: Path) -> str:
+        """The equivalent ``caloquant simulate`` command line (recorded in the campaign's README)."""
+        return (f"caloquant simulate -o {cache / self.file} --n {self.n} --energy {self.energy} --seed {self.seed} "
+                f"--tuning {self.tuning} --angle {self.angle} --window {self.window}")
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """The fixed part of a campaign (campaign.json)."""
+
+    folder: Path
+    config: dict[str, Any]
+    train: tuple[DataSpec, ...]
+    val: DataSpec
+
+
+def _data(entry: Any, where: str) -> DataSpec:
+    if not isinstance(entry, dict) or not {"file", "n", "energy", "seed"} <= set(entry) or set(entry) - DATA_KEYS:
+        raise DataFormatError(f"{where}: a data entry needs file, n, energy, seed (and optionally "
+                              f"tuning, angle, window), got {entry!r}")
+    kw: dict[str, Any] = {k: (str(v) if k in ("file", "energy", "tuning", "angle", "window") else v)
+                          for k, v in entry.items()}
+    spec = DataSpec(**kw)
+    if Path(spec.file).name != spec.file or not spec.file.endswith(".h5"):
+        raise DataFormatError(f"{where}: data file {spec.file!r} must be a plain .h5 file name")
+    if not isinstance(spec.n, int) or spec.n <= 0 or not isinstance(spec.seed, int) or spec.seed < 0:
+        raise DataFormatError(f"{where}: n must be a positive and seed a non-negative integer in {entry!r}")
+    return spec
+
+
+def load_campaign(folder: str | os.PathLike[str]) -> Campaign:
+    """Read and check ``folder/campaign.json`` (one-line errors)."""
+    root = Path(folder)
+    path = root / CAMPAIGN_FILE
+    if not path.is_file():
+        raise InputError(f"{root}: not a training campaign (no {CAMPAIGN_FILE})")
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DataFormatError(f"{path}: not readable JSON ({type(e).__name__})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict) or not doc.get("train"):
+        raise DataFormatError(f"{path}: needs 'config' (training settings), 'train' and 'val' (data)")
+    TrainConfig.from_dict(doc["config"])  # unknown values are refused now, not hours later
+    train_specs = tuple(_data(e, str(path)) for e in doc["train"])
+    return Campaign(root, doc["config"], train_specs, _data(doc.get("val"), str(path)))
+
+
+def ensure_data(campaign: Campaign, cache: Path, progress: bool = True) -> tuple[list[Path], Path]:
+    """The campaign's training and validation files in ``cache``, simulated first where missing; a present file
+    must hold the recorded number of showers (a file from another command is refused, not trained on)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for spec in (*campaign.train, campaign.val):
+        p = cache / spec.file
+        if p.exists():
+            with ShowerFile(p) as f:
+                if len(f) != spec.n:
+                    raise DataFormatError(f"{p}: holds {len(f)} showers, the campaign's command makes {spec.n}; "
+                                          "remove it to have it simulated again")
+        else:
+            simulate_to_file(p, spec.n, spec.energy, seed=spec.seed, tuning=spec.tuning, angle=spec.angle,
+                             window=spec.window, progress=progress)
+        paths.append(p)
+    return paths[:-1], paths[-1]
+
+
+def run_campaign(folder: str | os.PathLike[str], *, cache: str | os.PathLike[str], run_minutes: float,
+                 overrides: dict[str, Any] | None = None, progress: bool = True) -> TrainResult:
+    """Run the next piece of a campaign: start it, or resume it from its checkpoint, for ``run_minutes``.
+
+    ``overrides`` may set the settings a resume may change (threads, device, precision, ...); the model, the
+    data and the schedule stay those of campaign.json.
+    """
+    if not run_minutes > 0:
+        raise InputError(f"run minutes must be positive, got {run_minutes}")
+    campaign = load_campaign(folder)
+    data, val = ensure_data(campaign, Path(cache), progress=progress)
+    cfg = TrainConfig.from_dict({**campaign.config, **(overrides or {}), "run_minutes": run_minutes})
+    resume = (campaign.folder / "checkpoint-last.pt").exists()
+    result = train(cfg, [str(p) for p in data], campaign.folder, val=val, resume=resume, progress=progress)
+    plot_campaign(campaign.folder)
+    return result
+
+
+def plot_campaign(folder: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
+    """Draw the learning curve (held-out metrics against showers seen, run boundaries marked)."""
+    return plot_learning_curve(Path(folder), Path(out) if out else Path(folder) / "curves.png")

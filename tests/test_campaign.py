@@ -1,0 +1,60 @@
+"""Training campaigns: a training resumed run after run from a folder kept in the repository (issue 23)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from caloquant.cli import main
+from caloquant.errors import DataFormatError, InputError
+from caloquant.train.campaign import load_campaign, run_campaign
+
+CONFIG = {"batch_size": 4, "chunk_size": 40, "eval_showers": 40, "eval_every": 1, "threads": 1, "seed": 2,
+          "precision": "fp32", "critic": "light", "dist_weight": 1.0, "ema_decay": 0.5, "resident": "off"}
+
+
+def _campaign(folder: Path, **config: object) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    doc = {"config": {**CONFIG, **config},
+           "train": [{"file": "train.h5", "n": 120, "energy": "10:500", "seed": 71, "tuning": "geant4"}],
+           "val": {"file": "val.h5", "n": 60, "energy": "10:500", "seed": 72, "tuning": "geant4"}}
+    (folder / "campaign.json").write_text(json.dumps(doc))
+    return folder
+
+
+def test_campaign_runs_resume_and_keep_their_history(tmp_path: Path) -> None:
+    folder, cache = _campaign(tmp_path / "c"), tmp_path / "cache"
+    first = run_campaign(folder, cache=cache, run_minutes=5, overrides={"max_steps": 2}, progress=False)
+    assert first.state.step == 2 and (cache / "train.h5").exists() and (cache / "val.h5").exists()
+    second = run_campaign(folder, cache=cache, run_minutes=5, overrides={"max_steps": 3}, progress=False)
+    assert second.state.step == 3
+    runs = list(csv.DictReader((folder / "runs.csv").open()))
+    assert [(r["start_step"], r["end_step"], r["critic"]) for r in runs] == [("0", "2", "light"), ("2", "3", "light")]
+    metrics = list(csv.DictReader((folder / "metrics.csv").open()))
+    assert [int(r["showers"]) for r in metrics] == [4, 8, 12]
+    for name in ("checkpoint-last.pt", "checkpoint-best.pt", "curves.png"):
+        assert (folder / name).exists(), name
+    size = sum(p.stat().st_size for p in folder.iterdir())
+    assert size < 20e6
+
+
+def test_campaign_cli_and_bad_campaigns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(InputError, match="not a training campaign"):
+        load_campaign(tmp_path)
+    bad = _campaign(tmp_path / "bad", critic="huge")
+    with pytest.raises(InputError, match="critic"):
+        load_campaign(bad)
+    (bad / "campaign.json").write_text('{"config": {}, "train": [{"file": "../x.h5", "n": 1, "energy": "10", '
+                                       '"seed": 1}], "val": {"file": "v.h5", "n": 1, "energy": "10", "seed": 1}}')
+    with pytest.raises(DataFormatError, match="plain .h5 file name"):
+        load_campaign(bad)
+    folder, cache = _campaign(tmp_path / "ok"), tmp_path / "cache"
+    cache.mkdir()
+    from caloquant.simulate import simulate_to_file
+    simulate_to_file(cache / "train.h5", 50, "10:500", seed=71)  # not what the campaign's command makes
+    assert main(["campaign", str(folder), "--run-minutes", "1", "--cache", str(cache), "-q"]) == 2
+    assert "holds 50 showers" in capsys.readouterr().err
+    assert main(["campaign", str(folder), "--run-minutes", "0", "--cache", str(cache), "-q"]) == 2
