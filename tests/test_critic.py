@@ -150,3 +150,22 @@ def test_bad_critic_settings_are_refused() -> None:
         TrainConfig(dist_weight=float("nan"))
     with pytest.raises(InputError, match="r1"):
         TrainConfig(r1=-1.0)
+
+
+def test_surrogate_relu_forward_is_relu_and_backward_reaches_dead_cells(data_file: Path, tmp_path: Path) -> None:
+    from caloquant.models import load_generator
+    from caloquant.models.layers import SurrogateReLU
+
+    x = torch.tensor([-2.0, -0.5, 0.0, 0.5, 3.0], requires_grad=True)
+    y = SurrogateReLU(0.1)(x)
+    assert torch.equal(y, torch.relu(x.detach()))
+    y.sum().backward()
+    assert x.grad is not None and torch.allclose(x.grad, torch.tensor([0.1, 0.1, 0.1, 1.0, 1.0]))
+    tr = Trainer(TrainConfig(max_steps=1, dead_cell_grad=0.1, **TINY), data_file, tmp_path,  # type: ignore[arg-type]
+                 progress=False)
+    tr.run()
+    assert isinstance(list(tr.G.modules())[-1], SurrogateReLU)
+    gen = load_generator(tmp_path / "generator-best.pt")  # plain architecture, same state_dict keys
+    assert isinstance(list(gen.module.modules())[-1], torch.nn.ReLU)
+    with pytest.raises(InputError, match="dead_cell_grad"):
+        TrainConfig(dead_cell_grad=2.0)

@@ -41,6 +41,9 @@ def train_cmd(
     dist_weight: float = typer.Option(0.0, "--dist-weight", help="Weight of the energy-conditioned "
                                       "sliced-Wasserstein term on physics features (0: off)."),
     r1: float = typer.Option(0.0, "--r1", help="R1 gradient penalty weight on real showers (light critic)."),
+    dead_cell_grad: float = typer.Option(0.0, "--dead-cell-grad", help="Training only: the generator's output "
+                                         "ReLU passes this fraction of the gradient to cells that are off, so "
+                                         "losses can switch cells on (0: plain ReLU; the model is unchanged)."),
     gen_steps: int = typer.Option(2, "--gen-steps", help="Generator updates per iteration (reference: 2)."),
     checkpoint_every: int = typer.Option(100, "--checkpoint-every", help="Steps between checkpoints."),
     eval_every: int = typer.Option(0, "--eval-every", help="Steps between physics evaluations (0: each epoch)."),
@@ -86,6 +89,7 @@ def train_cmd(
         device=device, threads=threads, seed=seed, precision=precision, resident=resident, compile=compile_,
         ema_decay=ema, init_generator=init_generator, reference_batch=reference_batch, log_every=log_every,
         select=select, run_minutes=run_minutes, critic=critic, dist_weight=dist_weight, r1=r1, gen_steps=gen_steps,
+        dead_cell_grad=dead_cell_grad,
     )
     try:
         result = train(cfg, data, out, val=val, resume=resume, progress=not quiet)

@@ -51,3 +51,34 @@ def same_pad(kernel: tuple[int, int, int]) -> nn.ConstantPad3d:
     """Explicit Keras/TensorFlow 'same' padding (k-1 split as floor before, ceil after), ONNX-friendly."""
     kx, ky, kz = kernel
     return nn.ConstantPad3d(((kz - 1) // 2, kz // 2, (ky - 1) // 2, ky // 2, (kx - 1) // 2, kx // 2), 0.0)
+
+
+class _ReluLeakyGrad(torch.autograd.Function):
+    """ReLU forward; backward passes ``slope`` x the gradient where the input was negative."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, slope: float) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.slope = slope  # type: ignore[attr-defined]
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (x,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        return torch.where(x > 0, grad, grad * ctx.slope), None  # type: ignore[attr-defined]
+
+
+class SurrogateReLU(nn.Module):
+    """A ReLU whose backward pass leaks ``slope`` of the gradient into dead (negative) inputs.
+
+    The forward pass, and so the model and its exported weights, is exactly a ReLU. Used for training only, on a
+    generator's output ReLU: a cell that is off (ReLU input < 0) otherwise gets no gradient at all, so losses
+    that ask for more fired cells (occupancy, the low-energy cell spectrum) could never switch one on.
+    """
+
+    def __init__(self, slope: float) -> None:
+        super().__init__()
+        self.slope = slope
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _ReluLeakyGrad.apply(x, self.slope)  # type: ignore[no-any-return]

@@ -60,6 +60,7 @@ class TrainConfig:
     dist_weight: float = 0.0  # energy-conditioned sliced-Wasserstein term on physics features (0: off)
     dist_projections: int = 32  # random projections of that term (besides one per feature)
     r1: float = 0.0  # R1 penalty weight on the critic's real-shower gradients (0: off)
+    dead_cell_grad: float = 0.0  # training-only slope of the output ReLU's backward pass below 0 (0: plain ReLU)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -90,6 +91,8 @@ class TrainConfig:
             raise InputError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.critic not in CRITICS:
             raise InputError(f"critic must be one of {', '.join(CRITICS)}, got {self.critic!r}")
+        if not 0.0 <= self.dead_cell_grad <= 1.0:
+            raise InputError(f"dead_cell_grad must be in [0, 1], got {self.dead_cell_grad}")
         for name in ("dist_weight", "r1", "physics_weight"):
             value = getattr(self, name)
             if not (value >= 0 and value < float("inf")):

@@ -57,6 +57,7 @@ from caloquant.train.distributed import DistContext, init_distributed
 from caloquant.machine import cpu_info
 from caloquant.train.hardware import autocast, configure_backends, device_name, resolve_precision
 from caloquant.models.critic import shower_features
+from caloquant.models.layers import SurrogateReLU
 from caloquant.train.losses import bce_logits, mape, physics_loss, sliced_wasserstein
 from caloquant.ui import progress_bar
 from caloquant.validate import compute_features, frechet_at_size, moments_metric, sampling_fraction_mre
@@ -150,6 +151,8 @@ class Trainer:
             self._init_generator(config.init_generator)
         if self.light and ckpt is None:
             self._fit_critic_features()
+        if config.dead_cell_grad > 0:
+            _leak_output_relu(self.G, config.dead_cell_grad)
         if config.channels_last:
             self.D = self.D.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # torch stubs
         self.ctx.broadcast_module(self.G)
@@ -602,6 +605,15 @@ class Trainer:
             raise Interrupted(f"training stopped by {signal.Signals(signum).name} at step {st.step}; resume with "
                               f"--resume (out: {self.out})", signum)
         return TrainResult(st, self.out, finished, last_metrics)
+
+
+def _leak_output_relu(generator: torch.nn.Module, slope: float) -> None:
+    """Swap the generator's output ReLU (its last module) for a ``SurrogateReLU``: same forward, same weights."""
+    last_name, last = list(generator.named_modules())[-1]
+    if not isinstance(last, torch.nn.ReLU):
+        raise ModelError(f"the generator ends in {type(last).__name__}, not a ReLU: dead_cell_grad does not apply")
+    parent = generator.get_submodule(last_name.rsplit(".", 1)[0])
+    setattr(parent, last_name.rsplit(".", 1)[1], SurrogateReLU(slope))
 
 
 def make_optimizer(config: TrainConfig, module: torch.nn.Module) -> torch.optim.Optimizer:
