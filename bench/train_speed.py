@@ -52,6 +52,7 @@ class Setting:
     compile: bool = False
     critic: str = "reference"
     dist_weight: float = 0.0
+    gen_steps: int = 2
 
 
 SETTINGS = {
@@ -64,6 +65,9 @@ SETTINGS = {
     "light": Setting("light", "auto", "auto", 10, fast_backends=True, critic="light"),
     "light+dist": Setting("light+dist", "auto", "auto", 10, fast_backends=True, critic="light", dist_weight=1.0),
     "light-fp32": Setting("light-fp32", "fp32", "auto", 10, fast_backends=True, critic="light", dist_weight=1.0),
+    # the campaign's step: light critic, distribution term, one generator update per iteration
+    "light+dist-1g": Setting("light+dist-1g", "auto", "auto", 10, fast_backends=True, critic="light",
+                             dist_weight=1.0, gen_steps=1),
 }
 
 
@@ -89,7 +93,7 @@ def sync(device: torch.device) -> None:
 def flops_per_shower(data: Path, arch: str, device: str, setting: Setting = SETTINGS["fp32"]) -> float:
     """FLOPs of one training iteration of ``setting`` per shower, counted on a small batch."""
     cfg = TrainConfig(arch=arch, batch_size=4, device=device, precision="fp32", resident="off", chunk_size=64,
-                      critic=setting.critic, dist_weight=setting.dist_weight)
+                      critic=setting.critic, dist_weight=setting.dist_weight, gen_steps=setting.gen_steps)
     with tempfile.TemporaryDirectory() as out:
         tr = Trainer(cfg, data, out, val=data, progress=False)
         batch = next(iter(tr.stream.epoch(0)))
@@ -104,7 +108,7 @@ def measure(data: Path, arch: str, device: str, setting: Setting, batch: int, wa
     cfg = TrainConfig(arch=arch, batch_size=batch, device=device, precision=setting.precision,
                       resident=setting.resident, compile=setting.compile, log_every=setting.log_every,
                       threads=threads, chunk_size=max(batch, 256), critic=setting.critic,
-                      dist_weight=setting.dist_weight)
+                      dist_weight=setting.dist_weight, gen_steps=setting.gen_steps)
     with tempfile.TemporaryDirectory() as out, backends(setting.fast_backends):
         tr = Trainer(cfg, data, out, val=data, progress=False)
         source = tr.resident if tr.resident is not None else tr.stream
