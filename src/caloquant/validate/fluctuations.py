@@ -14,7 +14,7 @@ from caloquant.validate.features import ShowerFeatures
 def cells_hit(features: ShowerFeatures) -> np.ndarray:
     """Number of non-empty cells per shower."""
     w = features.window
-    return (1.0 - features.layer_sparsity).sum(axis=1) * (w.nx * w.ny)
+    return np.rint((1.0 - features.layer_sparsity).sum(axis=1) * (w.nx * w.ny))
 
 
 def _quantile_bins(energy: np.ndarray, n_bins: int) -> np.ndarray:

@@ -1,0 +1,29 @@
+"""Cells hit and energy resolution per energy bin (caloquant.validate.fluctuations)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from caloquant.data import ShowerSet
+from caloquant.validate import compute_features
+from caloquant.validate.fluctuations import cells_hit, fluctuation_ratios, fluctuation_table
+
+
+def test_cells_hit_and_ratios(mc_small: ShowerSet) -> None:
+    ref = compute_features(mc_small)
+    assert np.array_equal(cells_hit(ref), (mc_small.ecal > 0).sum(axis=(1, 2, 3)))
+    same = fluctuation_ratios(ref, ref)
+    assert same == {"cells_ratio": 1.0, "resolution_ratio": 1.0}
+    rng = np.random.default_rng(0)
+    # fewer cells (the lowest half of each shower's cells removed) and 10 % extra energy smearing
+    ecal = mc_small.ecal.copy()
+    for k in range(len(ecal)):
+        nz = ecal[k][ecal[k] > 0]
+        ecal[k][ecal[k] < np.median(nz)] = 0.0
+        ecal[k] *= np.float32(1 + 0.1 * rng.standard_normal())
+    cand = compute_features(ShowerSet(ecal, mc_small.energy, mc_small.theta))
+    rows = fluctuation_table(ref, cand)
+    assert len(rows) == 4 and all(0.4 < r["cells_ratio"] < 0.6 for r in rows)
+    assert all(r["resolution_ratio"] > 1.2 for r in rows)
+    worst = fluctuation_ratios(ref, cand)
+    assert worst["cells_ratio"] == min(r["cells_ratio"] for r in rows)
