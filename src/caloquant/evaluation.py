@@ -10,6 +10,8 @@ from caloquant.errors import InputError
 
 #: Fewest showers (generated or reference) the moment metric is computed on.
 MIN_SHOWERS = 16
+#: Most showers (generated or reference) one evaluation holds in memory (62 KB each for 25x25x25 cells).
+MAX_SHOWERS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,9 @@ class EvaluationSettings:
         """These settings, or a one-line InputError for sizes the metric cannot use."""
         if self.n_showers < MIN_SHOWERS or self.n_reference < MIN_SHOWERS:
             raise InputError(f"--showers and --reference must be at least {MIN_SHOWERS}")
+        if self.n_showers > MAX_SHOWERS or self.n_reference > MAX_SHOWERS:
+            raise InputError(f"--showers and --reference must be at most {MAX_SHOWERS:,} "
+                             f"(got {self.n_showers}, {self.n_reference})")
         if self.batch < 1:
             raise InputError(f"the evaluation batch must be positive, got {self.batch}")
         return self

@@ -24,7 +24,7 @@ import numpy as np
 
 from caloquant.bench import deployments
 from caloquant.bench.worker import LARGE_BATCH
-from caloquant.errors import CaloquantError, InputError, ModelError, SimulationError
+from caloquant.errors import CaloquantError, InputError, Interrupted, ModelError, SimulationError
 from caloquant.evaluation import DEFAULT_EVALUATION, EvaluationSettings
 from caloquant.machine import cpu_count, describe_machine
 from caloquant.models.card import tuning_name
@@ -79,8 +79,8 @@ class BenchSettings:
         unknown = [r for r in self.rows if r not in ROWS]
         if unknown:
             raise InputError(f"unknown bench rows {', '.join(unknown)}; choose from {', '.join(ROWS)}")
-        if self.seconds <= 0:
-            raise InputError(f"--seconds must be positive, got {self.seconds}")
+        if not 0 < self.seconds < float("inf"):
+            raise InputError(f"--seconds must be a positive finite number, got {self.seconds}")
         self.evaluation.check()
         if self.n_boot < 10:
             raise InputError(f"bootstrap replicates must be at least 10, got {self.n_boot}")
@@ -241,6 +241,8 @@ def _plans(src: ResolvedModel, gen: LoadedGenerator, given: dict[str, Path], wor
                 plan.row.precision = "int8" if key == "full-int8" else "int8/fp32"
                 xml = given.get(key) or _built(key, src, workdir)
                 plan.precision_arg, plan.model_mb = str(xml), deployments.ir_mib(xml)
+        except Interrupted:  # Ctrl-C / SIGTERM stop the bench (130/143), never a row
+            raise
         except (CaloquantError, ImportError) as e:
             plan.row.missing = str(e)
         plans.append(plan)
@@ -296,6 +298,8 @@ def run_bench(model: str | os.PathLike[str] | ResolvedModel, *,
                                              "precision": plan.precision_arg, "seconds": s.seconds, "cores": cores})
             try:
                 t = _timings(config)
+            except Interrupted:  # Ctrl-C / SIGTERM stop the bench (130/143), never a row
+                raise
             except CaloquantError as e:
                 r.missing = str(e)
                 continue
@@ -329,6 +333,8 @@ def _geant4_row(r: Row, spec: ModelSpec, cores: int) -> None:
     """Fill the Geant4 row: one shower per worker at a time, one worker per core (independent processes)."""
     try:
         rate = geant4_core_rate(spec)
+    except Interrupted:  # Ctrl-C / SIGTERM stop the bench (130/143), never a row
+        raise
     except CaloquantError as e:
         r.missing = str(e)
         return

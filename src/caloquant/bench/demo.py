@@ -36,6 +36,7 @@ from caloquant.quantize.source import ResolvedModel, resolve
 from caloquant.quantize.workflow import quantize_generator
 from caloquant.runtime import open_generator
 from caloquant.simulate import simulate_to_file
+from caloquant.simulate.engine import check_seed
 from caloquant.validate import MetricOptions, paired_difference, validate
 
 @dataclass
@@ -67,7 +68,8 @@ class DemoConfig:
         if self.n_validate > self.n_reference:
             raise InputError(f"--n-validate ({self.n_validate}) cannot exceed --n-reference ({self.n_reference})")
         self.tune.check()
-        if self.tune_candidates < 2 or self.tune_minutes <= 0:
+        check_seed(self.seed)
+        if self.tune_candidates < 2 or not 0 < self.tune_minutes < float("inf"):
             raise InputError("the tuner needs at least 2 candidates and a positive time budget")
         self.bench.check()
         if self.tuning is not None:

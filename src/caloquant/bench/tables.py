@@ -110,13 +110,29 @@ def replace_block(text: str, block: str, begin_marker: str = BEGIN, end_marker: 
     return text[:begin] + block + text[end + len(end_marker):]
 
 
+def _read_block_file(p: Path) -> str:
+    try:
+        return p.read_text(encoding="utf-8") if p.exists() else ""
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{p}: cannot read it as text ({e})") from None
+
+
+def check_block_file(path: str | os.PathLike[str], begin_marker: str = BEGIN, end_marker: str = END) -> None:
+    """One-line InputError, before any work, for a file whose block ``write_block`` could not regenerate (not
+    text, or markers incomplete or out of order)."""
+    p = Path(path)
+    old = _read_block_file(p)
+    if old:
+        try:
+            replace_block(old, begin_marker + end_marker, begin_marker, end_marker)
+        except InputError as e:
+            raise InputError(f"{p}: {e}") from None
+
+
 def write_block(path: str | os.PathLike[str], block: str, begin_marker: str = BEGIN, end_marker: str = END) -> Path:
     """Regenerate the marked block of a Markdown file (created when missing), atomically."""
     p = Path(path)
-    try:
-        old = p.read_text(encoding="utf-8") if p.exists() else ""
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{p}: cannot read it as text ({e})") from None
+    old = _read_block_file(p)
     return write_text_atomic(p, replace_block(old, block, begin_marker, end_marker) if old else block + "\n")
 
 

@@ -42,7 +42,7 @@ def bench_cmd(
 
     from caloquant._atomic import check_outputs, check_writable, write_text_atomic
     from caloquant.bench.compare import ROWS, BenchSettings, run_bench
-    from caloquant.bench.tables import rich_table, update_markdown
+    from caloquant.bench.tables import check_block_file, rich_table, update_markdown
     from caloquant.ui import console
 
     check_outputs({"--json": json_out, "--markdown": markdown},
@@ -50,6 +50,8 @@ def bench_cmd(
     for out in (json_out, *(markdown or [])):
         if out is not None:
             check_writable(out)
+    for md in markdown or []:
+        check_block_file(md)  # a binary file or broken markers: refused now, not after the whole benchmark
     chosen = tuple(ROWS) if rows == "all" else tuple(r.strip() for r in rows.split(",") if r.strip())
     settings = BenchSettings(seconds=seconds, n_showers=showers, n_reference=reference, rows=chosen)
     given = {k: v for k, v in (("full-int8", full_int8), ("tuned", tuned), ("nncf-ac", nncf)) if v is not None}

@@ -48,9 +48,13 @@ def generate_cmd(
     """Generate showers with a trained generator and write them to HDF5, as `simulate` does with the MC."""
     from caloquant._atomic import check_outputs
     from caloquant.generate import generate_to_file
+    from caloquant.runtime.generator import resolve_batch
+    from caloquant.simulate.engine import check_seed
     from caloquant.quantize import open_deployed
 
     engine = EngineName.parse(engine, "engine")
+    check_seed(seed)
+    resolve_batch(batch, engine)
     check_outputs({"-o": output}, inputs={"--model": model, "--precision": precision},
                   folders=("-o",) if cluster is not None else ())
     if cluster is not None:

@@ -23,7 +23,7 @@ def quantize_cmd(
                                                    "physics."),
     data: Path = typer.Option(None, "--data", help="With --onnx: .npz with 'x' (evaluation inputs), optional 'y' "
                                                    "(labels/targets) and 'calib' (calibration inputs)."),
-    metric: str = typer.Option("accuracy", "--metric", help="With --onnx: accuracy, mse, or PATH.py:FUNC "
+    metric: str = typer.Option(None, "--metric", help="With --onnx: accuracy, mse, or PATH.py:FUNC "
                                                             "(FUNC(outputs, y) -> one score per item)."),
     higher: bool = typer.Option(None, "--higher-is-better/--lower-is-better", help="With --onnx: metric direction "
                                 "(default: accuracy and PATH.py:FUNC higher, mse lower)."),
@@ -52,6 +52,13 @@ def quantize_cmd(
     from caloquant.quantize.workflow import quantize_generator, quantize_onnx
 
     log = (lambda _: None) if quiet else print
+    if model is not None and onnx is None:
+        given = [name for name, value in (("--data", data), ("--metric", metric), ("--higher-is-better", higher))
+                 if value is not None]
+        if given:
+            raise InputError(f"{', '.join(given)}: for --onnx only; a --model is judged by physics "
+                             "(--tolerance, --showers, --reference)")
+    metric = "accuracy" if metric is None else metric
     check_outputs({"-o": output}, inputs={"--model": model, "--onnx": onnx, "--data": data, "--recipe": recipe,
                                           "--metric": metric.rpartition(":")[0] if ":" in metric else None},
                   folders=("-o",))
@@ -64,7 +71,7 @@ def quantize_cmd(
                                 tolerance=tolerance, relative=relative, max_candidates=max_candidates,
                                 max_minutes=max_minutes, batch=batch, overwrite=overwrite, log=log)
     else:
-        evaluation = replace(DEFAULT_EVALUATION, n_showers=showers, n_reference=reference)
+        evaluation = replace(DEFAULT_EVALUATION, n_showers=showers, n_reference=reference).check()
         made = quantize_generator(model, output, recipe=recipe, criterion=Criterion(tolerance, relative, False),
                                   max_candidates=max_candidates, max_minutes=max_minutes, batch=batch,
                                   evaluation=evaluation, overwrite=overwrite, log=log)

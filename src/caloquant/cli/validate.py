@@ -9,6 +9,10 @@ import typer
 from caloquant.errors import InputError
 
 
+#: Most bootstrap replicates (the replicate indices are held in memory: n-boot x showers).
+MAX_N_BOOT = 100_000
+
+
 def register(app: typer.Typer) -> None:
     app.command("validate")(validate_cmd)
 
@@ -57,8 +61,11 @@ def validate_cmd(
     from caloquant.ui import console
     from caloquant.validate import MetricOptions, validate
 
-    if n_boot < 2:
-        raise InputError(f"--n-boot must be >= 2, got {n_boot}")
+    from caloquant.simulate.engine import check_seed
+
+    if not 2 <= n_boot <= MAX_N_BOOT:
+        raise InputError(f"--n-boot must be between 2 and {MAX_N_BOOT:,}, got {n_boot}")
+    check_seed(seed)
     if fpd_batches < 1:
         raise InputError(f"--fpd-batches must be >= 1, got {fpd_batches}")
     check_outputs({"--json": json_out, "--report": report}, sources={"REFERENCE": reference, "CANDIDATE": candidates})

@@ -270,7 +270,20 @@ def run_sharded(outdir: str | os.PathLike[str], task: ShardTask, shards: int, *,
     if isinstance(cluster, str):
         check_cluster(cluster, workers)
     wanted = plan(task.kind, task.n, task.seed, task.identity(), shards)
+    created = not out.exists()
     out.mkdir(exist_ok=True)
+    try:
+        return _run_locked(out, task, wanted, cluster, workers, overwrite, progress, on_shard)
+    except BaseException:
+        if created:  # a new folder that got nothing (cluster unreachable, refused): leave no trace of the run
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+
+
+def _run_locked(out: Path, task: ShardTask, wanted: Manifest, cluster: str | Any, workers: int | None,
+                overwrite: bool, progress: bool, on_shard: Callable[[Shard], None] | None) -> ShardedResult:
+    """``run_sharded`` once the output folder exists: plan or load, then run the shards still to write."""
     manifest_file = out / MANIFEST
     with OutputLock(manifest_file):
         m, todo = _load_or_plan(out, wanted, overwrite)

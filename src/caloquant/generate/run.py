@@ -21,7 +21,7 @@ from caloquant.errors import GeometryMismatchError, InputError, Interrupted
 from caloquant.generate.resume import PartialShowerFile
 from caloquant.geometry import Window, parse_window
 from caloquant.runtime.generator import Generator
-from caloquant.simulate.engine import AngleRange, Spectrum, check_count, parse_range
+from caloquant.simulate.engine import AngleRange, Spectrum, check_count, check_seed, parse_range
 from caloquant.ui import progress_bar
 
 #: Showers per written chunk when not given (rounded up to a whole number of batches).
@@ -72,6 +72,7 @@ def run_attrs(generator: Generator, n: int, energy: str | float | tuple[float, f
               layout: str = "3dgan", allow_extrapolation: bool = False, first: int = 0) -> dict[str, Any]:
     """The checked request as the attributes of its output file (the identity a resumed run must match)."""
     check_count(n)
+    check_seed(seed)
     if first < 0:
         raise InputError(f"first shower index must be >= 0, got {first}")
     spec = generator.spec

@@ -213,11 +213,17 @@ def _best(history: Sequence[Candidate]) -> Candidate | None:
     return max(passing, key=lambda c: c.throughput) if passing else None
 
 
+#: Largest batch of the throughput objective (the timed input is allocated whole).
+MAX_TUNE_BATCH = 65_536
+
+
 def check_options(batch: int, max_candidates: int, max_minutes: float) -> None:
     """One-line InputError, naming the option, for a batch, candidate count or time budget the tuner cannot use
     (checked before any data is loaded or simulated)."""
     if batch < 1:
         raise InputError(f"--batch must be >= 1 item, got {batch}")
+    if batch > MAX_TUNE_BATCH:
+        raise InputError(f"--batch {batch} exceeds the {MAX_TUNE_BATCH:,} items one timed batch may hold")
     if max_candidates < 2:
         raise InputError(f"--max-candidates must be >= 2 (the FP32 and full-INT8 baselines), got {max_candidates}")
     if not max_minutes > 0 or max_minutes == float("inf"):

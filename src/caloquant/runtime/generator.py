@@ -151,8 +151,12 @@ def _tuned_model(gen: LoadedGenerator, path: Path, engine: EngineName) -> None:
                          f"than {gen.source} ({gen.sha256[:12]}...)")
 
 
+#: Largest inference batch (65,536 showers of 25x25x25 cells are 4 GB of output per batch).
+MAX_BATCH = 65_536
+
+
 def resolve_batch(batch: int | str, engine: EngineName) -> int:
-    """``auto`` or a positive integer."""
+    """``auto`` or a positive integer up to MAX_BATCH."""
     if batch == "auto":
         return AUTO_BATCH[engine]
     try:
@@ -161,6 +165,8 @@ def resolve_batch(batch: int | str, engine: EngineName) -> int:
         raise InputError(f"--batch {batch!r}: use auto or a positive integer") from None
     if b < 1:
         raise InputError(f"--batch must be positive, got {b}")
+    if b > MAX_BATCH:
+        raise InputError(f"--batch {b} exceeds the {MAX_BATCH:,} showers one inference batch may hold")
     return b
 
 

@@ -98,6 +98,19 @@ def check_count(n: int, what: str = "--n") -> int:
     return int(n)
 
 
+#: Seeds are stored as int64 HDF5 attributes and fed to numpy's SeedSequence (non-negative).
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: int, what: str = "--seed") -> int:
+    """A seed: an integer in [0, 2**63 - 1] (numpy seeds are non-negative; files record it as an int64)."""
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise InputError(f"{what} must be an integer, got {seed!r}")
+    if not 0 <= seed <= MAX_SEED:
+        raise InputError(f"{what} must be between 0 and {MAX_SEED}, got {seed}")
+    return int(seed)
+
+
 def parse_range(text: str | float | tuple[float, float], what: str) -> tuple[float, float]:
     """'100' -> (100, 100); '10:500' -> (10, 500); numbers and tuples pass through."""
     if isinstance(text, tuple):

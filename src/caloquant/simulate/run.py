@@ -12,7 +12,7 @@ from caloquant.data import LAYOUTS, ShowerWriter
 from caloquant.errors import InputError, Interrupted
 from caloquant.geometry import Window, parse_window
 from caloquant.simulate import g4data, geant4
-from caloquant.simulate.engine import AngleRange, ShowerSimulator, Spectrum, check_count, parse_range
+from caloquant.simulate.engine import AngleRange, ShowerSimulator, Spectrum, check_count, check_seed, parse_range
 from caloquant.simulate.tuning import GFlashTuning, load_tuning
 from caloquant.ui import progress_bar, warn
 
@@ -23,6 +23,7 @@ def run_attrs(n: int, energy: str | float | tuple[float, float], *, spectrum: st
               tuning: GFlashTuning | str | None = None) -> dict[str, Any]:
     """The checked request as the attributes of its output file (engine details are added by ``_engine``)."""
     check_count(n)
+    check_seed(seed)
     if first < 0:
         raise InputError(f"first shower index must be >= 0, got {first}")
     if layout not in LAYOUTS:

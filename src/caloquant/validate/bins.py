@@ -65,6 +65,8 @@ class EnergyBins:
         e = np.asarray(energy, dtype=np.float64)
         if e.size == 0 or not np.all(np.isfinite(e)):
             raise InputError("quantile energy bins need finite reference energies")
+        if n > e.size:
+            raise InputError(f"{n} quantile energy bins for {e.size} reference showers: use at most one per shower")
         edges = np.quantile(e, np.linspace(0.0, 1.0, n + 1))
         edges[-1] = np.nextafter(edges[-1], np.inf)
         pairs = tuple((float(a), float(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a)
