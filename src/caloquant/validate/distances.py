@@ -11,6 +11,10 @@ import numpy as np
 from scipy import linalg, optimize, stats
 
 from caloquant.errors import InputError
+from caloquant.validate.store import DiskArray
+
+#: Rows of FPD/KPD inputs: an (N, d) array, or a DiskArray for samples kept on disk (rows gathered per draw).
+Rows = np.ndarray | DiskArray
 
 
 def normalise_by_reference(real: np.ndarray, gen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -85,17 +89,30 @@ def fpd(
     real, gen = _check(real, gen)
     if normalise:
         real, gen = normalise_by_reference(real, gen)
+    return fpd_of_rows(real.astype(np.float32), gen.astype(np.float32), min_samples=min_samples,
+                       max_samples=max_samples, num_batches=num_batches, num_points=num_points, seed=seed)
+
+
+def _take(x: Rows, index: np.ndarray) -> np.ndarray:
+    return x[index] if isinstance(x, np.ndarray) else x.take(index)
+
+
+def fpd_of_rows(real: Rows, gen: Rows, *, min_samples: int = 10_000, max_samples: int = 50_000,
+                num_batches: int = 20, num_points: int = 10, seed: int = 42) -> tuple[float, float]:
+    """``fpd`` of float32 rows already checked and normalised (arrays, or DiskArrays whose draws are read from
+    disk): the same draws, hence the same value, without holding a whole sample in memory."""
+    if len(real) < 2 or len(gen) < 2:
+        raise InputError("FPD/KPD need at least 2 showers per sample")
     n_max = min(max_samples, len(real), len(gen))
     n_min = max(2, min(min_samples, n_max // 2))
     sizes = (1.0 / np.linspace(1.0 / n_min, 1.0 / n_max, num_points)).astype(np.int64)
     rng = np.random.default_rng(seed)
-    real32, gen32 = real.astype(np.float32), gen.astype(np.float32)
     means = []
     for n in sizes:
         vals = []
         for _ in range(num_batches):
-            mu_a, cov_a = _mean_cov(real32[rng.integers(0, len(real), n)])
-            mu_b, cov_b = _mean_cov(gen32[rng.integers(0, len(gen), n)])
+            mu_a, cov_a = _mean_cov(_take(real, rng.integers(0, len(real), n)))
+            mu_b, cov_b = _mean_cov(_take(gen, rng.integers(0, len(gen), n)))
             vals.append(frechet_distance(mu_a, cov_a, mu_b, cov_b))
         means.append(np.mean(vals))
     x = 1.0 / sizes
@@ -140,10 +157,19 @@ def kpd(
     real, gen = _check(real, gen)
     if normalise:
         real, gen = normalise_by_reference(real, gen)
+    return kpd_of_rows(real.astype(np.float32), gen.astype(np.float32), num_batches=num_batches,
+                       batch_size=batch_size, seed=seed)
+
+
+def kpd_of_rows(real: Rows, gen: Rows, *, num_batches: int = 10, batch_size: int = 5_000, seed: int = 42
+                ) -> tuple[float, float]:
+    """``kpd`` of float32 rows already checked and normalised (arrays or DiskArrays), like ``fpd_of_rows``."""
+    if len(real) < 2 or len(gen) < 2:
+        raise InputError("FPD/KPD need at least 2 showers per sample")
     size = min(batch_size, len(real), len(gen))
-    real, gen = real.astype(np.float32), gen.astype(np.float32)
     vals = []
     for i in range(num_batches):
         rng = np.random.default_rng(seed + i * 1000)
-        vals.append(mmd2_unbiased(real[rng.integers(0, len(real), size)], gen[rng.integers(0, len(gen), size)]))
+        vals.append(mmd2_unbiased(_take(real, rng.integers(0, len(real), size)),
+                                  _take(gen, rng.integers(0, len(gen), size))))
     return float(np.median(vals)), float(stats.iqr(vals, rng=(16.275, 83.725)) / 2)

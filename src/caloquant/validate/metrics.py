@@ -15,7 +15,8 @@ import numpy as np
 
 from caloquant.errors import InputError
 from caloquant.validate.bins import BinsSpec, EnergyBins, resolve_bins
-from caloquant.validate.features import ShowerFeatures, Source, as_features, check_compatible
+from caloquant.validate.features import CELL_BINS, ShowerFeatures, Source, as_features, check_compatible
+from caloquant.validate.store import DiskArray
 
 #: A bin needs at least this many showers in both samples to be scored; emptier bins are reported, not scored.
 MIN_SHOWERS_PER_BIN = 2
@@ -99,85 +100,161 @@ def bootstrap_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarra
     return np.bincount(idx.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
 
 
+class BootstrapCounts:
+    """``bootstrap_counts`` kept in a temporary file, for samples too large to hold (n_boot, n) in memory.
+
+    The same counts from the same generator state (drawn a replicate at a time; numpy's integer stream does
+    not depend on how a draw is split), leaving the generator in the same state. ``w[:k]`` is the first k
+    replicates, ``w[:, a:b]`` the float64 counts (B, b - a) of showers a .. b.
+    """
+
+    def __init__(self, n: int, n_boot: int, rng: np.random.Generator | None = None, *,
+                 disk: DiskArray | None = None, replicates: int | None = None) -> None:
+        if disk is None:
+            assert rng is not None
+            disk = DiskArray((n_boot, n), np.uint16 if n <= np.iinfo(np.uint16).max else np.uint32)
+            for b in range(n_boot):
+                disk.write_rows(b, np.bincount(rng.integers(0, n, size=n), minlength=n)[None])
+        self._disk = disk
+        self.shape = (disk.shape[0] if replicates is None else replicates, disk.shape[1])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: slice | tuple[slice, slice]) -> Any:
+        rows, cols = key if isinstance(key, tuple) else (key, slice(None))
+        first, last, step = rows.indices(self.shape[0])
+        if first != 0 or step != 1:
+            raise IndexError("BootstrapCounts selects the first replicates only (w[:k])")
+        if cols == slice(None):
+            return BootstrapCounts(0, 0, disk=self._disk, replicates=last)
+        start, stop, step = cols.indices(self.shape[1])
+        if step != 1:
+            raise IndexError("BootstrapCounts selects a range of showers (w[:, a:b])")
+        counts = np.empty((last, max(stop - start, 0)), dtype=np.float64)
+        for b in range(last):
+            counts[b] = self._disk.read_segment(b, start, stop)
+        return counts
+
+
+def bootstrap_weights(n: int, n_boot: int, rng: np.random.Generator, *, spill: bool = False
+                      ) -> np.ndarray | BootstrapCounts:
+    """``bootstrap_counts`` in memory, or the same counts in a temporary file (``spill``, for a spilled sample)."""
+    return BootstrapCounts(n, n_boot, rng) if spill else bootstrap_counts(n, n_boot, rng)
+
+
+Weights = np.ndarray | BootstrapCounts | None
+
+
+def _block_weights(w: Weights, start: int, stop: int) -> np.ndarray:
+    """The weights (B, stop - start) of showers start .. stop (unit weights, B = 1, for None)."""
+    return np.ones((1, stop - start)) if w is None else np.asarray(w[:, start:stop])
+
+
+def _replicates(w: Weights) -> int:
+    return 1 if w is None else int(w.shape[0])
+
+
 class Comparison:
-    """Reference vs candidate features in energy bins, evaluated for any set of shower weights."""
+    """Reference vs candidate features in energy bins, evaluated for any set of shower weights.
+
+    Every sum runs over blocks of showers (``ShowerFeatures.blocks``), so a spilled sample is never in memory
+    whole; weights are arrays (B, N), ``BootstrapCounts``, or None (unit weights, B = 1).
+    """
 
     def __init__(self, reference: ShowerFeatures, candidate: ShowerFeatures, bins: BinsSpec = None) -> None:
         check_compatible(reference, candidate)
         self.ref, self.cand = reference, candidate
         self.bins: EnergyBins = resolve_bins(bins, reference.energy)
-        self.mask_ref = self.bins.masks(reference.energy).astype(np.float64)
-        self.mask_cand = self.bins.masks(candidate.energy).astype(np.float64)
-        self._sep: tuple[np.ndarray, np.ndarray, int, list[str]] | None = None
+        self._sep: tuple[np.ndarray, np.ndarray, int, list[str], list[int] | None, list[int] | None] | None = None
 
-    def _bin_means(self, values: np.ndarray, mask: np.ndarray, w: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Per-bin weighted means (B, n_bins, k) and weighted counts (B, n_bins)."""
-        w = np.ones((1, values.shape[0])) if w is None else w
-        sums = np.stack([(w * m) @ values for m in mask], axis=1)
-        counts = w @ mask.T
+    def _bin_means(self, f: ShowerFeatures, values: Callable[[ShowerFeatures], np.ndarray], w: Weights
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-bin weighted means (B, n_bins, k) and weighted counts (B, n_bins) of ``values`` of ``f``."""
+        sums: np.ndarray | None = None
+        counts: np.ndarray | None = None
+        for start, stop, block in f.blocks():
+            mask = self.bins.masks(block.energy).astype(np.float64)
+            wb = _block_weights(w, start, stop)
+            v = values(block)
+            s = np.stack([(wb * m) @ v for m in mask], axis=1)
+            c = wb @ mask.T
+            sums, counts = (s, c) if sums is None or counts is None else (sums + s, counts + c)
+        assert sums is not None and counts is not None
         with np.errstate(invalid="ignore", divide="ignore"):
             return sums / counts[..., None], counts
 
-    def binned(self, kind: str, w_ref: np.ndarray | None = None, w_cand: np.ndarray | None = None
-               ) -> np.ndarray:
+    def binned(self, kind: str, w_ref: Weights = None, w_cand: Weights = None) -> np.ndarray:
         """Per-bin score (B, n_bins) of a mean-based metric: 'moments', 'profiles' or 'sampling_fraction'."""
         values, score = _MEAN_METRICS[kind]
-        mr, cr = self._bin_means(values(self.ref), self.mask_ref, w_ref)
-        mc, cc = self._bin_means(values(self.cand), self.mask_cand, w_cand)
+        mr, cr = self._bin_means(self.ref, values, w_ref)
+        mc, cc = self._bin_means(self.cand, values, w_cand)
         per_bin = score(mr, mc, self.ref.window.shape)
         per_bin[(cr < MIN_SHOWERS_PER_BIN) | (cc < MIN_SHOWERS_PER_BIN)] = np.nan
         return per_bin
 
     def valid_bins(self) -> np.ndarray:
         """Which energy bins hold enough showers in both samples to be scored."""
-        return (self.mask_ref.sum(axis=1) >= MIN_SHOWERS_PER_BIN) & (self.mask_cand.sum(axis=1) >= MIN_SHOWERS_PER_BIN)
+        return ((self.bins.masks(self.ref.energy).sum(axis=1) >= MIN_SHOWERS_PER_BIN)
+                & (self.bins.masks(self.cand.energy).sum(axis=1) >= MIN_SHOWERS_PER_BIN))
 
-    def _separation_setup(self) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
+    def _separation_setup(self) -> tuple[np.ndarray, np.ndarray, int, list[str], list[int] | None, list[int] | None]:
+        """Lower edges and spans of the reference binning, bins per feature, names, and the columns of each
+        sample's ``high_level()`` that both have (None: all)."""
         if self._sep is None:
-            xr, names = self.ref.high_level()
-            xc, names_c = self.cand.high_level()
+            names, names_c = self.ref.high_level_names(), self.cand.high_level_names()
+            keep_r: list[int] | None = None
+            keep_c: list[int] | None = None
             if names_c != names:
-                keep = [names.index(n) for n in names if n in names_c]
-                xr, xc = xr[:, keep], xc[:, [names_c.index(names[k]) for k in keep]]
-                names = [names[k] for k in keep]
-            lo, hi = np.quantile(xr, SEPARATION_QUANTILES, axis=0)
+                keep_r = [names.index(n) for n in names if n in names_c]
+                keep_c = [names_c.index(names[k]) for k in keep_r]
+                names = [names[k] for k in keep_r]
+            lo, hi = self.ref.high_level_quantiles(SEPARATION_QUANTILES)
+            if keep_r is not None:
+                lo, hi = lo[keep_r], hi[keep_r]
             span = np.where(hi > lo, hi - lo, np.maximum(np.abs(lo), 1.0) * 1e-6)
-            nb = SEPARATION_BINS + 2
-
-            def digitize(x: np.ndarray) -> np.ndarray:
-                with np.errstate(invalid="ignore"):
-                    k = np.floor((x - lo) / span * SEPARATION_BINS).astype(np.int64) + 1
-                np.clip(k, 0, nb - 1, out=k)
-                return (k + np.arange(x.shape[1]) * nb).ravel()
-
-            self._sep = (digitize(xr), digitize(xc), nb, names)
+            self._sep = (lo, span, SEPARATION_BINS + 2, names, keep_r, keep_c)
         return self._sep
 
-    def histograms(self, w_ref: np.ndarray | None = None, w_cand: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """Weighted counts (B, F, bins) of every high-level feature in reference binning, and the names."""
-        ir, ic, nb, names = self._separation_setup()
-        f = len(names)
-
-        def hist(idx: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+    def _histogram(self, f: ShowerFeatures, columns: list[int] | None, w: Weights) -> np.ndarray:
+        """Weighted counts (B, F, bins) of the high-level features of ``f`` in the reference binning."""
+        lo, span, nb, names, _, _ = self._separation_setup()
+        n_feat = len(names)
+        out = np.zeros((_replicates(w), n_feat * nb))
+        for start, stop, block in f.blocks():
+            x = block.high_level()[0]
+            if columns is not None:
+                x = x[:, columns]
+            with np.errstate(invalid="ignore"):
+                k = np.floor((x - lo) / span * SEPARATION_BINS).astype(np.int64) + 1
+            np.clip(k, 0, nb - 1, out=k)
+            idx = (k + np.arange(n_feat) * nb).ravel()
             if w is None:
-                return np.bincount(idx, minlength=f * nb).reshape(1, f, nb).astype(np.float64)
-            return np.stack([np.bincount(idx, weights=np.repeat(row, f), minlength=f * nb) for row in w]
-                            ).reshape(len(w), f, nb)
+                out[0] += np.bincount(idx, minlength=n_feat * nb)
+                continue
+            for b, row in enumerate(_block_weights(w, start, stop)):
+                out[b] += np.bincount(idx, weights=np.repeat(row, n_feat), minlength=n_feat * nb)
+        return out.reshape(len(out), n_feat, nb)
 
-        return hist(ir, w_ref), hist(ic, w_cand), names
+    def histograms(self, w_ref: Weights = None, w_cand: Weights = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Weighted counts (B, F, bins) of every high-level feature in reference binning, and the names."""
+        _, _, _, names, keep_r, keep_c = self._separation_setup()
+        return self._histogram(self.ref, keep_r, w_ref), self._histogram(self.cand, keep_c, w_cand), names
 
-    def separation(self, w_ref: np.ndarray | None = None, w_cand: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    def separation(self, w_ref: Weights = None, w_cand: Weights = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Separation power and chi2/ndf per feature, each (B, F), and the feature names."""
         hr, hc, names = self.histograms(w_ref, w_cand)
         return separation_power(hr, hc), chi2_ndf(hr, hc), names
 
-    def cell_separation(self, w_ref: np.ndarray | None = None, w_cand: np.ndarray | None = None) -> np.ndarray:
+    def cell_separation(self, w_ref: Weights = None, w_cand: Weights = None) -> np.ndarray:
         """Separation power (B,) of the cell-energy spectra."""
-        hr = (np.ones((1, len(self.ref))) if w_ref is None else w_ref) @ self.ref.cell_hist
-        hc = (np.ones((1, len(self.cand))) if w_cand is None else w_cand) @ self.cand.cell_hist
-        return separation_power(hr, hc)
+        def spectrum(f: ShowerFeatures, w: Weights) -> np.ndarray:
+            out = np.zeros((_replicates(w), CELL_BINS))
+            for start, stop, block in f.blocks():
+                out += _block_weights(w, start, stop) @ block.cell_hist
+            return out
+
+        return separation_power(spectrum(self.ref, w_ref), spectrum(self.cand, w_cand))
 
 
 def separation_power(h1: np.ndarray, h2: np.ndarray) -> np.ndarray:

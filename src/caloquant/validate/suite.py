@@ -13,15 +13,16 @@ import numpy as np
 from caloquant.errors import InputError
 from caloquant.validate.bins import BinsSpec, EnergyBins, resolve_bins
 from caloquant.validate.classifier import classifier_auc
-from caloquant.validate.distances import fpd, kpd
-from caloquant.validate.features import ShowerFeatures, as_features, check_compatible
+from caloquant.validate.distances import fpd_of_rows, kpd_of_rows
+from caloquant.validate.features import ShowerFeatures, as_features, check_compatible, normalised_vectors
 from caloquant.validate.metrics import (
     MIN_SHOWERS_PER_SAMPLE,
     Comparison,
     MetricResult,
     Sample,
+    Weights,
     bin_average,
-    bootstrap_counts,
+    bootstrap_weights,
     check_n_boot,
 )
 
@@ -33,8 +34,7 @@ METRICS = (*BOOTSTRAP_METRICS, "fpd", "kpd", "classifier_auc")
 MAX_HIST_BOOT = 50
 
 
-def _weighted_metric(c: Comparison, name: str, w_ref: np.ndarray | None, w_cand: np.ndarray | None,
-                     legacy: bool = False) -> np.ndarray:
+def _weighted_metric(c: Comparison, name: str, w_ref: Weights, w_cand: Weights, legacy: bool = False) -> np.ndarray:
     """Values (B,) of a bootstrappable metric for B weightings of the showers (None: unit weights, B = 1)."""
     if name == "3dgan_moments":
         return bin_average(c.binned("moments", w_ref, w_cand)) * (2.0 if legacy else 1.0)
@@ -73,8 +73,8 @@ def compare(reference: ShowerFeatures, candidate: ShowerFeatures, bins: EnergyBi
     check_n_boot(options.n_boot)
     c = Comparison(reference, candidate, bins)
     rng = np.random.default_rng(options.seed)
-    w_ref, w_cand = bootstrap_counts(len(reference), options.n_boot, rng), bootstrap_counts(len(candidate),
-                                                                                              options.n_boot, rng)
+    w_ref = bootstrap_weights(len(reference), options.n_boot, rng, spill=reference.spilled)
+    w_cand = bootstrap_weights(len(candidate), options.n_boot, rng, spill=candidate.spilled)
     labels = bins.labels
     out: dict[str, MetricResult] = {}
     sp, chi, names = c.separation()
@@ -103,13 +103,15 @@ def compare(reference: ShowerFeatures, candidate: ShowerFeatures, bins: EnergyBi
         if name == "chi2_ndf_mean":
             res.details["per_feature"] = dict(zip(names, map(float, chi[0])))
         out[name] = res
-    xr, xc = reference.classifier_vector(), candidate.classifier_vector()
-    v, e = fpd(xr, xc, num_batches=options.fpd_batches, seed=options.seed + 42)
+    real, gen = normalised_vectors(reference, candidate)
+    v, e = fpd_of_rows(real, gen, num_batches=options.fpd_batches, seed=options.seed + 42)
     out["fpd"] = MetricResult("fpd", v, e)
-    v, e = kpd(xr, xc, batch_size=options.kpd_batch_size, seed=options.seed + 42)
+    v, e = kpd_of_rows(real, gen, batch_size=options.kpd_batch_size, seed=options.seed + 42)
     out["kpd"] = MetricResult("kpd", v, e)
-    if options.classifier:
-        r = classifier_auc(xr, xc, seeds=options.classifier_seeds)
+    del real, gen
+    if options.classifier:  # trains on the whole samples: memory grows with them (docs/validation.md)
+        r = classifier_auc(reference.classifier_vector(), candidate.classifier_vector(),
+                           seeds=options.classifier_seeds)
         out["classifier_auc"] = MetricResult("classifier_auc", r.auc, r.error,
                                              details={"per_seed": list(r.per_seed), "jsd": r.jsd})
     return out
@@ -240,7 +242,8 @@ def paired_difference(
     va = float(_weighted_metric(ca, metric, None, None, legacy)[0])
     vb = float(_weighted_metric(cb, metric, None, None, legacy)[0])
     rng = np.random.default_rng(seed)
-    w_ref, w_cand = bootstrap_counts(len(ref), n_boot, rng), bootstrap_counts(len(a), n_boot, rng)
+    w_ref = bootstrap_weights(len(ref), n_boot, rng, spill=ref.spilled)
+    w_cand = bootstrap_weights(len(a), n_boot, rng, spill=a.spilled or b.spilled)
     diffs = _weighted_metric(cb, metric, w_ref, w_cand, legacy) - _weighted_metric(ca, metric, w_ref, w_cand, legacy)
     diffs = diffs[np.isfinite(diffs)]
     value = vb - va
