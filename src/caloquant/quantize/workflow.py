@@ -246,11 +246,12 @@ def _quantize_onnx(model: str | os.PathLike[str], data: str | os.PathLike[str], 
         _save(built, out, src)
         write_text_atomic(out / "recipe.json", r.to_json())
         return QuantizeResult(r)
+    # data that do not fit the model is the more basic error, so the metric's own rule is checked after it
+    ev = userdata.metric_evaluator(src.model, user, metric, higher_is_better, batch)
     if metric == "mse" and user.y is None and relative:
         raise InputError(f"--metric mse without a 'y' array in {user.path} scores the distance to the FP32 model's own "
                          "outputs, which is 0 for FP32, so a tolerance relative to it cannot apply: give --absolute "
                          "--tolerance T (the mean squared difference allowed), or 'y' targets")
-    ev = userdata.metric_evaluator(src.model, user, metric, higher_is_better, batch)
     failure: AccuracyNotReachedError | None = None
     try:
         result = tune(src.model, userdata.calibration_batches(user, batch), ev,
