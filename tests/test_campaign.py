@@ -56,5 +56,26 @@ def test_campaign_cli_and_bad_campaigns(tmp_path: Path, capsys: pytest.CaptureFi
     from caloquant.simulate import simulate_to_file
     simulate_to_file(cache / "train.h5", 50, "10:500", seed=71)  # not what the campaign's command makes
     assert main(["campaign", str(folder), "--run-minutes", "1", "--cache", str(cache), "-q"]) == 2
-    assert "holds 50 showers" in capsys.readouterr().err
+    assert "not what the campaign's command makes (50 showers)" in capsys.readouterr().err
+    simulate_to_file(cache / "train.h5", 120, "10:500", seed=71, overwrite=True)  # right count, default tuning
+    assert main(["campaign", str(folder), "--run-minutes", "1", "--cache", str(cache), "-q"]) == 2
+    assert "(gflash_tuning" in capsys.readouterr().err
+    assert main(["campaign", str(folder), "--run-minutes", "1", "--cache", str(folder / "data"), "-q"]) == 2
+    assert "lies inside the campaign folder" in capsys.readouterr().err and not (folder / "data").exists()
     assert main(["campaign", str(folder), "--run-minutes", "0", "--cache", str(cache), "-q"]) == 2
+
+
+@pytest.mark.parametrize("config, text", [
+    ({"lr": "fast"}, "lr must be a number"), ({"checkpoint_every": 0}, "checkpoint_every must be in"),
+    ({"learning_rate": 0.1}, "unknown training setting(s) 'learning_rate'"),
+])
+def test_bad_settings_are_refused_before_any_data_is_made(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          config: dict[str, object], text: str) -> None:
+    """Hostile pass 2026-12-03: these were tracebacks, or (an unknown key) silently ignored."""
+    folder = _campaign(tmp_path / "c", **config)
+    assert main(["campaign", str(folder), "--run-minutes", "1", "--cache", str(tmp_path / "cache"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert text in err and err.count("\n") == 0, err
+    assert not (tmp_path / "cache").exists()
+    assert main(["campaign", str(_campaign(tmp_path / "d")), "--run-minutes", "nan", "-q"]) == 2
+    assert "run minutes must be positive" in capsys.readouterr().err

@@ -171,6 +171,44 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert err.count("\n") == 0 and "no .h5" in err and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("option, value, text", [
+    ("--lr", "nan", "lr must be in (0, 10]"), ("--lr", "inf", "lr must be in (0, 10]"),
+    ("--checkpoint-every", "0", "checkpoint_every must be in [1,"), ("--eval-showers", "0", "eval_showers must be"),
+    ("--seed", "-1", "seed must be in [0, 4.29497e+09]"), ("--seed", str(2**40), "seed must be in"),
+    ("--max-minutes", "nan", "max_minutes must be"), ("--max-minutes", "-1", "max_minutes must be"),
+    ("--run-minutes", "nan", "run_minutes must be"), ("--eval-every", "-1", "eval_every must be"),
+    ("--threads", "-1", "threads must be"), ("--warmup-steps", "-1", "warmup_steps must be"),
+    ("--pretrain-steps", "-1", "pretrain_steps must be"), ("--max-steps", "-1", "max_steps must be"),
+    ("--batch", "0", "batch_size must be"),
+])
+def test_cli_out_of_range_options_are_one_line(data_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                option: str, value: str, text: str) -> None:
+    """Hostile pass 2026-12-03: these were tracebacks or silently accepted."""
+    assert main(["train", str(data_file), "-o", str(tmp_path / "out"), "-q", option, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert text in err and err.count("\n") == 0 and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_config_refuses_wrong_types_naming_the_field() -> None:
+    for field, value in (("lr", "fast"), ("batch_size", 2.5), ("epochs", True), ("seed", None),
+                         ("loss_weights", (1.0, "x", 0.1)), ("dropout", 1.0), ("device", 3)):
+        with pytest.raises(InputError, match=field):
+            _cfg(**{field: value})
+
+
+def test_batch_larger_than_the_data_or_its_groups_is_refused(data_file: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="cannot fill one batch of 400"):
+        Trainer(_cfg(batch_size=400, max_steps=1), data_file, tmp_path / "a", progress=False)
+    with pytest.raises(InputError, match="is given twice"):
+        Trainer(_cfg(max_steps=1), [data_file, data_file], tmp_path / "c", progress=False)
+    with pytest.raises(InputError, match="is also a training file"):
+        Trainer(_cfg(max_steps=1), data_file, tmp_path / "d", val=data_file, progress=False)
+    # 300 rows fill a batch of 60, but no 50-row block group does: this looped over empty epochs before
+    with pytest.raises(InputError, match="no training batch of 60 showers"):
+        train(_cfg(batch_size=60, mix_blocks=1, max_steps=1), data_file, tmp_path / "b", progress=False)
+
+
 @pytest.mark.slow
 def test_cli_under_torchrun(data_file: Path, tmp_path: Path) -> None:
     """`torchrun -m caloquant.cli train` with two gloo ranks: one run directory, written by rank 0 only."""

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from caloquant.data.formats import ShowerFile, ShowerSet
 from caloquant.data.shards import expand_paths
-from caloquant.errors import GeometryMismatchError
+from caloquant.errors import GeometryMismatchError, InputError
 from caloquant.geometry import Window
 
 
@@ -22,6 +23,11 @@ class ShowerDataset:
 
     def __init__(self, sources: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> None:
         self.paths = expand_paths(sources)
+        seen: dict[Path, Path] = {}
+        for p in self.paths:
+            if Path(p).resolve() in seen:  # its showers would count twice
+                raise InputError(f"{p} is given twice (also as {seen[Path(p).resolve()]})")
+            seen[Path(p).resolve()] = Path(p)
         self.lengths: list[int] = []
         window: Window | None = None
         for p in self.paths:

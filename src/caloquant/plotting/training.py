@@ -39,7 +39,8 @@ def plot_training(run_dir: str | Path) -> Path:
     ax1.set_xlabel("step")
     ax1.set_ylabel("loss")
     ax1.set_yscale("log")
-    ax1.legend()
+    if ax1.lines:  # an empty legend warns (a run stopped before its first logged step)
+        ax1.legend()
     if metrics:
         ax2.plot(metrics["step"], metrics["moments_metric"], "o-", label="3DGAN moment metric")
         ax2.plot(metrics["step"], metrics["sampling_fraction_mre"], "s-", label="sampling-fraction MRE")

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from caloquant.data.formats import ShowerFile
 from caloquant.errors import DataFormatError, InputError
 from caloquant.plotting.training import plot_learning_curve
-from caloquant.simulate import simulate_to_file
+from caloquant.simulate import run_attrs, simulate_to_file
 from caloquant.train.config import TrainConfig
 from caloquant.train.loop import TrainResult, train
 
@@ -87,6 +87,9 @@ def load_campaign(folder: str | os.PathLike[str]) -> Campaign:
         raise DataFormatError(f"{path}: not readable JSON ({type(e).__name__})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict) or not doc.get("train"):
         raise DataFormatError(f"{path}: needs 'config' (training settings), 'train' and 'val' (data)")
+    unknown = sorted(set(doc["config"]) - {f.name for f in fields(TrainConfig)})
+    if unknown:  # a misspelt setting would otherwise be dropped silently
+        raise DataFormatError(f"{path}: unknown training setting(s) {', '.join(map(repr, unknown))} in 'config'")
     TrainConfig.from_dict(doc["config"])  # unknown values are refused now, not hours later
     train_specs = tuple(_data(e, str(path)) for e in doc["train"])
     return Campaign(root, doc["config"], train_specs, _data(doc.get("val"), str(path)))
@@ -94,16 +97,26 @@ def load_campaign(folder: str | os.PathLike[str]) -> Campaign:
 
 def ensure_data(campaign: Campaign, cache: Path, progress: bool = True) -> tuple[list[Path], Path]:
     """The campaign's training and validation files in ``cache``, simulated first where missing; a present file
-    must hold the recorded number of showers (a file from another command is refused, not trained on)."""
+    must be what the campaign's command writes (same count, seed, energies, angles, window, engine and tuning):
+    a file from another command is refused, not trained on."""
+    if cache.resolve() == campaign.folder.resolve() or campaign.folder.resolve() in cache.resolve().parents:
+        raise InputError(f"cache {cache} lies inside the campaign folder {campaign.folder}, which is committed; "
+                         "keep the simulated data outside it (default scratch/campaign-data)")
     cache.mkdir(parents=True, exist_ok=True)
     paths = []
     for spec in (*campaign.train, campaign.val):
         p = cache / spec.file
         if p.exists():
+            want = run_attrs(spec.n, spec.energy, angle=spec.angle, window=spec.window, seed=spec.seed,
+                             tuning=spec.tuning)
             with ShowerFile(p) as f:
-                if len(f) != spec.n:
-                    raise DataFormatError(f"{p}: holds {len(f)} showers, the campaign's command makes {spec.n}; "
-                                          "remove it to have it simulated again")
+                have, rows = f.attrs, len(f)
+            differ = [k for k, v in want.items() if str(have.get(k)) != str(v)]
+            if rows != spec.n or differ:
+                what = f"{rows} showers" if rows != spec.n else ", ".join(
+                    f"{k} {have.get(k)!s:.40}" for k in differ)
+                raise DataFormatError(f"{p}: not what the campaign's command makes ({what}); remove it to have it "
+                                      "simulated again")
         else:
             simulate_to_file(p, spec.n, spec.energy, seed=spec.seed, tuning=spec.tuning, angle=spec.angle,
                              window=spec.window, progress=progress)
@@ -121,12 +134,17 @@ def run_campaign(folder: str | os.PathLike[str], *, cache: str | os.PathLike[str
     if not run_minutes > 0:
         raise InputError(f"run minutes must be positive, got {run_minutes}")
     campaign = load_campaign(folder)
-    data, val = ensure_data(campaign, Path(cache), progress=progress)
     cfg = TrainConfig.from_dict({**campaign.config, **(overrides or {}), "run_minutes": run_minutes})
+    data, val = ensure_data(campaign, Path(cache), progress=progress)
     resume = (campaign.folder / "checkpoint-last.pt").exists()
-    result = train(cfg, [str(p) for p in data], campaign.folder, val=val, resume=resume, progress=progress)
-    plot_campaign(campaign.folder)
-    return result
+    try:
+        return train(cfg, [str(p) for p in data], campaign.folder, val=val, resume=resume, progress=progress)
+    finally:  # also after Ctrl-C/SIGTERM, which end the run with a checkpoint
+        if (campaign.folder / "metrics.csv").exists():
+            try:
+                plot_campaign(campaign.folder)
+            except Exception as e:  # noqa: BLE001 - a plot must not hide how the run ended
+                print(f"caloquant: warning: could not draw the learning curve ({e})")
 
 
 def plot_campaign(folder: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:

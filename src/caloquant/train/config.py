@@ -13,6 +13,28 @@ PRECISIONS = ("auto", "fp32", "bf16")
 RESIDENT = ("auto", "on", "off")
 REFERENCE_LOSS_WEIGHTS = {"ecal25": (2.0, 0.1, 0.1), "angle51": (3.0, 0.1, 25.0, 0.1)}
 
+INF = float("inf")
+#: Each numeric field's range: (low, high, low excluded, high excluded); the fields of _INTEGERS must be ints.
+_RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "batch_size": (1, 65_536, False, False), "gen_steps": (1, 100, False, False), "epochs": (1, 1e9, False, False),
+    "chunk_size": (1, 1e9, False, False), "mix_blocks": (1, 1e6, False, False),
+    "physics_groups": (1, 1e6, False, False), "log_every": (1, 1e9, False, False),
+    "checkpoint_every": (1, 1e12, False, False), "eval_showers": (10, 1e8, False, False),
+    "warmup_steps": (0, 1e12, False, False), "pretrain_steps": (0, 1e12, False, False),
+    "max_steps": (0, 1e15, False, False), "eval_every": (0, 1e12, False, False),
+    "reference_batch": (0, 1e9, False, False), "dist_projections": (0, 10_000, False, False),
+    "threads": (0, 4096, False, False), "seed": (0, 2**32 - 1, False, False),
+    "lr": (0, 10, True, False), "label_flip": (0, 0.5, False, True), "dropout": (0, 1, False, True),
+    "ecal_cut": (0, INF, False, True), "xscale": (0, INF, True, True), "xpower": (0, 10, True, False),
+    "max_minutes": (0, INF, False, True), "run_minutes": (0, INF, False, True),
+    "holdout_fraction": (0, 1, False, True), "ema_decay": (0, 1, False, True),
+    "physics_weight": (0, INF, False, True), "dist_weight": (0, INF, False, True), "r1": (0, INF, False, True),
+    "dead_cell_grad": (0, 1, False, False),
+}
+_INTEGERS = {"batch_size", "gen_steps", "epochs", "chunk_size", "mix_blocks", "physics_groups", "log_every",
+             "checkpoint_every", "eval_showers", "warmup_steps", "pretrain_steps", "max_steps", "eval_every",
+             "reference_batch", "dist_projections", "threads", "seed"}
+
 
 @dataclass
 class TrainConfig:
@@ -68,41 +90,36 @@ class TrainConfig:
             raise InputError(f"unknown architecture {self.arch!r} (ecal25 or angle51)")
         if not self.loss_weights:
             self.loss_weights = REFERENCE_LOSS_WEIGHTS[self.arch]
+        if not isinstance(self.loss_weights, (list, tuple)) or not all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) and 0 <= w < INF for w in self.loss_weights):
+            raise InputError(f"loss_weights must be finite non-negative numbers, got {self.loss_weights!r}")
         self.loss_weights = tuple(float(w) for w in self.loss_weights)
         if len(self.loss_weights) != len(REFERENCE_LOSS_WEIGHTS[self.arch]):
             raise InputError(f"{self.arch} needs {len(REFERENCE_LOSS_WEIGHTS[self.arch])} loss weights, "
                              f"got {len(self.loss_weights)}")
-        for name in ("batch_size", "gen_steps", "epochs", "chunk_size", "mix_blocks", "physics_groups"):
-            if getattr(self, name) <= 0:
-                raise InputError(f"{name} must be positive, got {getattr(self, name)}")
-        if not 0.0 <= self.label_flip < 0.5:
-            raise InputError(f"label_flip must be in [0, 0.5), got {self.label_flip}")
-        if self.precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.resident not in RESIDENT:
-            raise InputError(f"resident must be one of {', '.join(RESIDENT)}, got {self.resident!r}")
-        if self.select not in ("moments", "fpd"):
-            raise InputError(f"select must be moments or fpd, got {self.select!r}")
-        if self.log_every <= 0 or self.reference_batch < 0:
-            raise InputError("log_every must be positive and reference_batch non-negative")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.optimizer not in OPTIMIZERS:
-            raise InputError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.critic not in CRITICS:
-            raise InputError(f"critic must be one of {', '.join(CRITICS)}, got {self.critic!r}")
-        if not 0.0 <= self.dead_cell_grad <= 1.0:
-            raise InputError(f"dead_cell_grad must be in [0, 1], got {self.dead_cell_grad}")
-        for name in ("dist_weight", "r1", "physics_weight"):
-            value = getattr(self, name)
-            if not (value >= 0 and value < float("inf")):
-                raise InputError(f"{name} must be a finite non-negative number, got {value}")
-        if self.dist_projections < 0:
-            raise InputError(f"dist_projections must be non-negative, got {self.dist_projections}")
-        if self.lr <= 0:
-            raise InputError(f"learning rate must be positive, got {self.lr}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+        self._check_numbers()
+        choices = {"precision": PRECISIONS, "resident": RESIDENT, "select": ("moments", "fpd"),
+                   "optimizer": OPTIMIZERS, "critic": tuple(CRITICS)}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise InputError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not isinstance(self.device, str) or (
+                self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:")):
             raise InputError(f"device must be auto, cpu or cuda, got {self.device!r}")
+
+    def _check_numbers(self) -> None:
+        """Refuse, naming the field, a number of the wrong type or outside its range (a campaign.json or a
+        checkpoint can hold any JSON value, not only what the CLI parses)."""
+        for name, (low, high, low_open, high_open) in _RANGES.items():
+            value = getattr(self, name)
+            integer = name in _INTEGERS
+            if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+                raise InputError(f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}")
+            above = value > low if low_open else value >= low
+            below = value < high if high_open else value <= high
+            if not (above and below):  # also false for NaN
+                interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+                raise InputError(f"{name} must be in {interval}, got {value}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -111,6 +128,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """The config stored as ``d``; keys that are not fields are ignored (checkpoints of older versions)."""
         names = {f.name for f in fields(cls)}
         kw: dict[str, Any] = {k: (tuple(v) if k == "loss_weights" else v) for k, v in d.items() if k in names}
         return cls(**kw)

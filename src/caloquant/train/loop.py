@@ -125,12 +125,18 @@ class Trainer:
             raise InputError(f"{self.out} already holds a training run (use --resume to continue it, "
                              "or choose another --out)")
         self.dataset = ShowerDataset(data)
+        if val is not None and Path(val).resolve() in {Path(p).resolve() for p in self.dataset.paths}:
+            raise InputError(f"--val {val} is also a training file: held-out metrics need showers not trained on")
         used = [[p.name, n] for p, n in zip(self.dataset.paths, self.dataset.lengths)]
         if ckpt is not None:
             _check_resume(ckpt["config"], given, used, ckpt_path)
         config.extra["data"] = used
         self.train_blocks, hold_blocks = split_blocks(self.dataset, config.chunk_size,
                                                       0.0 if val is not None else config.holdout_fraction)
+        rows = sum(stop - start for _, start, stop in self.train_blocks)
+        if rows < config.batch_size * self.ctx.world_size:
+            raise InputError(f"{rows} training showers cannot fill one batch of {config.batch_size} x "
+                             f"{self.ctx.world_size} rank(s); lower --batch or give more data")
         self.stream = BatchStream(self.dataset, self.train_blocks, self.spec, batch_size=config.batch_size,
                                   rank=self.ctx.rank, world_size=self.ctx.world_size, seed=config.seed,
                                   mix_blocks=config.mix_blocks, ecal_cut=config.ecal_cut)
@@ -549,6 +555,7 @@ class Trainer:
                 advance(min(st.step, total))
                 while st.epoch < cfg.epochs and not finished:
                     it: Iterator[Batch | TensorBatch] = source.epoch(st.epoch, skip=st.batch_in_epoch)
+                    fresh_epoch = st.batch_in_epoch == 0
                     while True:
                         batch = next(it, None)
                         if not self.ctx.all_true(batch is not None):
@@ -584,6 +591,10 @@ class Trainer:
                         pass
                     if stop_requested["flag"] or out_of_time():
                         break
+                    if fresh_epoch and st.batch_in_epoch == 0:
+                        raise InputError(f"no training batch of {cfg.batch_size} showers in epoch {st.epoch}: each "
+                                         f"group of --chunk x {cfg.mix_blocks} blocks keeps fewer showers after the "
+                                         "ECAL cut; lower --batch or raise --chunk")
                     if not finished:
                         st.epoch += 1
                         st.batch_in_epoch = 0
