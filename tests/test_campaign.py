@@ -62,6 +62,8 @@ def test_campaign_cli_and_bad_campaigns(tmp_path: Path, capsys: pytest.CaptureFi
     assert "(gflash_tuning" in capsys.readouterr().err
     assert main(["campaign", str(folder), "--run-minutes", "1", "--cache", str(folder / "data"), "-q"]) == 2
     assert "lies inside the campaign folder" in capsys.readouterr().err and not (folder / "data").exists()
+    assert main(["campaign", str(folder), "--run-minutes", "1", "--cache", str(cache / "train.h5"), "-q"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
     assert main(["campaign", str(folder), "--run-minutes", "0", "--cache", str(cache), "-q"]) == 2
 
 

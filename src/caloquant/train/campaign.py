@@ -102,6 +102,8 @@ def ensure_data(campaign: Campaign, cache: Path, progress: bool = True) -> tuple
     if cache.resolve() == campaign.folder.resolve() or campaign.folder.resolve() in cache.resolve().parents:
         raise InputError(f"cache {cache} lies inside the campaign folder {campaign.folder}, which is committed; "
                          "keep the simulated data outside it (default scratch/campaign-data)")
+    if cache.exists() and not cache.is_dir():
+        raise InputError(f"cache {cache} is a file, not a folder")
     cache.mkdir(parents=True, exist_ok=True)
     paths = []
     for spec in (*campaign.train, campaign.val):
