@@ -95,7 +95,7 @@ data, out, per_rank = sys.argv[1], sys.argv[2], int(sys.argv[3])
 cfg = TrainConfig(batch_size=per_rank, dropout=0.0, optimizer="sgd", lr=1e-4, channels_last=False, physics_weight=0.0,
                   scale_lr=False, chunk_size=50, precision="fp32", threads=1, seed=5, device="cpu")
 ctx = init_distributed("cpu")
-tr = Trainer(cfg, data, out, ctx=ctx, progress=False, val=data)
+tr = Trainer(cfg, data, out, ctx=ctx, progress=False)
 init = {"G": {k: v.clone() for k, v in tr.G.state_dict().items()},
         "D": {k: v.clone() for k, v in tr.D.state_dict().items()}}
 full = preprocess(read_showers(data, 0, 3 * per_rank * ctx.world_size), DEFAULT_SPECS["ecal25"], 10.0)

@@ -24,7 +24,8 @@ from typing import Any
 from caloquant.data.formats import ShowerFile
 from caloquant.errors import DataFormatError, InputError
 from caloquant.plotting.training import plot_learning_curve
-from caloquant.simulate import run_attrs, simulate_to_file
+from caloquant.simulate import simulate_to_file
+from caloquant.simulate.run import run_attrs
 from caloquant.train.config import TrainConfig
 from caloquant.train.loop import TrainResult, train
 
