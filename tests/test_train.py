@@ -179,7 +179,8 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     ("--run-minutes", "nan", "run_minutes must be"), ("--eval-every", "-1", "eval_every must be"),
     ("--threads", "-1", "threads must be"), ("--warmup-steps", "-1", "warmup_steps must be"),
     ("--pretrain-steps", "-1", "pretrain_steps must be"), ("--max-steps", "-1", "max_steps must be"),
-    ("--batch", "0", "batch_size must be"),
+    ("--batch", "0", "batch_size must be"), ("--loss-weights", "2,x,0.1", "comma-separated numbers"),
+    ("--loss-weights", "2,0.1", "ecal25 needs 3 loss weights"), ("--loss-weights", "2,nan,1", "loss_weights must"),
 ])
 def test_cli_out_of_range_options_are_one_line(data_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                 option: str, value: str, text: str) -> None:
@@ -188,6 +189,15 @@ def test_cli_out_of_range_options_are_one_line(data_file: Path, tmp_path: Path, 
     err = capsys.readouterr().err.strip()
     assert text in err and err.count("\n") == 0 and "Traceback" not in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_loss_weights_reach_the_training(data_file: Path, tmp_path: Path) -> None:
+    """--loss-weights replaces the reference weights, and the run keeps them for --resume."""
+    out = tmp_path / "w"
+    assert main(["train", str(data_file), "-o", str(out), "-q", "--batch", "2", "--max-steps", "2",
+                 "--eval-showers", "20", "--chunk", "50", "--threads", "1", "--loss-weights", "2, 0.1 ,1"]) == 0
+    ckpt = torch.load(out / "checkpoint-last.pt", map_location="cpu", weights_only=False)
+    assert ckpt["config"]["loss_weights"] == [2.0, 0.1, 1.0]
 
 
 def test_config_refuses_wrong_types_naming_the_field() -> None:
@@ -210,11 +220,12 @@ def test_batch_larger_than_the_data_or_its_groups_is_refused(data_file: Path, tm
 
 
 @pytest.mark.slow
-def test_cli_under_torchrun(data_file: Path, tmp_path: Path) -> None:
+def test_cli_under_torchrun(data_file: Path, tmp_path: Path, mc_small: ShowerSet) -> None:
     """`torchrun -m caloquant.cli train` with two gloo ranks: one run directory, written by rank 0 only."""
-    out = tmp_path / "ddp"
+    out, val = tmp_path / "ddp", tmp_path / "val.h5"
+    write_showers(val, mc_small[300:])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(29700 + os.getpid() % 200), "-m", "caloquant.cli", "train", str(data_file), "--val", str(data_file),
+           str(29700 + os.getpid() % 200), "-m", "caloquant.cli", "train", str(data_file), "--val", str(val),
            "-o", str(out), "--batch", "2", "--max-steps", "2", "--eval-every", "2", "--eval-showers", "20",
            "--device", "cpu", "--threads", "1", "--chunk", "50", "-q"]
     proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
@@ -349,6 +360,18 @@ def test_init_generator_and_lr_scaling(data_file: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_compiled_batchnorm_after_leaky_relu_matches_eager() -> None:
+    """torch 2.13's AVX-512 inductor kernels got this training-mode pattern of the 3DGAN discriminator wrong
+    (max difference 16 on unit-variance input); compile_module caps CPU kernels at 256-bit vectors."""
+    from caloquant.train.hardware import compile_module
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.LeakyReLU(0.3), torch.nn.BatchNorm3d(8)).train()
+    x = torch.randn(2, 8, 25, 25, 25).to(memory_format=torch.channels_last_3d)
+    eager = module(x)
+    compiled = compile_module(module, torch.device("cpu"))(x)
+    assert torch.allclose(compiled, eager, atol=1e-4), float((compiled - eager).abs().max())
+
+
 def test_compiled_step_is_close_to_eager(data_file: Path, tmp_path: Path) -> None:
     """torch.compile (inductor) reorders float arithmetic, so the first step's losses agree to ~1%, not bits."""
     values = {}

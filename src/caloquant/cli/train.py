@@ -44,6 +44,9 @@ def train_cmd(
     dead_cell_grad: float = typer.Option(0.0, "--dead-cell-grad", help="Training only: the generator's output "
                                          "ReLU passes this fraction of the gradient to cells that are off, so "
                                          "losses can switch cells on (0: plain ReLU; the model is unchanged)."),
+    loss_weights: str = typer.Option("", "--loss-weights", help="Weights of the adversarial, energy-regression "
+                                     "[, angle] and ECAL-sum terms, comma-separated (default: the reference's, "
+                                     "2,0.1,0.1 for ecal25 and 3,0.1,25,0.1 for angle51)."),
     gen_steps: int = typer.Option(2, "--gen-steps", help="Generator updates per iteration (reference: 2)."),
     checkpoint_every: int = typer.Option(100, "--checkpoint-every", help="Steps between checkpoints."),
     eval_every: int = typer.Option(0, "--eval-every", help="Steps between physics evaluations (0: each epoch)."),
@@ -82,8 +85,13 @@ def train_cmd(
     stored = _stored_config(out) if resume else {}
     seed = stored.get("seed", 0) if seed is None else seed
     batch = stored.get("batch_size", 128) if batch is None else batch
+    try:
+        weights = tuple(float(w) for w in loss_weights.split(",")) if loss_weights.strip() else ()
+    except ValueError:
+        raise InputError(f"--loss-weights takes comma-separated numbers, got {loss_weights!r}") from None
     cfg = TrainConfig(
-        arch=arch, batch_size=batch, lr=lr, scale_lr=not no_scale_lr, warmup_steps=warmup, epochs=epochs,
+        loss_weights=weights, arch=arch, batch_size=batch, lr=lr, scale_lr=not no_scale_lr, warmup_steps=warmup,
+        epochs=epochs,
         max_steps=max_steps, max_minutes=max_minutes, physics_weight=physics_weight, pretrain_steps=pretrain_steps,
         checkpoint_every=checkpoint_every, eval_every=eval_every, eval_showers=eval_showers, chunk_size=chunk,
         device=device, threads=threads, seed=seed, precision=precision, resident=resident, compile=compile_,

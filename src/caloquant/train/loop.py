@@ -55,7 +55,7 @@ from caloquant.train.data import (
 )
 from caloquant.train.distributed import DistContext, init_distributed
 from caloquant.machine import cpu_info
-from caloquant.train.hardware import autocast, configure_backends, device_name, resolve_precision
+from caloquant.train.hardware import autocast, compile_module, configure_backends, device_name, resolve_precision
 from caloquant.models.critic import shower_features
 from caloquant.models.layers import SurrogateReLU
 from caloquant.train.losses import bce_logits, mape, physics_loss, sliced_wasserstein
@@ -170,8 +170,8 @@ class Trainer:
         if ckpt is not None:
             self._restore(ckpt)
         # compiled callables share parameters with the modules, which stay the objects that are saved
-        self._g = torch.compile(self.G) if config.compile else self.G
-        self._d = torch.compile(self.D) if config.compile else self.D
+        self._g = compile_module(self.G, dev) if config.compile else self.G
+        self._d = compile_module(self.D, dev) if config.compile else self.D
         if self.ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             self._trim_logs()
