@@ -41,6 +41,25 @@ def test_campaign_runs_resume_and_keep_their_history(tmp_path: Path) -> None:
     assert size < 20e6
 
 
+def test_campaign_retunes_loss_settings_between_runs_and_refuses_other_changes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+    folder, cache = _campaign(tmp_path / "c"), tmp_path / "cache"
+    run_campaign(folder, cache=cache, run_minutes=5, overrides={"max_steps": 1}, progress=False)
+    _campaign(folder, dist_weight=2.0, loss_weights=[2.0, 0.1, 1.0])  # the curriculum's next step
+    capsys.readouterr()
+    run_campaign(folder, cache=cache, run_minutes=5, overrides={"max_steps": 2}, progress=False)
+    assert "dist_weight 1.0 -> 2.0" in capsys.readouterr().out
+    stored = torch.load(folder / "checkpoint-last.pt", map_location="cpu", weights_only=False)["config"]
+    assert stored["dist_weight"] == 2.0 and stored["loss_weights"] == [2.0, 0.1, 1.0]
+    before = (folder / "checkpoint-last.pt").read_bytes()
+    _campaign(folder, dist_weight=2.0, loss_weights=[2.0, 0.1, 1.0], critic="reference")
+    assert main(["campaign", str(folder), "--run-minutes", "1", "--cache", str(cache), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "critic is 'reference', but the campaign's checkpoint was trained with 'light'" in err
+    assert err.count("\n") == 0 and (folder / "checkpoint-last.pt").read_bytes() == before
+
+
 def test_campaign_cli_and_bad_campaigns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(InputError, match="not a training campaign"):
         load_campaign(tmp_path)

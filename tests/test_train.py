@@ -200,6 +200,25 @@ def test_cli_loss_weights_reach_the_training(data_file: Path, tmp_path: Path) ->
     assert ckpt["config"]["loss_weights"] == [2.0, 0.1, 1.0]
 
 
+def test_resume_changes_only_the_loss_settings_given(data_file: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """On --resume, --lr/--dist-weight given on the command line replace the run's; options left at their
+    defaults (here --critic, --physics-weight) keep the run's values."""
+    out = tmp_path / "r"
+    common = [str(data_file), "-o", str(out), "-q", "--batch", "2", "--eval-showers", "20", "--chunk", "50",
+              "--threads", "1", "--critic", "light"]
+    assert main(["train", *common, "--max-steps", "1", "--physics-weight", "0.5"]) == 0
+    capsys.readouterr()
+    assert main(["train", str(data_file), "-o", str(out), "-q", "--resume", "--max-steps", "2", "--lr", "5e-4",
+                 "--dist-weight", "0.5"]) == 0
+    assert "dist_weight 0.0 -> 0.5, lr 0.001 -> 0.0005" in capsys.readouterr().out
+    stored = torch.load(out / "checkpoint-last.pt", map_location="cpu", weights_only=False)["config"]
+    assert (stored["lr"], stored["dist_weight"], stored["physics_weight"], stored["critic"]) == (5e-4, 0.5, 0.5,
+                                                                                                 "light")
+    with pytest.raises(InputError, match="cannot change critic"):
+        Trainer(_cfg(), data_file, out, resume=True, progress=False, retune=["critic"])
+
+
 def test_config_refuses_wrong_types_naming_the_field() -> None:
     for field, value in (("lr", "fast"), ("batch_size", 2.5), ("epochs", True), ("seed", None),
                          ("loss_weights", (1.0, "x", 0.1)), ("dropout", 1.0), ("device", 3)):

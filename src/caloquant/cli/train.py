@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
 
 
 def train_cmd(
+    ctx: typer.Context,
     data: list[str] = typer.Argument(..., help="Training showers: HDF5 files, directories or glob patterns."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory: checkpoints, logs, curves, best generator."),
     arch: str = typer.Option("ecal25", "--arch", help="Architecture: ecal25 (25x25x25) or angle51 (51x51x25)."),
@@ -70,7 +71,9 @@ def train_cmd(
     threads: int = typer.Option(0, "--threads", help="CPU threads per rank (0: PyTorch default)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of initialisation, data order, noise and label "
                                     "flips; default 0, on --resume the run's."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped; "
+                                "--lr, --loss-weights, --dist-weight, --physics-weight or --r1 given with it "
+                                "change that setting from here on (the rest stay the run's)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train a 3DGAN on shower files; resumable, physics-selected best checkpoint, torchrun-ready."""
@@ -100,7 +103,10 @@ def train_cmd(
         dead_cell_grad=dead_cell_grad,
     )
     try:
-        result = train(cfg, data, out, val=val, resume=resume, progress=not quiet)
+        from caloquant.train.loop import RETUNABLE
+        given = [k for k in RETUNABLE if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"]
+        retune = given if resume else []
+        result = train(cfg, data, out, val=val, resume=resume, progress=not quiet, retune=retune)
     finally:
         shutdown_distributed()
     st = result.state

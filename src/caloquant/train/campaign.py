@@ -27,7 +27,8 @@ from caloquant.plotting.training import plot_learning_curve
 from caloquant.simulate import simulate_to_file
 from caloquant.simulate.run import run_attrs
 from caloquant.train.config import TrainConfig
-from caloquant.train.loop import TrainResult, train
+from caloquant.models.registry import safe_load
+from caloquant.train.loop import RETUNABLE, RUNTIME, TrainResult, train
 
 CAMPAIGN_FILE = "campaign.json"
 #: Keys of a data entry in campaign.json: the arguments of ``caloquant simulate`` that make the file.
@@ -131,23 +132,41 @@ def run_campaign(folder: str | os.PathLike[str], *, cache: str | os.PathLike[str
                  overrides: dict[str, Any] | None = None, progress: bool = True) -> TrainResult:
     """Run the next piece of a campaign: start it, or resume it from its checkpoint, for ``run_minutes``.
 
-    ``overrides`` may set the settings a resume may change (threads, device, precision, ...); the model, the
-    data and the schedule stay those of campaign.json.
+    ``overrides`` may set the per-run settings (threads, device, precision, ...). On a resume, the loss settings
+    of campaign.json (``RETUNABLE``: loss weights, distribution and physics weights, R1, learning rate) replace
+    the checkpoint's from this run on, so a campaign can follow a curriculum; any other change is refused.
     """
     if not run_minutes > 0:
         raise InputError(f"run minutes must be positive, got {run_minutes}")
     campaign = load_campaign(folder)
     cfg = TrainConfig.from_dict({**campaign.config, **(overrides or {}), "run_minutes": run_minutes})
-    data, val = ensure_data(campaign, Path(cache), progress=progress)
     resume = (campaign.folder / "checkpoint-last.pt").exists()
+    if resume:
+        _check_unchanged(campaign, cfg)
+    data, val = ensure_data(campaign, Path(cache), progress=progress)
     try:
-        return train(cfg, [str(p) for p in data], campaign.folder, val=val, resume=resume, progress=progress)
+        return train(cfg, [str(p) for p in data], campaign.folder, val=val, resume=resume, progress=progress,
+                     retune=RETUNABLE)
     finally:  # also after Ctrl-C/SIGTERM, which end the run with a checkpoint
         if (campaign.folder / "metrics.csv").exists():
             try:
                 plot_campaign(campaign.folder)
             except Exception as e:  # noqa: BLE001 - a plot must not hide how the run ended
                 print(f"caloquant: warning: could not draw the learning curve ({e})")
+
+
+def _check_unchanged(campaign: Campaign, cfg: TrainConfig) -> None:
+    """Refuse, in one line, a campaign.json whose settings differ from its checkpoint's in anything but the loss
+    settings a campaign may retune between runs (``RETUNABLE``) and the per-run ones (``RUNTIME``)."""
+    ckpt = safe_load(campaign.folder / "checkpoint-last.pt")
+    stored = TrainConfig.from_dict(ckpt["config"]).to_dict() if isinstance(ckpt, dict) and "config" in ckpt else {}
+    now = cfg.to_dict()
+    fixed = [k for k in now if k not in (*RUNTIME, *RETUNABLE, "extra") and k in stored and now[k] != stored[k]]
+    if fixed:
+        k = fixed[0]
+        raise InputError(f"{campaign.folder / CAMPAIGN_FILE}: {k} is {now[k]!r}, but the campaign's checkpoint was "
+                         f"trained with {stored[k]!r}; between runs a campaign may change only "
+                         f"{', '.join(RETUNABLE)} (start a new campaign folder for the rest)")
 
 
 def plot_campaign(folder: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:

@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,7 +102,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, data: Any, out_dir: str | os.PathLike[str], *,
                  val: str | os.PathLike[str] | None = None, resume: bool = False, progress: bool = True,
-                 ctx: DistContext | None = None) -> None:
+                 ctx: DistContext | None = None, retune: Collection[str] = ()) -> None:
         self.cfg = config
         self.ctx = ctx or init_distributed(config.device)
         self.out = Path(out_dir)
@@ -120,7 +120,11 @@ class Trainer:
             if "discriminator" not in ckpt:
                 raise ModelError(f"{ckpt_path}: holds only a generator (a best checkpoint); resume needs a full "
                                  "checkpoint-last.pt")
-            self.cfg = config = TrainConfig.from_dict({**ckpt["config"], **_runtime_overrides(config)})
+            changed = _retuned(ckpt["config"], config, retune)
+            self.cfg = config = TrainConfig.from_dict({**ckpt["config"], **_runtime_overrides(config), **changed})
+            if changed and self.ctx.is_main:
+                print(f"caloquant: resumed at step {ckpt['state']['step']} with " + ", ".join(
+                    f"{k} {ckpt['config'].get(k)} -> {v}" for k, v in changed.items()), flush=True)
         elif ckpt_path.exists():
             raise InputError(f"{self.out} already holds a training run (use --resume to continue it, "
                              "or choose another --out)")
@@ -636,11 +640,27 @@ def make_optimizer(config: TrainConfig, module: torch.nn.Module) -> torch.optim.
     return torch.optim.RMSprop(module.parameters(), lr=config.lr, alpha=0.9, eps=1e-7)
 
 
+#: Settings every resumed run takes from its caller: budgets, device, threads; never the model or the data order.
+RUNTIME = ("epochs", "max_steps", "max_minutes", "run_minutes", "device", "threads", "checkpoint_every", "eval_every",
+           "precision", "resident", "compile", "log_every")
+
+
 def _runtime_overrides(config: TrainConfig) -> dict[str, Any]:
-    """Settings a resumed run may change: budgets, device, threads; never the model or the data order."""
-    keys = ("epochs", "max_steps", "max_minutes", "run_minutes", "device", "threads", "checkpoint_every", "eval_every",
-            "precision", "resident", "compile", "log_every")
-    return {k: getattr(config, k) for k in keys}
+    """The ``RUNTIME`` settings of ``config``."""
+    return {k: getattr(config, k) for k in RUNTIME}
+
+
+#: Loss settings a resumed run may change when asked to (``retune``): a campaign's curriculum, not its identity.
+RETUNABLE = ("loss_weights", "dist_weight", "physics_weight", "r1", "lr")
+
+
+def _retuned(stored: dict[str, Any], given: TrainConfig, retune: Collection[str]) -> dict[str, Any]:
+    """The ``retune`` settings of ``given`` that differ from the checkpoint's ``stored`` ones."""
+    unknown = sorted(set(retune) - set(RETUNABLE))
+    if unknown:
+        raise InputError(f"a resumed run cannot change {', '.join(unknown)} (only {', '.join(RETUNABLE)})")
+    now = given.to_dict()
+    return {k: now[k] for k in retune if now[k] != stored.get(k)}
 
 
 def _check_resume(stored: dict[str, Any], given: TrainConfig, data: list[list[Any]], where: Path) -> None:
