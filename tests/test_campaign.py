@@ -35,7 +35,7 @@ def test_campaign_runs_resume_and_keep_their_history(tmp_path: Path) -> None:
     assert [(r["start_step"], r["end_step"], r["critic"]) for r in runs] == [("0", "2", "light"), ("2", "3", "light")]
     metrics = list(csv.DictReader((folder / "metrics.csv").open()))
     assert [int(r["showers"]) for r in metrics] == [4, 8, 12]
-    for name in ("checkpoint-last.pt", "checkpoint-best.pt", "curves.png"):
+    for name in ("checkpoint-last.pt", "checkpoint-best.pt", "curves.png", "learning-curve.png"):
         assert (folder / name).exists(), name
     size = sum(p.stat().st_size for p in folder.iterdir())
     assert size < 20e6

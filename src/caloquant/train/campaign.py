@@ -7,7 +7,8 @@ A campaign is a folder kept in the repository (``campaigns/<name>/``) holding:
 * ``checkpoint-last.pt``: the state that must survive (generator, critic, optimisers, EMA, data position,
   progress), replaced by every run; ``checkpoint-best.pt``: the best generator so far (generator only);
 * ``runs.csv``, ``metrics.csv``, ``losses.csv``: per-run machine and throughput, and the held-out metric
-  history against showers seen, appended by every run; ``curves.png``: the learning curve across runs.
+  history against showers seen, appended by every run; ``learning-curve.png``: the held-out metrics across
+  runs; ``curves.png``: the training losses (drawn by the trainer).
 
 ``run_campaign`` simulates any missing data file into a cache folder, then starts the training (first run) or
 resumes it, for at most ``run_minutes``; it stops cleanly (checkpoint written) on time, on Ctrl-C or SIGTERM.
@@ -31,6 +32,8 @@ from caloquant.models.registry import safe_load
 from caloquant.train.loop import RETUNABLE, RUNTIME, TrainResult, train
 
 CAMPAIGN_FILE = "campaign.json"
+#: The learning curve across runs (not ``curves.png``, which the trainer redraws with its losses during a run).
+LEARNING_CURVE = "learning-curve.png"
 #: Keys of a data entry in campaign.json: the arguments of ``caloquant simulate`` that make the file.
 DATA_KEYS = {"file", "n", "energy", "seed", "tuning", "angle", "window"}
 
@@ -171,4 +174,4 @@ def _check_unchanged(campaign: Campaign, cfg: TrainConfig) -> None:
 
 def plot_campaign(folder: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
     """Draw the learning curve (held-out metrics against showers seen, run boundaries marked)."""
-    return plot_learning_curve(Path(folder), Path(out) if out else Path(folder) / "curves.png")
+    return plot_learning_curve(Path(folder), Path(out) if out else Path(folder) / LEARNING_CURVE)
