@@ -89,6 +89,7 @@ def test_campaign_cli_and_bad_campaigns(tmp_path: Path, capsys: pytest.CaptureFi
 @pytest.mark.parametrize("config, text", [
     ({"lr": "fast"}, "lr must be a number"), ({"checkpoint_every": 0}, "checkpoint_every must be in"),
     ({"learning_rate": 0.1}, "unknown training setting(s) 'learning_rate'"),
+    ({"loss_weights": "2,0.1,1"}, "loss_weights must be finite non-negative numbers, got '2,0.1,1'"),
 ])
 def test_bad_settings_are_refused_before_any_data_is_made(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                           config: dict[str, object], text: str) -> None:

@@ -130,5 +130,6 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """The config stored as ``d``; keys that are not fields are ignored (checkpoints of older versions)."""
         names = {f.name for f in fields(cls)}
-        kw: dict[str, Any] = {k: (tuple(v) if k == "loss_weights" else v) for k, v in d.items() if k in names}
+        kw: dict[str, Any] = {k: (tuple(v) if k == "loss_weights" and isinstance(v, list) else v)
+                              for k, v in d.items() if k in names}
         return cls(**kw)
