@@ -90,19 +90,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def flops_per_shower(data: Path, arch: str, device: str, setting: Setting = SETTINGS["fp32"]) -> float:
+def flops_per_shower(data: Path, val: Path, arch: str, device: str, setting: Setting = SETTINGS["fp32"]) -> float:
     """FLOPs of one training iteration of ``setting`` per shower, counted on a small batch."""
     cfg = TrainConfig(arch=arch, batch_size=4, device=device, precision="fp32", resident="off", chunk_size=64,
                       critic=setting.critic, dist_weight=setting.dist_weight, gen_steps=setting.gen_steps)
     with tempfile.TemporaryDirectory() as out:
-        tr = Trainer(cfg, data, out, val=data, progress=False)
+        tr = Trainer(cfg, data, out, val=val, progress=False)
         batch = next(iter(tr.stream.epoch(0)))
         with count_flops() as total:
             tr.train_step(batch, 0)
         return total() / cfg.batch_size
 
 
-def measure(data: Path, arch: str, device: str, setting: Setting, batch: int, warmup: int, steps: int,
+def measure(data: Path, val: Path, arch: str, device: str, setting: Setting, batch: int, warmup: int, steps: int,
             threads: int) -> dict[str, float]:
     """Showers/s and seconds per step of ``setting`` at ``batch``, after ``warmup`` steps."""
     cfg = TrainConfig(arch=arch, batch_size=batch, device=device, precision=setting.precision,
@@ -110,7 +110,7 @@ def measure(data: Path, arch: str, device: str, setting: Setting, batch: int, wa
                       threads=threads, chunk_size=max(batch, 256), critic=setting.critic,
                       dist_weight=setting.dist_weight, gen_steps=setting.gen_steps)
     with tempfile.TemporaryDirectory() as out, backends(setting.fast_backends):
-        tr = Trainer(cfg, data, out, val=data, progress=False)
+        tr = Trainer(cfg, data, out, val=val, progress=False)
         source = tr.resident if tr.resident is not None else tr.stream
 
         def batches() -> Iterator[object]:
@@ -163,9 +163,11 @@ def main() -> None:
         data = Path(d) / "mc.h5"
         n = args.showers or max(1024, 4 * max(batches))
         simulate_to_file(data, n, "10:500", angle=angle, window=window, seed=1, progress=False)
+        val = Path(d) / "val.h5"  # held-out file the trainer requires (never evaluated here)
+        simulate_to_file(val, 64, "10:500", angle=angle, window=window, seed=2, progress=False)
         configs = args.configs.split(",")
-        flops = {key: flops_per_shower(data, args.arch, str(device), SETTINGS[key]) for key in configs}
-        ref_flops = flops_per_shower(data, args.arch, str(device))
+        flops = {key: flops_per_shower(data, val, args.arch, str(device), SETTINGS[key]) for key in configs}
+        ref_flops = flops_per_shower(data, val, args.arch, str(device))
         name = device_name(device)
         print(f"{name}: {ref_flops / 1e9:.1f} GFLOP per shower per reference step", flush=True)
         header = ("| setting | critic | precision | batch | GFLOP/shower | showers/s | ms/step | CPU ms/shower "
@@ -180,7 +182,7 @@ def main() -> None:
                 setting = SETTINGS[key]
                 load = os.getloadavg()[0]
                 try:
-                    m = measure(data, args.arch, str(device), setting, b, args.warmup, args.steps, args.threads)
+                    m = measure(data, val, args.arch, str(device), setting, b, args.warmup, args.steps, args.threads)
                 except Exception as e:  # noqa: BLE001 - one failing setting (e.g. compile) must not lose the others
                     print(f"| {key} | - | - | {b} | failed: {type(e).__name__}: {str(e)[:100]} |", flush=True)
                     continue
