@@ -102,10 +102,11 @@ def train_cmd(
         select=select, run_minutes=run_minutes, critic=critic, dist_weight=dist_weight, r1=r1, gen_steps=gen_steps,
         dead_cell_grad=dead_cell_grad,
     )
+    from caloquant.train.loop import RETUNABLE
+
+    given = [k for k in RETUNABLE if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"]
+    retune = given if resume else []
     try:
-        from caloquant.train.loop import RETUNABLE
-        given = [k for k in RETUNABLE if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"]
-        retune = given if resume else []
         result = train(cfg, data, out, val=val, resume=resume, progress=not quiet, retune=retune)
     finally:
         shutdown_distributed()
