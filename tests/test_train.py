@@ -135,8 +135,10 @@ def test_two_gloo_ranks_equal_one_rank_with_double_batch(data_file: Path, tmp_pa
             got = results[2][part][name]
             if ref.dtype.is_floating_point:
                 moved = (ref - init[part][name]).abs().max().item()
-                # the two runs agree to float rounding, far below how far the parameters moved
-                assert (got - ref).abs().max().item() <= 1e-3 * max(moved, 1e-6) + 1e-6, f"{part}.{name}"
+                # the two runs agree to float rounding, far below how far the parameters moved (a wrong
+                # gradient average differs by O(moved)); oneDNN's AVX2 kernels round differently from AVX-512's:
+                # 0.3 % of the movement under ONEDNN_MAX_CPU_ISA=AVX2 on an AVX-512 EPYC, hence 1 %
+                assert (got - ref).abs().max().item() <= 1e-2 * max(moved, 1e-6) + 1e-6, f"{part}.{name}"
 
 
 def test_bad_input(data_file: Path, tmp_path: Path, mc_tilted: ShowerSet) -> None:
