@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from caloquant.errors import DataFormatError, GeometryMismatchError, InputError,
 from caloquant.models import load_generator
 from caloquant.train import TrainConfig, Trainer, train
 from caloquant.train.data import BatchStream, split_blocks
+from caloquant.train.loop import goal_score
 
 TINY = dict(batch_size=2, checkpoint_every=2, eval_showers=40, chunk_size=50, threads=1, seed=3, precision="fp32")
 
@@ -219,6 +221,42 @@ def test_resume_changes_only_the_loss_settings_given(data_file: Path, tmp_path: 
                                                                                                  "light")
     with pytest.raises(InputError, match="cannot change critic"):
         Trainer(_cfg(), data_file, out, resume=True, progress=False, retune=["critic"])
+
+
+def test_goal_score_is_the_worst_metric_in_units_of_its_goal() -> None:
+    at_goals = {"moments_metric": 0.04, "sampling_fraction_mre": 0.01, "fpd": 2.0, "cells_ratio": 1.1,
+                "resolution_ratio": 1 / 1.1}
+    assert goal_score(at_goals) == pytest.approx(1.0)
+    assert goal_score({**at_goals, "resolution_ratio": 1.21}) == pytest.approx(2.0)  # ln 1.21 = 2 ln 1.1
+    assert goal_score({**at_goals, "cells_ratio": 1 / 1.21}) == pytest.approx(2.0)  # too few counts as too many
+    assert goal_score({**at_goals, "fpd": 6.0, "moments_metric": 0.02}) == pytest.approx(3.0)
+    # a ratio the held-out sample cannot measure is left out; a missing or infinite metric, or no cells, is not
+    assert goal_score({**at_goals, "cells_ratio": float("nan"), "fpd": 3.0}) == pytest.approx(1.5)
+    for broken in ({k: v for k, v in at_goals.items() if k != "fpd"}, {**at_goals, "moments_metric": np.inf},
+                   {**at_goals, "cells_ratio": 0.0}):
+        assert np.isnan(goal_score(broken))
+
+
+def test_resume_with_another_selection_restarts_the_best_checkpoint(data_file: Path, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """--select given on --resume switches the score, and the best so far (another metric's score) is forgotten:
+    the next evaluation becomes the best checkpoint, scored by the goal distance."""
+    out = tmp_path / "s"
+    common = [str(data_file), "-o", str(out), "-q", "--eval-showers", "20", "--chunk", "50", "--threads", "1",
+              "--eval-every", "1"]
+    assert main(["train", *common, "--batch", "2", "--max-steps", "2", "--select", "fpd"]) == 0
+    before = torch.load(out / "checkpoint-last.pt", map_location="cpu", weights_only=False)["state"]
+    assert before["best_step"] in (1, 2)
+    capsys.readouterr()
+    assert main(["train", *common, "--resume", "--max-steps", "3", "--select", "goals"]) == 0
+    said = capsys.readouterr().out
+    assert "select fpd -> goals" in said and "best goal distance" in said and "at step 3" in said
+    ckpt = torch.load(out / "checkpoint-last.pt", map_location="cpu", weights_only=False)
+    assert ckpt["config"]["select"] == "goals" and ckpt["state"]["best_step"] == 3
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert ckpt["state"]["best_metric"] == pytest.approx(goal_score({k: float(v) for k, v in rows[-1].items()}))
+    best = torch.load(out / "checkpoint-best.pt", map_location="cpu", weights_only=False)
+    assert best["state"]["step"] == 3
 
 
 def test_config_refuses_wrong_types_naming_the_field() -> None:

@@ -10,6 +10,9 @@ import typer
 
 from caloquant.errors import InputError
 
+#: How the end-of-run line names each ``--select`` score.
+SELECT_NAMES = {"moments": "moment metric", "fpd": "FPD", "goals": "goal distance"}
+
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train_cmd)
@@ -67,13 +70,14 @@ def train_cmd(
                                         "global batches scale the LR linearly (0: --batch)."),
     log_every: int = typer.Option(10, "--log-every", help="Steps between loss read-backs and log rows."),
     select: str = typer.Option("moments", "--select", help="Held-out metric that picks the best checkpoint: "
-                               "moments (3DGAN moment metric) or fpd (Frechet physics distance)."),
+                               "moments (3DGAN moment metric), fpd (Frechet physics distance) or goals (distance "
+                               "to the faithful-generator goals, worst metric counting; docs/training.md)."),
     threads: int = typer.Option(0, "--threads", help="CPU threads per rank (0: PyTorch default)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of initialisation, data order, noise and label "
                                     "flips; default 0, on --resume the run's."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped; "
-                                "--lr, --loss-weights, --dist-weight, --physics-weight or --r1 given with it "
-                                "change that setting from here on (the rest stay the run's)."),
+                                "--lr, --loss-weights, --dist-weight, --physics-weight, --r1 or --select given "
+                                "with it change that setting from here on (the rest stay the run's)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train a 3DGAN on shower files; resumable, physics-selected best checkpoint, torchrun-ready."""
@@ -115,7 +119,7 @@ def train_cmd(
         best = f"{st.best_metric:.4f} at step {st.best_step}" if st.best_step >= 0 else "not evaluated"
         status = "finished" if result.finished else "paused (resume with --resume)"
         typer.echo(f"{status}: step {st.step}, epoch {st.epoch}, {st.elapsed / 60:.1f} min; "
-                   f"best {'FPD' if stored.get('select', select) == 'fpd' else 'moment metric'} {best}; "
+                   f"best {SELECT_NAMES[select if 'select' in retune else stored.get('select', select)]} {best}; "
                    f"outputs in {out}")
 
 

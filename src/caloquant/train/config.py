@@ -76,7 +76,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the generator and discriminator
     log_every: int = 10  # steps between loss read-backs (the only host syncs of the step loop)
     ema_decay: float = 0.0  # exponential moving average of the generator (0: off); evaluated and exported
-    select: str = "moments"  # held-out metric that picks the best checkpoint: moments or fpd
+    select: str = "moments"  # held-out metric that picks the best checkpoint: moments, fpd or goals
     init_generator: str = ""  # start the generator from these weights (shipped name or .pt); D starts fresh
     critic: str = "reference"  # reference: the 3DGAN discriminator; light: LightCritic with the fast schedule
     dist_weight: float = 0.0  # energy-conditioned sliced-Wasserstein term on physics features (0: off)
@@ -98,7 +98,7 @@ class TrainConfig:
             raise InputError(f"{self.arch} needs {len(REFERENCE_LOSS_WEIGHTS[self.arch])} loss weights, "
                              f"got {len(self.loss_weights)}")
         self._check_numbers()
-        choices = {"precision": PRECISIONS, "resident": RESIDENT, "select": ("moments", "fpd"),
+        choices = {"precision": PRECISIONS, "resident": RESIDENT, "select": ("moments", "fpd", "goals"),
                    "optimizer": OPTIMIZERS, "critic": tuple(CRITICS)}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -63,8 +63,13 @@ from caloquant.ui import progress_bar
 from caloquant.validate import compute_features, frechet_at_size, moments_metric, sampling_fraction_mre
 from caloquant.validate.fluctuations import fluctuation_ratios
 
-#: Held-out metric that picks the best checkpoint, by ``TrainConfig.select``.
+#: Held-out metric that picks the best checkpoint, by ``TrainConfig.select`` (``goals``: ``goal_score``).
 SELECT_BY = {"moments": "moments_metric", "fpd": "fpd"}
+#: The faithful-generator goals (issue 23) that ``select: goals`` measures the distance to: upper bounds on the
+#: moment metric, sampling-fraction error and held-out FPD; bounds on the worst bin's cells and resolution ratios,
+#: which count both ways (1.1 stands for 1/1.1 .. 1.1).
+SELECT_GOALS = {"moments_metric": 0.04, "sampling_fraction_mre": 0.01, "fpd": 2.0, "cells_ratio": 1.1,
+                "resolution_ratio": 1.1}
 LOSS_FIELDS = ["step", "epoch", "showers", "seconds", "lr", "d_real", "d_fake", "g_adv", "g_aux", "g_ecal",
                "g_phys", "g_dist", "r1", "showers_per_s"]
 METRIC_FIELDS = ["step", "epoch", "showers", "seconds", "moments_metric", "sampling_fraction_mre", "fpd", "cells_ratio",
@@ -424,6 +429,8 @@ class Trainer:
         except (ValueError, KeyError) as e:
             raise ModelError(f"{where}: optimizer state does not fit ({e})") from None
         self.state = TrainState(**ckpt["state"])
+        if self.cfg.select != ckpt["config"].get("select"):  # scores of another metric do not compare
+            self.state.best_metric, self.state.best_step = math.inf, -1
 
     def checkpoint(self, name: str = "checkpoint-last.pt", *, full: bool = True) -> Path | None:
         """Write the run's state atomically (rank 0 only): everything a resume needs, or (``full=False``, the
@@ -520,7 +527,7 @@ class Trainer:
         self._log("metrics.csv", METRIC_FIELDS, {"step": self.state.step, "epoch": self.state.epoch,
                                                  "showers": self.state.step * self.cfg.batch_size * self.ctx.world_size,
                                                  "seconds": round(self.state.elapsed, 1), **m})
-        score = m[SELECT_BY[self.cfg.select]]
+        score = goal_score(m) if self.cfg.select == "goals" else m[SELECT_BY[self.cfg.select]]
         if math.isfinite(score) and score < self.state.best_metric:
             self.state.best_metric, self.state.best_step = score, self.state.step
             self.checkpoint("checkpoint-best.pt", full=False)
@@ -650,8 +657,27 @@ def _runtime_overrides(config: TrainConfig) -> dict[str, Any]:
     return {k: getattr(config, k) for k in RUNTIME}
 
 
-#: Loss settings a resumed run may change when asked to (``retune``): a campaign's curriculum, not its identity.
-RETUNABLE = ("loss_weights", "dist_weight", "physics_weight", "r1", "lr")
+#: Settings a resumed run may change when asked to (``retune``): a campaign's loss curriculum and its checkpoint
+#: selection, not its identity. A new ``select`` starts the best-checkpoint race afresh.
+RETUNABLE = ("loss_weights", "dist_weight", "physics_weight", "r1", "lr", "select")
+
+
+def goal_score(metrics: dict[str, float]) -> float:
+    """Distance of held-out metrics to ``SELECT_GOALS`` in units of each goal, worst metric counting: 1 means the
+    worst one sits at its goal. Ratios count by their log distance from 1 (a ratio r scores |ln r| / ln goal); a
+    ratio the held-out sample cannot measure (NaN: under 10 showers in every energy bin) is left out, any other
+    missing or non-finite metric makes the score NaN, which never selects a checkpoint."""
+    parts = []
+    for key, goal in SELECT_GOALS.items():
+        v = float(metrics.get(key, math.nan))
+        if key.endswith("_ratio"):
+            if math.isnan(v):
+                continue
+            v = abs(math.log(v)) / math.log(goal) if v > 0 else math.inf
+        else:
+            v = v / goal
+        parts.append(v)
+    return max(parts) if all(math.isfinite(v) for v in parts) else math.nan
 
 
 def _retuned(stored: dict[str, Any], given: TrainConfig, retune: Collection[str]) -> dict[str, Any]:
