@@ -17,7 +17,7 @@ from caloquant.models.spec import DEFAULT_SPECS
 from caloquant.train import TrainConfig, Trainer
 from caloquant.train.data import preprocess
 from caloquant.train.hardware import count_flops
-from caloquant.train.losses import sliced_wasserstein
+from caloquant.train.losses import sampling_fraction_loss, sliced_wasserstein
 
 TINY = dict(batch_size=4, checkpoint_every=2, eval_showers=40, chunk_size=50, threads=1, seed=5, precision="fp32",
             critic="light", dist_weight=1.0)
@@ -100,6 +100,38 @@ def test_sliced_wasserstein_sees_spread_not_only_means(real: tuple[torch.Tensor,
     a = sliced_wasserstein(shrunk, f, energy, groups=1)
     torch.manual_seed(1)
     assert torch.isclose(a, sliced_wasserstein(shrunk[perm], f, energy[perm], groups=1))
+
+
+def test_sampling_fraction_loss_sees_the_energy_scale_per_energy_group() -> None:
+    energy = torch.tensor([0.1, 0.2, 3.0, 4.0])
+    real = torch.tensor([10.0, 20.0, 300.0, 400.0])
+    assert sampling_fraction_loss(real, real, energy, groups=2) == 0
+    assert sampling_fraction_loss(0.9 * real, real, energy, groups=2) == pytest.approx(0.1)
+    # showers swapped within an energy group: the group means, hence the scale, are right
+    assert sampling_fraction_loss(real[[1, 0, 3, 2]], real, energy, groups=2) == pytest.approx(0.0, abs=1e-7)
+    # 10 % too low at low energy and 10 % too high at high energy is no match, though the batch total nearly is
+    mixed = real * torch.tensor([0.9, 0.9, 1.1, 1.1])
+    assert sampling_fraction_loss(mixed, real, energy, groups=2) == pytest.approx(0.1)
+    fake = (0.9 * real).requires_grad_()
+    sampling_fraction_loss(fake, real, energy, groups=2).backward()
+    assert fake.grad is not None and (fake.grad < 0).all()  # raising the low fakes lowers the loss
+
+
+def test_sf_weight_trains_logs_and_upgrades_an_older_log(data_file: Path, tmp_path: Path) -> None:
+    """The term is logged as g_sf; a run resumed from a log written before the column existed keeps its rows."""
+    Trainer(TrainConfig(max_steps=1, log_every=1, **TINY), data_file, tmp_path, progress=False).run()  # type: ignore[arg-type]
+    log = tmp_path / "losses.csv"
+    rows = list(csv.DictReader(log.open()))
+    with log.open("w", newline="") as f:  # the columns of a log written by an older version
+        old = [k for k in rows[0] if k != "g_sf"]
+        w = csv.DictWriter(f, fieldnames=old, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    cfg = TrainConfig(**{**TINY, "max_steps": 2, "log_every": 1, "sf_weight": 10.0})  # type: ignore[arg-type]
+    Trainer(cfg, data_file, tmp_path, resume=True, progress=False, retune=["sf_weight"]).run()
+    rows = list(csv.DictReader(log.open()))
+    assert [r["step"] for r in rows] == ["1", "2"] and rows[0]["g_sf"] == "" and rows[0]["g_dist"] != ""
+    assert np.isfinite(float(rows[1]["g_sf"])) and float(rows[1]["g_sf"]) >= 0
 
 
 def _params(module: torch.nn.Module) -> torch.Tensor:

@@ -44,6 +44,8 @@ def train_cmd(
                                "light (a critic at ~2% of its FLOPs, one joint real+fake update per step)."),
     dist_weight: float = typer.Option(0.0, "--dist-weight", help="Weight of the energy-conditioned "
                                       "sliced-Wasserstein term on physics features (0: off)."),
+    sf_weight: float = typer.Option(0.0, "--sf-weight", help="Weight of the energy-conditioned batch "
+                                    "sampling-fraction term: relative error of the mean visible energy (0: off)."),
     r1: float = typer.Option(0.0, "--r1", help="R1 gradient penalty weight on real showers (light critic)."),
     dead_cell_grad: float = typer.Option(0.0, "--dead-cell-grad", help="Training only: the generator's output "
                                          "ReLU passes this fraction of the gradient to cells that are off, so "
@@ -76,8 +78,8 @@ def train_cmd(
     seed: int | None = typer.Option(None, "--seed", help="Seed of initialisation, data order, noise and label "
                                     "flips; default 0, on --resume the run's."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped; "
-                                "--lr, --loss-weights, --dist-weight, --physics-weight, --r1 or --select given "
-                                "with it change that setting from here on (the rest stay the run's)."),
+                                "--lr, --loss-weights, --dist-weight, --sf-weight, --physics-weight, --r1 or "
+                                "--select given with it change that setting from here on (the rest stay the run's)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train a 3DGAN on shower files; resumable, physics-selected best checkpoint, torchrun-ready."""
@@ -103,8 +105,8 @@ def train_cmd(
         checkpoint_every=checkpoint_every, eval_every=eval_every, eval_showers=eval_showers, chunk_size=chunk,
         device=device, threads=threads, seed=seed, precision=precision, resident=resident, compile=compile_,
         ema_decay=ema, init_generator=init_generator, reference_batch=reference_batch, log_every=log_every,
-        select=select, run_minutes=run_minutes, critic=critic, dist_weight=dist_weight, r1=r1, gen_steps=gen_steps,
-        dead_cell_grad=dead_cell_grad,
+        select=select, run_minutes=run_minutes, critic=critic, dist_weight=dist_weight, sf_weight=sf_weight, r1=r1,
+        gen_steps=gen_steps, dead_cell_grad=dead_cell_grad,
     )
     from caloquant.train.loop import RETUNABLE
 

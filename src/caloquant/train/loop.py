@@ -57,8 +57,9 @@ from caloquant.train.distributed import DistContext, init_distributed
 from caloquant.machine import cpu_info
 from caloquant.train.hardware import autocast, compile_module, configure_backends, device_name, resolve_precision
 from caloquant.models.critic import shower_features
+from caloquant.models.gan3d import ecal_sum
 from caloquant.models.layers import SurrogateReLU
-from caloquant.train.losses import bce_logits, mape, physics_loss, sliced_wasserstein
+from caloquant.train.losses import bce_logits, mape, physics_loss, sampling_fraction_loss, sliced_wasserstein
 from caloquant.ui import progress_bar
 from caloquant.validate import compute_features, frechet_at_size, moments_metric, sampling_fraction_mre
 from caloquant.validate.fluctuations import fluctuation_ratios
@@ -71,7 +72,7 @@ SELECT_BY = {"moments": "moments_metric", "fpd": "fpd"}
 SELECT_GOALS = {"moments_metric": 0.04, "sampling_fraction_mre": 0.01, "fpd": 2.0, "cells_ratio": 1.1,
                 "resolution_ratio": 1.1}
 LOSS_FIELDS = ["step", "epoch", "showers", "seconds", "lr", "d_real", "d_fake", "g_adv", "g_aux", "g_ecal",
-               "g_phys", "g_dist", "r1", "showers_per_s"]
+               "g_phys", "g_dist", "g_sf", "r1", "showers_per_s"]
 METRIC_FIELDS = ["step", "epoch", "showers", "seconds", "moments_metric", "sampling_fraction_mre", "fpd", "cells_ratio",
                  "resolution_ratio"]
 RUN_FIELDS = ["run", "date", "cpu", "isa", "threads", "device", "precision", "critic", "start_step", "end_step",
@@ -398,6 +399,11 @@ class Trainer:
                                           self.cfg.dist_projections)
                 loss = loss + self.cfg.dist_weight * dist
                 parts["dist"] = dist.detach()
+            if self.cfg.sf_weight > 0:
+                sf = sampling_fraction_loss(ecal_sum(gen, self.spec.xpower), b.ecal, b.energy,
+                                            self.cfg.physics_groups)
+                loss = loss + self.cfg.sf_weight * sf
+                parts["sf"] = sf.detach()
             loss.backward()
             self.ctx.average_gradients(self.G)
             self.opt_g.step()
@@ -471,15 +477,18 @@ class Trainer:
     # -- logs ------------------------------------------------------------------------------------------
 
     def _trim_logs(self) -> None:
-        """Drop log rows written after the checkpoint we resume from (a crash between log and checkpoint)."""
+        """Drop log rows written after the checkpoint we resume from (a crash between log and checkpoint), and
+        bring a log written by an older version to today's columns (new ones empty in its rows)."""
         for name in ("losses.csv", "metrics.csv"):
             p = self.out / name
             if not p.exists():
                 continue
-            rows = list(csv.DictReader(p.open()))
+            with p.open(newline="") as f:
+                reader = csv.DictReader(f)
+                rows, header = list(reader), reader.fieldnames
             keep = [r for r in rows if int(r["step"]) <= self.state.step]
-            if len(keep) != len(rows):
-                fields = LOSS_FIELDS if name == "losses.csv" else METRIC_FIELDS
+            fields = LOSS_FIELDS if name == "losses.csv" else METRIC_FIELDS
+            if len(keep) != len(rows) or header != fields:
                 _write_csv(p, fields, keep)
 
     def _log(self, name: str, fields: list[str], row: dict[str, Any]) -> None:
@@ -588,7 +597,8 @@ class Trainer:
                                 "d_real": values.get("d_real", ""), "d_fake": values.get("d_fake", ""),
                                 "g_adv": values.get("g_adv", ""), "g_aux": values.get("g_aux", ""),
                                 "g_ecal": values.get("g_ecal", ""), "g_phys": values["g_phys"],
-                                "g_dist": values.get("g_dist", ""), "r1": values.get("r1", ""),
+                                "g_dist": values.get("g_dist", ""), "g_sf": values.get("g_sf", ""),
+                                "r1": values.get("r1", ""),
                                 "showers_per_s": round(rate, 2)})
                         if cfg.eval_every and st.step % cfg.eval_every == 0:
                             last_metrics = self._eval_and_select() or last_metrics
@@ -659,7 +669,7 @@ def _runtime_overrides(config: TrainConfig) -> dict[str, Any]:
 
 #: Settings a resumed run may change when asked to (``retune``): a campaign's loss curriculum and its checkpoint
 #: selection, not its identity. A new ``select`` starts the best-checkpoint race afresh.
-RETUNABLE = ("loss_weights", "dist_weight", "physics_weight", "r1", "lr", "select")
+RETUNABLE = ("loss_weights", "dist_weight", "sf_weight", "physics_weight", "r1", "lr", "select")
 
 
 def goal_score(metrics: dict[str, float]) -> float:

@@ -57,6 +57,19 @@ def physics_loss(fake: torch.Tensor, real: torch.Tensor, energy: torch.Tensor, x
     return torch.stack(terms).mean()
 
 
+def sampling_fraction_loss(fake_sum: torch.Tensor, real_sum: torch.Tensor, energy: torch.Tensor,
+                           groups: int) -> torch.Tensor:
+    """Energy-scale mismatch: the batch is sorted by energy and cut into ``groups``; in each, the relative error of
+    the mean visible energy of the fakes (generated at the real showers' energies) against the real mean, averaged.
+    The batch-level sampling-fraction error; a mean, so the shower-to-shower spread stays free (the ECAL-sum MAPE
+    pulls every shower towards a median of its partners' sums instead)."""
+    order = torch.argsort(energy)
+    f, r = fake_sum.float()[order], real_sum.float()[order]
+    terms = [(f[idx].mean() / r[idx].mean().clamp_min(1e-6) - 1).abs()
+             for idx in torch.tensor_split(torch.arange(len(order), device=f.device), min(groups, len(order)))]
+    return torch.stack(terms).mean()
+
+
 def sliced_wasserstein(fake: torch.Tensor, real: torch.Tensor, energy: torch.Tensor, groups: int,
                        projections: int = 32) -> torch.Tensor:
     """Energy-conditioned distribution distance of per-shower feature vectors (N, F) of fake and real showers.
