@@ -17,6 +17,7 @@ from caloquant.models.spec import DEFAULT_SPECS
 from caloquant.train import TrainConfig, Trainer
 from caloquant.train.data import preprocess
 from caloquant.train.hardware import count_flops
+from caloquant.train.loop import RETUNABLE
 from caloquant.train.losses import sampling_fraction_loss, sliced_wasserstein
 
 TINY = dict(batch_size=4, checkpoint_every=2, eval_showers=40, chunk_size=50, threads=1, seed=5, precision="fp32",
@@ -117,9 +118,18 @@ def test_sampling_fraction_loss_sees_the_energy_scale_per_energy_group() -> None
     assert fake.grad is not None and (fake.grad < 0).all()  # raising the low fakes lowers the loss
 
 
-def test_sf_weight_trains_logs_and_upgrades_an_older_log(data_file: Path, tmp_path: Path) -> None:
-    """The term is logged as g_sf; a run resumed from a log written before the column existed keeps its rows."""
+def test_sf_weight_trains_logs_and_upgrades_an_older_run(data_file: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The term is logged as g_sf; a run written before the setting and the log column existed resumes: its
+    rows are kept, and a setting it lacks counts as the default (no change reported unless one is made)."""
     Trainer(TrainConfig(max_steps=1, log_every=1, **TINY), data_file, tmp_path, progress=False).run()  # type: ignore[arg-type]
+    ckpt = torch.load(tmp_path / "checkpoint-last.pt", weights_only=False)
+    del ckpt["config"]["sf_weight"]  # a checkpoint of an older version
+    torch.save(ckpt, tmp_path / "checkpoint-last.pt")
+    capsys.readouterr()
+    Trainer(TrainConfig(max_steps=1, **TINY), data_file, tmp_path, resume=True, progress=False,  # type: ignore[arg-type]
+            retune=RETUNABLE)
+    assert "resumed" not in capsys.readouterr().out
     log = tmp_path / "losses.csv"
     rows = list(csv.DictReader(log.open()))
     with log.open("w", newline="") as f:  # the columns of a log written by an older version
@@ -129,6 +139,7 @@ def test_sf_weight_trains_logs_and_upgrades_an_older_log(data_file: Path, tmp_pa
         w.writerows(rows)
     cfg = TrainConfig(**{**TINY, "max_steps": 2, "log_every": 1, "sf_weight": 10.0})  # type: ignore[arg-type]
     Trainer(cfg, data_file, tmp_path, resume=True, progress=False, retune=["sf_weight"]).run()
+    assert "sf_weight 0.0 -> 10.0" in capsys.readouterr().out
     rows = list(csv.DictReader(log.open()))
     assert [r["step"] for r in rows] == ["1", "2"] and rows[0]["g_sf"] == "" and rows[0]["g_dist"] != ""
     assert np.isfinite(float(rows[1]["g_sf"])) and float(rows[1]["g_sf"]) >= 0

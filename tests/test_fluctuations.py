@@ -25,5 +25,8 @@ def test_cells_hit_and_ratios(mc_small: ShowerSet) -> None:
     rows = fluctuation_table(ref, cand)
     assert len(rows) == 4 and all(0.4 < r["cells_ratio"] < 0.6 for r in rows)
     assert all(r["resolution_ratio"] > 1.2 for r in rows)
+    scaled = compute_features(ShowerSet(mc_small.ecal * np.float32(0.97), mc_small.energy, mc_small.theta))
+    low = fluctuation_table(ref, scaled)  # 3 % low everywhere: the scale shows it, the spread does not
+    assert all(abs(r["scale_ratio"] - 0.97) < 1e-4 and abs(r["resolution_ratio"] - 1) < 1e-4 for r in low)
     worst = fluctuation_ratios(ref, cand)
     assert worst["cells_ratio"] == min(r["cells_ratio"] for r in rows)

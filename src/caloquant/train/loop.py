@@ -126,11 +126,12 @@ class Trainer:
             if "discriminator" not in ckpt:
                 raise ModelError(f"{ckpt_path}: holds only a generator (a best checkpoint); resume needs a full "
                                  "checkpoint-last.pt")
-            changed = _retuned(ckpt["config"], config, retune)
+            stored = TrainConfig.from_dict(ckpt["config"]).to_dict()  # settings newer than the run: defaults
+            changed = _retuned(stored, config, retune)
             self.cfg = config = TrainConfig.from_dict({**ckpt["config"], **_runtime_overrides(config), **changed})
             if changed and self.ctx.is_main:
                 print(f"caloquant: resumed at step {ckpt['state']['step']} with " + ", ".join(
-                    f"{k} {ckpt['config'].get(k)} -> {v}" for k, v in changed.items()), flush=True)
+                    f"{k} {stored[k]} -> {v}" for k, v in changed.items()), flush=True)
         elif ckpt_path.exists():
             raise InputError(f"{self.out} already holds a training run (use --resume to continue it, "
                              "or choose another --out)")
@@ -691,12 +692,12 @@ def goal_score(metrics: dict[str, float]) -> float:
 
 
 def _retuned(stored: dict[str, Any], given: TrainConfig, retune: Collection[str]) -> dict[str, Any]:
-    """The ``retune`` settings of ``given`` that differ from the checkpoint's ``stored`` ones."""
+    """The ``retune`` settings of ``given`` that differ from the checkpoint's ``stored`` ones (a full config)."""
     unknown = sorted(set(retune) - set(RETUNABLE))
     if unknown:
         raise InputError(f"a resumed run cannot change {', '.join(unknown)} (only {', '.join(RETUNABLE)})")
     now = given.to_dict()
-    return {k: now[k] for k in retune if now[k] != stored.get(k)}
+    return {k: now[k] for k in retune if now[k] != stored[k]}
 
 
 def _check_resume(stored: dict[str, Any], given: TrainConfig, data: list[list[Any]], where: Path) -> None:

@@ -46,7 +46,8 @@ def fluctuation_table(reference: ShowerFeatures, candidate: ShowerFeatures, n_bi
                      "cells_ref": float(c_ref[mr].mean()), "cells_cand": float(c_cand[mc].mean()),
                      "cells_ratio": float(c_cand[mc].mean() / max(c_ref[mr].mean(), 1e-12)),
                      "resolution_ref": res_ref, "resolution_cand": res_cand,
-                     "resolution_ratio": res_cand / max(res_ref, 1e-12)})
+                     "resolution_ratio": res_cand / max(res_ref, 1e-12),
+                     "scale_ratio": float(sf_cand[mc].mean() / max(sf_ref[mr].mean(), 1e-12))})
     return rows
 
 
