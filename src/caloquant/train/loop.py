@@ -386,12 +386,14 @@ class Trainer:
                     gen = self._g(self._latent(noise[1 + k], b)).float()
             phys = physics_loss(gen, b.images, b.energy, self.spec.xpower, self.cfg.physics_groups)
             if pretraining:
-                ecal = mape(gen.clamp_min(0).pow(1.0 / self.spec.xpower).flatten(1).sum(1), b.ecal)
+                fake_sum = ecal_sum(gen, self.spec.xpower)
+                ecal = mape(fake_sum, b.ecal)
                 loss = self.cfg.loss_weights[-1] * ecal + max(self.cfg.physics_weight, 1.0) * phys
                 parts = {"ecal": ecal.detach()}
             else:
                 with self._amp():
                     out = self._critic(gen, b)
+                fake_sum = out["ecal"].float()  # the critic's analytic ECAL-sum head
                 loss, parts = self._heads_loss(out, ones, b)
                 loss = loss + self.cfg.physics_weight * phys
             if real_features is not None:
@@ -401,8 +403,7 @@ class Trainer:
                 loss = loss + self.cfg.dist_weight * dist
                 parts["dist"] = dist.detach()
             if self.cfg.sf_weight > 0:
-                sf = sampling_fraction_loss(ecal_sum(gen, self.spec.xpower), b.ecal, b.energy,
-                                            self.cfg.physics_groups)
+                sf = sampling_fraction_loss(fake_sum, b.ecal, b.energy, self.cfg.physics_groups)
                 loss = loss + self.cfg.sf_weight * sf
                 parts["sf"] = sf.detach()
             loss.backward()
