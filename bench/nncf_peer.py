@@ -37,7 +37,7 @@ def main() -> None:
 
     src = resolve(args.model)
     ev = PhysicsEvaluator(src.spec, EvaluationSettings(args.showers, args.reference, DEFAULT_EVALUATION.seed,
-                                                       args.batch))
+                                                       args.batch), tuning=src.tuning)
     calib = gan_calibration(src.spec, GAN_CALIBRATION)
     example = ev.inputs[:args.batch]
 
