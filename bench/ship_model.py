@@ -72,7 +72,8 @@ def main() -> None:
         "showers_seen": int(state["step"]) * gb,
         "wall_minutes": round(float(state["elapsed"]) / 60, 1),
         "best_step": card_in["step"],
-        "best_heldout_moment_metric": card_in["best_metric"],
+        "selected_by": card_in["config"].get("select", "moments"),  # which held-out metric best_heldout_metric is
+        "best_heldout_metric": card_in["best_metric"],
         "evaluations": len(evals),
         "hardware": args.hardware or f"{machine.get('cpu', platform.processor())}, "
                                      f"{card_in['config'].get('threads') or 'default'} thread(s)",
