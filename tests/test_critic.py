@@ -11,14 +11,15 @@ import torch
 
 from caloquant.data import ShowerSet, write_showers
 from caloquant.errors import InputError
-from caloquant.models.critic import LightCritic, feature_count, shower_features, space_to_depth
+from caloquant.models.critic import (COUNT_THRESHOLDS_GEV, LightCritic, feature_count, shower_features,
+                                     soft_cell_counts, space_to_depth)
 from caloquant.models.registry import build_discriminator
 from caloquant.models.spec import DEFAULT_SPECS
 from caloquant.train import TrainConfig, Trainer
 from caloquant.train.data import preprocess
 from caloquant.train.hardware import count_flops
 from caloquant.train.loop import RETUNABLE
-from caloquant.train.losses import sampling_fraction_loss, sliced_wasserstein
+from caloquant.train.losses import cell_count_loss, sampling_fraction_loss, sliced_wasserstein
 
 TINY = dict(batch_size=4, checkpoint_every=2, eval_showers=40, chunk_size=50, threads=1, seed=5, precision="fp32",
             critic="light", dist_weight=1.0)
@@ -116,6 +117,40 @@ def test_sampling_fraction_loss_sees_the_energy_scale_per_energy_group() -> None
     fake = (0.9 * real).requires_grad_()
     sampling_fraction_loss(fake, real, energy, groups=2).backward()
     assert fake.grad is not None and (fake.grad < 0).all()  # raising the low fakes lowers the loss
+
+
+def test_soft_cell_counts_count_cells_above_each_threshold() -> None:
+    spec = DEFAULT_SPECS["ecal25"]
+    gev = torch.zeros(1, *spec.window.shape)
+    gev.view(-1)[:7] = 1.0  # 7 cells of 1 GeV, far above every threshold
+    gev.view(-1)[7:107] = 1e-7  # 100 cells far below the lowest one
+    counts = soft_cell_counts((spec.xscale * gev) ** spec.xpower, spec.xscale, spec.xpower)
+    assert counts.shape == (1, len(COUNT_THRESHOLDS_GEV))
+    assert counts[0, -1] == pytest.approx(7.0, abs=0.01)  # 100 MeV threshold: the seven cells
+    assert counts[0, 0] == pytest.approx(7.0 + 100 * np.tanh(1e-2 ** spec.xpower), rel=1e-4)  # faint ones: a bit
+
+
+def test_cell_count_loss_sees_missing_cells_per_energy_group(real: tuple[torch.Tensor, torch.Tensor]) -> None:
+    images, energy = real
+    spec = DEFAULT_SPECS["ecal25"]
+    counts = soft_cell_counts(images, spec.xscale, spec.xpower)
+    assert cell_count_loss(counts, counts, energy, groups=4) == 0
+    faint = (images > 0) & (images < 0.1 * images.flatten(1).amax(1).view(-1, 1, 1, 1))
+    every_other = (torch.arange(images[0].numel()) % 2 == 0).view(images.shape[1:])
+    fewer = torch.where(faint & every_other, 0.0, images).requires_grad_()  # half the faint cells switched off
+    loss = cell_count_loss(soft_cell_counts(fewer, spec.xscale, spec.xpower), counts, energy, groups=4)
+    assert loss > 0.05
+    loss.backward()
+    on = fewer.detach() > 0
+    assert fewer.grad is not None and (fewer.grad[on] <= 0).all() and (fewer.grad[on] < 0).any()  # brighter: better
+
+
+def test_count_weight_trains_and_logs(data_file: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(**{**TINY, "max_steps": 2, "log_every": 1, "count_weight": 1.0})  # type: ignore[arg-type]
+    Trainer(cfg, data_file, tmp_path, progress=False).run()
+    rows = list(csv.DictReader((tmp_path / "losses.csv").open()))
+    assert len(rows) == 2 and all(np.isfinite(float(r["g_count"])) and float(r["g_count"]) > 0 for r in rows)
+    assert "count_weight" in RETUNABLE
 
 
 def test_sf_weight_trains_logs_and_upgrades_an_older_run(data_file: Path, tmp_path: Path,

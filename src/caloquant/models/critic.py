@@ -62,15 +62,21 @@ def shower_features(images: torch.Tensor, energy: torch.Tensor, xscale: float, x
         mu = (sums * idx).sum(1) / total
         var = (sums * (idx - mu.view(-1, 1)) ** 2).sum(1) / total
         cols += [(mu / size - 0.5).view(-1, 1), (torch.sqrt(var + 1e-4) / size).view(-1, 1)]
+    cols.append(torch.log1p(soft_cell_counts(x, xscale, xpower)))
     flat = x.flatten(1).clamp_min(0)
-    for t in COUNT_THRESHOLDS_GEV:
-        t_repr = (xscale * t) ** xpower
-        cols.append(torch.log1p(torch.tanh(flat / t_repr).sum(1)).view(-1, 1))
     k = min(SPECTRUM_RANKS[-1] + 1, flat.shape[1])
     top = torch.topk(flat, k, dim=1, sorted=True).values
     ranks = torch.tensor([min(r, k - 1) for r in SPECTRUM_RANKS], device=x.device)
     cols.append(torch.log(top[:, ranks] + 1e-3))
     return torch.cat(cols, 1)
+
+
+def soft_cell_counts(images: torch.Tensor, xscale: float, xpower: float) -> torch.Tensor:
+    """Differentiable counts (N, len(COUNT_THRESHOLDS_GEV)) of the cells above each threshold of showers in the
+    training representation: the sum over cells of tanh(x / t), so a cell well above t counts 1 and a fainter one
+    a fraction (in fp32)."""
+    flat = images.float().flatten(1).clamp_min(0)
+    return torch.stack([torch.tanh(flat / (xscale * t) ** xpower).sum(1) for t in COUNT_THRESHOLDS_GEV], 1)
 
 
 def space_to_depth(x: torch.Tensor) -> torch.Tensor:

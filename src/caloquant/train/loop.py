@@ -56,10 +56,11 @@ from caloquant.train.data import (
 from caloquant.train.distributed import DistContext, init_distributed
 from caloquant.machine import cpu_info
 from caloquant.train.hardware import autocast, compile_module, configure_backends, device_name, resolve_precision
-from caloquant.models.critic import shower_features
+from caloquant.models.critic import shower_features, soft_cell_counts
 from caloquant.models.gan3d import ecal_sum
 from caloquant.models.layers import SurrogateReLU
-from caloquant.train.losses import bce_logits, mape, physics_loss, sampling_fraction_loss, sliced_wasserstein
+from caloquant.train.losses import (bce_logits, cell_count_loss, mape, physics_loss, sampling_fraction_loss,
+                                   sliced_wasserstein)
 from caloquant.ui import progress_bar
 from caloquant.validate import compute_features, frechet_at_size, moments_metric, sampling_fraction_mre
 from caloquant.validate.fluctuations import fluctuation_ratios
@@ -72,7 +73,7 @@ SELECT_BY = {"moments": "moments_metric", "fpd": "fpd"}
 SELECT_GOALS = {"moments_metric": 0.04, "sampling_fraction_mre": 0.01, "fpd": 2.0, "cells_ratio": 1.1,
                 "resolution_ratio": 1.1}
 LOSS_FIELDS = ["step", "epoch", "showers", "seconds", "lr", "d_real", "d_fake", "g_adv", "g_aux", "g_ecal",
-               "g_phys", "g_dist", "g_sf", "r1", "showers_per_s"]
+               "g_phys", "g_dist", "g_sf", "g_count", "r1", "showers_per_s"]
 METRIC_FIELDS = ["step", "epoch", "showers", "seconds", "moments_metric", "sampling_fraction_mre", "fpd", "cells_ratio",
                  "resolution_ratio"]
 RUN_FIELDS = ["run", "date", "cpu", "isa", "threads", "device", "precision", "critic", "start_step", "end_step",
@@ -377,6 +378,8 @@ class Trainer:
         real_features = None
         if self.cfg.dist_weight > 0:
             real_features = shower_features(b.images, b.energy, self.spec.xscale, self.spec.xpower)
+        real_counts = (soft_cell_counts(b.images, self.spec.xscale, self.spec.xpower)
+                       if self.cfg.count_weight > 0 else None)
         for k in range(self.cfg.gen_steps):
             self.opt_g.zero_grad(set_to_none=True)
             if k == 0 and fake is not None:
@@ -406,6 +409,11 @@ class Trainer:
                 sf = sampling_fraction_loss(fake_sum, b.ecal, b.energy, self.cfg.physics_groups)
                 loss = loss + self.cfg.sf_weight * sf
                 parts["sf"] = sf.detach()
+            if real_counts is not None:
+                count = cell_count_loss(soft_cell_counts(gen, self.spec.xscale, self.spec.xpower), real_counts,
+                                        b.energy, self.cfg.physics_groups)
+                loss = loss + self.cfg.count_weight * count
+                parts["count"] = count.detach()
             loss.backward()
             self.ctx.average_gradients(self.G)
             self.opt_g.step()
@@ -600,6 +608,7 @@ class Trainer:
                                 "g_adv": values.get("g_adv", ""), "g_aux": values.get("g_aux", ""),
                                 "g_ecal": values.get("g_ecal", ""), "g_phys": values["g_phys"],
                                 "g_dist": values.get("g_dist", ""), "g_sf": values.get("g_sf", ""),
+                                "g_count": values.get("g_count", ""),
                                 "r1": values.get("r1", ""),
                                 "showers_per_s": round(rate, 2)})
                         if cfg.eval_every and st.step % cfg.eval_every == 0:
@@ -671,7 +680,7 @@ def _runtime_overrides(config: TrainConfig) -> dict[str, Any]:
 
 #: Settings a resumed run may change when asked to (``retune``): a campaign's loss curriculum and its checkpoint
 #: selection, not its identity. A new ``select`` starts the best-checkpoint race afresh.
-RETUNABLE = ("loss_weights", "dist_weight", "sf_weight", "physics_weight", "r1", "lr", "select")
+RETUNABLE = ("loss_weights", "dist_weight", "sf_weight", "count_weight", "physics_weight", "r1", "lr", "select")
 
 
 def goal_score(metrics: dict[str, float]) -> float:

@@ -57,17 +57,31 @@ def physics_loss(fake: torch.Tensor, real: torch.Tensor, energy: torch.Tensor, x
     return torch.stack(terms).mean()
 
 
-def sampling_fraction_loss(fake_sum: torch.Tensor, real_sum: torch.Tensor, energy: torch.Tensor,
-                           groups: int) -> torch.Tensor:
-    """Energy-scale mismatch: the batch is sorted by energy and cut into ``groups``; in each, the relative error of
-    the mean visible energy of the fakes (generated at the real showers' energies) against the real mean, averaged.
-    The batch-level sampling-fraction error; a mean, so the shower-to-shower spread stays free (the ECAL-sum MAPE
-    pulls every shower towards a median of its partners' sums instead)."""
+def group_mean_error(fake: torch.Tensor, real: torch.Tensor, energy: torch.Tensor, groups: int) -> torch.Tensor:
+    """Mismatch of group means: the batch is sorted by energy and cut into ``groups``; in each, the relative error
+    |mean fake / mean real - 1| of every column of ``fake``/``real`` ((N,) or (N, K), fakes generated at the real
+    showers' energies), averaged over columns and groups. Means only, so the shower-to-shower spread stays free."""
     order = torch.argsort(energy)
-    f, r = fake_sum.float()[order], real_sum.float()[order]
-    terms = [(f[idx].mean() / r[idx].mean().clamp_min(1e-6) - 1).abs()
+    f, r = fake.float()[order], real.float()[order]
+    f, r = f.reshape(len(f), -1), r.reshape(len(r), -1)
+    terms = [(f[idx].mean(0) / r[idx].mean(0).clamp_min(1e-6) - 1).abs().mean()
              for idx in torch.tensor_split(torch.arange(len(order), device=f.device), min(groups, len(order)))]
     return torch.stack(terms).mean()
+
+
+def sampling_fraction_loss(fake_sum: torch.Tensor, real_sum: torch.Tensor, energy: torch.Tensor,
+                           groups: int) -> torch.Tensor:
+    """Energy-scale mismatch: ``group_mean_error`` of the visible energies, the batch-level sampling-fraction error.
+    The ECAL-sum MAPE pulls every shower towards a median of its partners' sums instead; this leaves the spread."""
+    return group_mean_error(fake_sum, real_sum, energy, groups)
+
+
+def cell_count_loss(fake_counts: torch.Tensor, real_counts: torch.Tensor, energy: torch.Tensor,
+                    groups: int) -> torch.Tensor:
+    """Occupancy mismatch: ``group_mean_error`` of the soft counts of cells above each threshold
+    (``models.critic.soft_cell_counts``, (N, K)). It targets the cells hit per shower and the faint end of the
+    cell spectrum directly, as the 3DGAN angle model's bin-count loss does, without tying each shower's count."""
+    return group_mean_error(fake_counts, real_counts, energy, groups)
 
 
 def sliced_wasserstein(fake: torch.Tensor, real: torch.Tensor, energy: torch.Tensor, groups: int,
