@@ -19,7 +19,7 @@ from caloquant.train import TrainConfig, Trainer
 from caloquant.train.data import preprocess
 from caloquant.train.hardware import count_flops
 from caloquant.train.loop import RETUNABLE
-from caloquant.train.losses import cell_count_loss, sampling_fraction_loss, sliced_wasserstein
+from caloquant.train.losses import cell_count_loss, resolution_loss, sampling_fraction_loss, sliced_wasserstein
 
 TINY = dict(batch_size=4, checkpoint_every=2, eval_showers=40, chunk_size=50, threads=1, seed=5, precision="fp32",
             critic="light", dist_weight=1.0)
@@ -145,12 +145,34 @@ def test_cell_count_loss_sees_missing_cells_per_energy_group(real: tuple[torch.T
     assert fewer.grad is not None and (fewer.grad[on] <= 0).all() and (fewer.grad[on] < 0).any()  # brighter: better
 
 
-def test_count_weight_trains_and_logs(data_file: Path, tmp_path: Path) -> None:
-    cfg = TrainConfig(**{**TINY, "max_steps": 2, "log_every": 1, "count_weight": 1.0})  # type: ignore[arg-type]
+def test_resolution_loss_compares_relative_spreads_per_energy_group() -> None:
+    gen = torch.Generator().manual_seed(3)
+    energy = torch.cat([torch.full((8,), 0.1), torch.full((8,), 4.0)])
+    frac = 1 + torch.randn(16, generator=gen) * torch.cat([torch.full((8,), 0.10), torch.full((8,), 0.05)])
+    real = frac * energy * 2.0  # visible energy: 10 % spread at low energy, 5 % at high energy
+    assert resolution_loss(real, real, energy, groups=2) == 0
+    assert resolution_loss(0.9 * real, real, energy, groups=2) == pytest.approx(0.0, abs=1e-6)  # scale-free
+    mean = torch.cat([real[:8].mean().expand(8), real[8:].mean().expand(8)])
+    wide = mean + 2 * (real - mean)  # every spread doubled
+    assert resolution_loss(wide, real, energy, groups=2) == pytest.approx(np.log(2), rel=1e-5)
+    narrow = (mean + 0.5 * (real - mean)).requires_grad_()
+    assert resolution_loss(narrow, real, energy, groups=2).item() == pytest.approx(np.log(2), rel=1e-5)
+    # both groups' spreads right in the pooled batch is not enough: swapping the groups' spreads is seen
+    swapped = torch.cat([mean[:8] + 0.5 * (real[:8] - mean[:8]), mean[8:] + 2 * (real[8:] - mean[8:])])
+    assert resolution_loss(swapped, real, energy, groups=2) == pytest.approx(np.log(2), rel=1e-5)
+    resolution_loss(narrow, real, energy, groups=2).backward()
+    assert narrow.grad is not None and (narrow.grad * (narrow.detach() - mean)).sum() < 0  # widening helps
+    assert resolution_loss(real[:3], real[:3], energy[:3], groups=4) == 0  # groups shrink to two showers or more
+    assert resolution_loss(real[:1], real[:1], energy[:1], groups=4) == 0
+
+
+def test_count_and_res_weights_train_and_log(data_file: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(**{**TINY, "max_steps": 2, "log_every": 1, "count_weight": 1.0, "res_weight": 1.0})  # type: ignore[arg-type]
     Trainer(cfg, data_file, tmp_path, progress=False).run()
     rows = list(csv.DictReader((tmp_path / "losses.csv").open()))
-    assert len(rows) == 2 and all(np.isfinite(float(r["g_count"])) and float(r["g_count"]) > 0 for r in rows)
-    assert "count_weight" in RETUNABLE
+    for term in ("g_count", "g_res"):
+        assert len(rows) == 2 and all(np.isfinite(float(r[term])) and float(r[term]) > 0 for r in rows)
+    assert {"count_weight", "res_weight"} <= set(RETUNABLE)
 
 
 def test_sf_weight_trains_logs_and_upgrades_an_older_run(data_file: Path, tmp_path: Path,

@@ -59,8 +59,8 @@ from caloquant.train.hardware import autocast, compile_module, configure_backend
 from caloquant.models.critic import shower_features, soft_cell_counts
 from caloquant.models.gan3d import ecal_sum
 from caloquant.models.layers import SurrogateReLU
-from caloquant.train.losses import (bce_logits, cell_count_loss, mape, physics_loss, sampling_fraction_loss,
-                                   sliced_wasserstein)
+from caloquant.train.losses import (bce_logits, cell_count_loss, mape, physics_loss, resolution_loss,
+                                   sampling_fraction_loss, sliced_wasserstein)
 from caloquant.ui import progress_bar
 from caloquant.validate import compute_features, frechet_at_size, moments_metric, sampling_fraction_mre
 from caloquant.validate.fluctuations import fluctuation_ratios
@@ -73,7 +73,8 @@ SELECT_BY = {"moments": "moments_metric", "fpd": "fpd"}
 SELECT_GOALS = {"moments_metric": 0.04, "sampling_fraction_mre": 0.01, "fpd": 2.0, "cells_ratio": 1.1,
                 "resolution_ratio": 1.1}
 LOSS_FIELDS = ["step", "epoch", "showers", "seconds", "lr", "d_real", "d_fake", "g_adv", "g_aux", "g_ecal",
-               "g_phys", "g_dist", "g_sf", "g_count", "r1", "showers_per_s"]
+               "g_phys", "g_dist", "g_sf", "g_count", "g_res", "r1",
+               "showers_per_s"]
 METRIC_FIELDS = ["step", "epoch", "showers", "seconds", "moments_metric", "sampling_fraction_mre", "fpd", "cells_ratio",
                  "resolution_ratio"]
 RUN_FIELDS = ["run", "date", "cpu", "isa", "threads", "device", "precision", "critic", "start_step", "end_step",
@@ -409,6 +410,10 @@ class Trainer:
                 sf = sampling_fraction_loss(fake_sum, b.ecal, b.energy, self.cfg.physics_groups)
                 loss = loss + self.cfg.sf_weight * sf
                 parts["sf"] = sf.detach()
+            if self.cfg.res_weight > 0:
+                res = resolution_loss(fake_sum, b.ecal, b.energy, self.cfg.physics_groups)
+                loss = loss + self.cfg.res_weight * res
+                parts["res"] = res.detach()
             if real_counts is not None:
                 count = cell_count_loss(soft_cell_counts(gen, self.spec.xscale, self.spec.xpower), real_counts,
                                         b.energy, self.cfg.physics_groups)
@@ -608,7 +613,7 @@ class Trainer:
                                 "g_adv": values.get("g_adv", ""), "g_aux": values.get("g_aux", ""),
                                 "g_ecal": values.get("g_ecal", ""), "g_phys": values["g_phys"],
                                 "g_dist": values.get("g_dist", ""), "g_sf": values.get("g_sf", ""),
-                                "g_count": values.get("g_count", ""),
+                                "g_count": values.get("g_count", ""), "g_res": values.get("g_res", ""),
                                 "r1": values.get("r1", ""),
                                 "showers_per_s": round(rate, 2)})
                         if cfg.eval_every and st.step % cfg.eval_every == 0:
@@ -680,7 +685,8 @@ def _runtime_overrides(config: TrainConfig) -> dict[str, Any]:
 
 #: Settings a resumed run may change when asked to (``retune``): a campaign's loss curriculum and its checkpoint
 #: selection, not its identity. A new ``select`` starts the best-checkpoint race afresh.
-RETUNABLE = ("loss_weights", "dist_weight", "sf_weight", "count_weight", "physics_weight", "r1", "lr", "select")
+RETUNABLE = ("loss_weights", "dist_weight", "sf_weight", "count_weight", "res_weight", "physics_weight", "r1", "lr",
+             "select")
 
 
 def goal_score(metrics: dict[str, float]) -> float:

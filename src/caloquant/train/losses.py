@@ -35,6 +35,13 @@ def shower_moments(images: torch.Tensor, xpower: float) -> torch.Tensor:
     return torch.stack(out, 1)
 
 
+def energy_groups(energy: torch.Tensor, groups: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """The batch order by primary energy, and the positions (in that order) of ``groups`` equal-sized energy groups:
+    the batch-level terms compare fakes and reals group by group, since fakes are generated at the real energies."""
+    order = torch.argsort(energy)
+    return order, torch.tensor_split(torch.arange(len(order), device=energy.device), min(groups, len(order)))
+
+
 def physics_loss(fake: torch.Tensor, real: torch.Tensor, energy: torch.Tensor, xpower: float,
                  groups: int) -> torch.Tensor:
     """Shower-shape mismatch of energy-sorted groups of the batch: moments plus normalised profiles.
@@ -44,12 +51,12 @@ def physics_loss(fake: torch.Tensor, real: torch.Tensor, energy: torch.Tensor, x
     profiles (in [0, 2] per axis, averaged over axes). Matching group means, rather than each shower to its
     real partner, keeps shower-to-shower fluctuations free.
     """
-    order = torch.argsort(energy)
+    order, parts = energy_groups(energy, groups)
     _, pf = _profiles(fake[order], xpower)
     _, pr = _profiles(real[order], xpower)
     mf, mr = shower_moments(fake[order], xpower), shower_moments(real[order], xpower)
     terms = []
-    for idx in torch.tensor_split(torch.arange(len(order), device=fake.device), min(groups, len(order))):
+    for idx in parts:
         a, b = mf[idx].mean(0), mr[idx].mean(0)
         moments = ((a - b).abs() / b.abs().clamp_min(1e-6)).mean()
         shapes = torch.stack([(f[idx].mean(0) - r[idx].mean(0)).abs().sum() for f, r in zip(pf, pr)]).mean()
@@ -61,12 +68,10 @@ def group_mean_error(fake: torch.Tensor, real: torch.Tensor, energy: torch.Tenso
     """Mismatch of group means: the batch is sorted by energy and cut into ``groups``; in each, the relative error
     |mean fake / mean real - 1| of every column of ``fake``/``real`` ((N,) or (N, K), fakes generated at the real
     showers' energies), averaged over columns and groups. Means only, so the shower-to-shower spread stays free."""
-    order = torch.argsort(energy)
+    order, parts = energy_groups(energy, groups)
     f, r = fake.float()[order], real.float()[order]
     f, r = f.reshape(len(f), -1), r.reshape(len(r), -1)
-    terms = [(f[idx].mean(0) / r[idx].mean(0).clamp_min(1e-6) - 1).abs().mean()
-             for idx in torch.tensor_split(torch.arange(len(order), device=f.device), min(groups, len(order)))]
-    return torch.stack(terms).mean()
+    return torch.stack([(f[idx].mean(0) / r[idx].mean(0).clamp_min(1e-6) - 1).abs().mean() for idx in parts]).mean()
 
 
 def sampling_fraction_loss(fake_sum: torch.Tensor, real_sum: torch.Tensor, energy: torch.Tensor,
@@ -74,6 +79,24 @@ def sampling_fraction_loss(fake_sum: torch.Tensor, real_sum: torch.Tensor, energ
     """Energy-scale mismatch: ``group_mean_error`` of the visible energies, the batch-level sampling-fraction error.
     The ECAL-sum MAPE pulls every shower towards a median of its partners' sums instead; this leaves the spread."""
     return group_mean_error(fake_sum, real_sum, energy, groups)
+
+
+def resolution_loss(fake_sum: torch.Tensor, real_sum: torch.Tensor, energy: torch.Tensor,
+                    groups: int) -> torch.Tensor:
+    """Visible-energy resolution mismatch: in each energy group, |ln(r_fake / r_real)| where r is the relative
+    spread (standard deviation over mean) of the visible fraction (sum / E_p) of the group's showers, averaged over
+    groups. Both sides are sample spreads of the same number of showers at the same energies, so the term is zero
+    in expectation when the generator's spread is the MC's; in logs, so too wide and too narrow weigh alike."""
+    if len(energy) < 2:
+        return fake_sum.float().sum() * 0.0  # no spread to compare in a batch of one
+    order, parts = energy_groups(energy, min(groups, len(energy) // 2))  # at least two showers per group
+    e = energy.float()[order].clamp_min(1e-6)
+    f, r = fake_sum.float()[order] / e, real_sum.float()[order] / e
+
+    def spread(v: torch.Tensor) -> torch.Tensor:
+        return (v.std() / v.mean().clamp_min(1e-6)).clamp_min(1e-6)
+
+    return torch.stack([(spread(f[idx]).log() - spread(r[idx]).log()).abs() for idx in parts]).mean()
 
 
 def cell_count_loss(fake_counts: torch.Tensor, real_counts: torch.Tensor, energy: torch.Tensor,
@@ -95,14 +118,14 @@ def sliced_wasserstein(fake: torch.Tensor, real: torch.Tensor, energy: torch.Ten
     Wasserstein-1 distances of the group's marginals, averaged. Unlike ``physics_loss`` it matches spreads,
     tails and correlations, not only means.
     """
-    order = torch.argsort(energy)
+    order, parts = energy_groups(energy, groups)
     real = real.float()
     mean, scale = real.mean(0).detach(), real.std(0).detach().clamp_min(1e-3)
     f, r = (fake.float()[order] - mean) / scale, (real[order] - mean) / scale
     dirs = torch.randn(f.shape[1], projections, device=f.device)
     dirs = torch.cat([torch.eye(f.shape[1], device=f.device), dirs / dirs.norm(dim=0, keepdim=True)], 1)
     terms = []
-    for idx in torch.tensor_split(torch.arange(len(order), device=f.device), min(groups, len(order))):
+    for idx in parts:
         pf, _ = torch.sort(f[idx] @ dirs, 0)
         pr, _ = torch.sort(r[idx] @ dirs, 0)
         terms.append((pf - pr).abs().mean())
