@@ -19,7 +19,8 @@ from caloquant.train import TrainConfig, Trainer
 from caloquant.train.data import preprocess
 from caloquant.train.hardware import count_flops
 from caloquant.train.loop import RETUNABLE
-from caloquant.train.losses import cell_count_loss, resolution_loss, sampling_fraction_loss, sliced_wasserstein
+from caloquant.train.losses import (cell_count_loss, centroid_loss, layer_centroids, resolution_loss,
+                                   sampling_fraction_loss, sliced_wasserstein)
 
 TINY = dict(batch_size=4, checkpoint_every=2, eval_showers=40, chunk_size=50, threads=1, seed=5, precision="fp32",
             critic="light", dist_weight=1.0)
@@ -166,13 +167,46 @@ def test_resolution_loss_compares_relative_spreads_per_energy_group() -> None:
     assert resolution_loss(real[:1], real[:1], energy[:1], groups=4) == 0
 
 
+def test_layer_centroids_in_cells_from_the_window_centre() -> None:
+    images = torch.zeros(2, 25, 25, 3)
+    images[0, 12, 12, 0] = 10.0  # on the axis
+    images[0, 14, 11, 1] = 10.0  # two cells off in x, one in y
+    images[1, 10, 12, 0] = images[1, 14, 12, 0] = 10.0  # two cells each side: centred on average
+    c = layer_centroids(images, 100.0, 0.85, floor_gev=1e-12)
+    assert torch.allclose(c[0], torch.tensor([0.0, 2.0, 0.0, 0.0, -1.0, 0.0]), atol=1e-5)
+    assert torch.allclose(c[1], torch.zeros(6), atol=1e-5)  # and the empty layers sit at the centre
+    faint = torch.zeros(1, 25, 25, 1)
+    faint[0, 24, 12, 0] = (100.0 * 1e-4) ** 0.85  # 0.1 MeV at the edge: the 1 MeV floor keeps it near the centre
+    assert float(layer_centroids(faint, 100.0, 0.85)[0, 0]) == pytest.approx(12 * 0.1 / 1.1, rel=1e-4)
+
+
+def test_centroid_loss_sees_layers_off_the_axis(real: tuple[torch.Tensor, torch.Tensor]) -> None:
+    images, energy = real
+    c = layer_centroids(images, 100.0, 0.85)
+    torch.manual_seed(0)
+    assert centroid_loss(c, c, energy, groups=4) == 0
+    off = c.clone().requires_grad_(True)
+    shifted = off + torch.cat([torch.full((25,), -0.1), torch.zeros(25)])  # every layer 0.1 cells off in x
+    loss = centroid_loss(shifted, c, energy, groups=2)
+    assert loss > 0.05
+    loss.backward()
+    assert off.grad is not None and off.grad[:, :25].sum() < 0  # moving back towards +x lowers it
+    # a layer empty in every real shower has no spread: a small offset there stays a small loss
+    quiet = c.clone()
+    quiet[:, 0] = 0.0
+    moved = quiet.clone()
+    moved[:, 0] = 0.01
+    assert centroid_loss(moved, quiet, energy, groups=1) < 0.1
+
+
 def test_count_and_res_weights_train_and_log(data_file: Path, tmp_path: Path) -> None:
-    cfg = TrainConfig(**{**TINY, "max_steps": 2, "log_every": 1, "count_weight": 1.0, "res_weight": 1.0})  # type: ignore[arg-type]
+    cfg = TrainConfig(**{**TINY, "max_steps": 2, "log_every": 1, "count_weight": 1.0, "res_weight": 1.0,  # type: ignore[arg-type]
+                         "centroid_weight": 1.0})
     Trainer(cfg, data_file, tmp_path, progress=False).run()
     rows = list(csv.DictReader((tmp_path / "losses.csv").open()))
-    for term in ("g_count", "g_res"):
+    for term in ("g_count", "g_res", "g_cent"):
         assert len(rows) == 2 and all(np.isfinite(float(r[term])) and float(r[term]) > 0 for r in rows)
-    assert {"count_weight", "res_weight"} <= set(RETUNABLE)
+    assert {"count_weight", "res_weight", "centroid_weight"} <= set(RETUNABLE)
 
 
 def test_sf_weight_trains_logs_and_upgrades_an_older_run(data_file: Path, tmp_path: Path,

@@ -52,6 +52,8 @@ def train_cmd(
     res_weight: float = typer.Option(0.0, "--res-weight", help="Weight of the energy-conditioned batch "
                                      "resolution term: log ratio of the relative spreads of the visible energy "
                                      "(0: off)."),
+    centroid_weight: float = typer.Option(0.0, "--centroid-weight", help="Weight of the energy-conditioned "
+                                          "sliced-Wasserstein term on the per-layer x and y centroids (0: off)."),
     r1: float = typer.Option(0.0, "--r1", help="R1 gradient penalty weight on real showers (light critic)."),
     dead_cell_grad: float = typer.Option(0.0, "--dead-cell-grad", help="Training only: the generator's output "
                                          "ReLU passes this fraction of the gradient to cells that are off, so "
@@ -112,7 +114,7 @@ def train_cmd(
         device=device, threads=threads, seed=seed, precision=precision, resident=resident, compile=compile_,
         ema_decay=ema, init_generator=init_generator, reference_batch=reference_batch, log_every=log_every,
         select=select, run_minutes=run_minutes, critic=critic, dist_weight=dist_weight, sf_weight=sf_weight,
-        count_weight=count_weight, res_weight=res_weight, r1=r1,
+        count_weight=count_weight, res_weight=res_weight, centroid_weight=centroid_weight, r1=r1,
         gen_steps=gen_steps, dead_cell_grad=dead_cell_grad,
     )
     from caloquant.train.loop import RETUNABLE

@@ -108,19 +108,19 @@ def cell_count_loss(fake_counts: torch.Tensor, real_counts: torch.Tensor, energy
 
 
 def sliced_wasserstein(fake: torch.Tensor, real: torch.Tensor, energy: torch.Tensor, groups: int,
-                       projections: int = 32) -> torch.Tensor:
+                       projections: int = 32, min_scale: float = 1e-3) -> torch.Tensor:
     """Energy-conditioned distribution distance of per-shower feature vectors (N, F) of fake and real showers.
 
     Fakes are generated at the real batch's energies, so the batch is sorted by energy and cut into ``groups``;
-    in each group the features (standardised by the real batch) are projected on every axis and on
-    ``projections`` random unit directions (drawn from torch's global generator, which the trainer seeds per
-    step), each projection sorted, and the mean absolute difference of the sorted values taken: the 1-D
-    Wasserstein-1 distances of the group's marginals, averaged. Unlike ``physics_loss`` it matches spreads,
+    in each group the features (standardised by the real batch, each scale at least ``min_scale``) are projected
+    on every axis and on ``projections`` random unit directions (drawn from torch's global generator, which the
+    trainer seeds per step), each projection sorted, and the mean absolute difference of the sorted values taken:
+    the 1-D Wasserstein-1 distances of the group's marginals, averaged. Unlike ``physics_loss`` it matches spreads,
     tails and correlations, not only means.
     """
     order, parts = energy_groups(energy, groups)
     real = real.float()
-    mean, scale = real.mean(0).detach(), real.std(0).detach().clamp_min(1e-3)
+    mean, scale = real.mean(0).detach(), real.std(0).detach().clamp_min(min_scale)
     f, r = (fake.float()[order] - mean) / scale, (real[order] - mean) / scale
     dirs = torch.randn(f.shape[1], projections, device=f.device)
     dirs = torch.cat([torch.eye(f.shape[1], device=f.device), dirs / dirs.norm(dim=0, keepdim=True)], 1)
@@ -130,3 +130,32 @@ def sliced_wasserstein(fake: torch.Tensor, real: torch.Tensor, energy: torch.Ten
         pr, _ = torch.sort(r[idx] @ dirs, 0)
         terms.append((pf - pr).abs().mean())
     return torch.stack(terms).mean()
+
+
+def layer_centroids(images: torch.Tensor, xscale: float, xpower: float, floor_gev: float = 1e-3) -> torch.Tensor:
+    """Per-layer energy-weighted x and y centroids (N, 2Z), in cells from the window centre, of showers in the
+    training representation ((xscale * E_cell) ** xpower). ``floor_gev`` is added to every layer's energy, so an
+    empty layer sits at the centre and a faint one near it instead of anywhere. Computed in fp32."""
+    e = images.float().clamp_min(0).pow(1.0 / xpower)
+    layer = e.sum((1, 2)) + xscale * floor_gev  # (N, Z)
+    cols = []
+    for axis_sum in (e.sum(2), e.sum(1)):  # (N, X, Z) and (N, Y, Z)
+        size = axis_sum.shape[1]
+        idx = torch.arange(size, device=e.device, dtype=e.dtype).view(1, -1, 1) - (size - 1) / 2
+        cols.append((axis_sum * idx).sum(1) / layer)
+    return torch.cat(cols, 1)
+
+
+#: Smallest per-layer centroid spread (cells) the centroid term standardises by: layers that are empty in almost
+#: every real shower have no spread to speak of, and must not turn a tiny offset into a huge loss.
+CENTROID_MIN_SCALE = 0.05
+
+
+def centroid_loss(fake_centroids: torch.Tensor, real_centroids: torch.Tensor, energy: torch.Tensor, groups: int,
+                  projections: int = 32) -> torch.Tensor:
+    """Energy-conditioned distribution distance of the per-layer centroids (``layer_centroids``): the
+    ``sliced_wasserstein`` of the fakes' against the real batch's. A generator whose layers sit off the axis, or
+    wander more or less than the MC's from shower to shower, is told apart by a classifier on these alone, while
+    the shower-level barycentres of the physics features average the offsets away."""
+    return sliced_wasserstein(fake_centroids, real_centroids, energy, groups, projections,
+                              min_scale=CENTROID_MIN_SCALE)
