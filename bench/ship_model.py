@@ -1,14 +1,15 @@
 """Ship a trained generator: copy its weights into the package with a model card judged on independent MC.
 
-Evaluates ``RUN/generator-best.pt`` against a fresh reference-MC sample (a seed never used in training),
-simulated with the GFlash tuning of the training data, with every validation metric, its error and the MC noise
-floor; writes ``src/caloquant/weights/NAME.pt`` and ``NAME.json`` (spec, sha256, the GFlash tuning of the
-training MC, training facts, physics figures) and the model-card plots under docs/img/. The tuning is read from
+Evaluates ``RUN/generator-best.pt`` (or, with ``--checkpoint``, the EMA generator of a chosen training checkpoint)
+against a fresh reference-MC sample (a seed never used in training), simulated with the GFlash tuning of the
+training data, with every validation metric, its error and the MC noise floor; writes
+``src/caloquant/weights/NAME.pt`` and ``NAME.json`` (spec, sha256, the GFlash tuning of the training MC, training
+facts with the campaign's runs, physics figures) and the model-card plots under docs/img/. The tuning is read from
 the training files' attributes (``--data``, as given to ``caloquant train``), or given (``--tuning``), or taken
 from the run's exported card when it records one; sources that are given must agree.
 
     .venv/bin/python bench/ship_model.py --run runs/train-ecal25 --name ecal25 --data runs/data/train_0.h5 \
-        [--n 10000]
+        [--n 10000] [--checkpoint CKPT.pt --why "chosen against 10k independent MC"]
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import argparse
 import csv
 import json
 import platform
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from caloquant._atomic import atomic_path, write_text_atomic
 from caloquant.data import ShowerSet
 from caloquant.errors import CaloquantError
 from caloquant.machine import describe_machine
@@ -49,14 +51,17 @@ def main() -> None:
                                                          "globs, as given to caloquant train): their GFlash tuning "
                                                          "is recorded in the card.")
     ap.add_argument("--tuning", help="GFlash tuning of the training MC (none, geant4), when --data is not at hand.")
+    ap.add_argument("--checkpoint", type=Path, help="Ship the generator (the EMA one when kept) of this training "
+                                                    "checkpoint of the run instead of RUN/generator-best.pt.")
+    ap.add_argument("--why", default="", help="How --checkpoint was chosen (recorded in the card).")
     args = ap.parse_args()
 
-    card_in = json.loads((args.run / "generator-best.json").read_text())
     try:
-        tuning = training_data_tuning(args.data, args.tuning, card_in, str(args.run / "generator-best.json"))
+        source, card_in, where = shipped_source(args.run, args.checkpoint, args.why)
+        tuning = training_data_tuning(args.data, args.tuning, card_in, where)
     except CaloquantError as e:
         raise SystemExit(f"error: {e}") from None
-    gen = load_generator(args.run / "generator-best.pt")
+    gen = load_generator(source)
     ref = simulate(args.n, args.energy, seed=args.seed, tuning=load_tuning(tuning))
     fake = ShowerSet(sample_showers(gen.module, gen.spec, ref.energy, np.degrees(ref.theta), seed=args.seed + 1),
                      ref.energy, ref.theta)
@@ -72,22 +77,30 @@ def main() -> None:
         "showers_seen": int(state["step"]) * gb,
         "wall_minutes": round(float(state["elapsed"]) / 60, 1),
         "best_step": card_in["step"],
-        "selected_by": card_in["config"].get("select", "moments"),  # which held-out metric best_heldout_metric is
+        "selected_by": card_in["selected_by"],  # which held-out metric best_heldout_metric is, or how it was chosen
         "best_heldout_metric": card_in["best_metric"],
+        "heldout_at_best_step": next(({k: float(v) for k, v in r.items() if k not in ("step", "epoch", "showers",
+                                                                                       "seconds") and v}
+                                      for r in evals if int(r["step"]) == card_in["step"]), {}),
         "evaluations": len(evals),
         "hardware": args.hardware or f"{machine.get('cpu', platform.processor())}, "
                                      f"{card_in['config'].get('threads') or 'default'} thread(s)",
         "config": card_in["config"],
     }
+    if (args.run / "runs.csv").exists():  # a campaign resumed on several machines: where each piece ran
+        training["runs"] = [{k: r[k] for k in ("run", "cpu", "isa", "threads", "device", "precision", "start_step",
+                                               "end_step", "minutes", "showers_per_s")}
+                            for r in csv.DictReader((args.run / "runs.csv").open())]
     weights = args.weights_dir
     weights.mkdir(parents=True, exist_ok=True)
     dst = weights / f"{args.name}.pt"
-    shutil.copyfile(args.run / "generator-best.pt", dst)
+    with atomic_path(dst) as tmp:
+        torch.save(gen.module.state_dict(), tmp)
     card = {"name": args.name, "spec": gen.spec.to_dict(), "sha256": sha256_file(dst), TUNING_FIELD: tuning,
             "training": training,
             "validation": {"reference": f"reference MC (GFlash tuning {tuning}), {args.n} showers, {args.energy} "
                                         f"GeV, seed {args.seed}", "metrics": metrics}}
-    (weights / f"{args.name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    write_text_atomic(weights / f"{args.name}.json", json.dumps(card, indent=2) + "\n")
 
     from caloquant.plotting import figures
 
@@ -109,6 +122,31 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name, m in metrics.items():
         print(f"| {name} | {m['value']:.4g} | {m['error']:.2g} | {m['noise_floor']:.2g} | {m['pass']} |")
+
+
+def shipped_source(run: Path, checkpoint: Path | None, why: str) -> tuple[Path, dict[str, Any], str]:
+    """What to ship from ``run``: its exported best generator with its card, or the generator of ``checkpoint``
+    (a training checkpoint, chosen by ``why``) with a card made from the checkpoint; returns (weights, card,
+    where the card was read)."""
+    if checkpoint is None:
+        where = run / "generator-best.json"
+        try:
+            card = json.loads(where.read_text())
+        except (OSError, ValueError) as e:
+            raise CaloquantError(f"{where}: cannot read the run's exported card ({e})") from None
+        card["selected_by"] = card["config"].get("select", "moments")
+        return run / "generator-best.pt", card, str(where)
+    try:
+        ckpt = safe_load(checkpoint)
+    except OSError as e:
+        raise CaloquantError(f"{checkpoint}: cannot read ({e})") from None
+    if not isinstance(ckpt, dict) or "state" not in ckpt or "config" not in ckpt:
+        raise CaloquantError(f"{checkpoint}: not a training checkpoint")
+    if not why:
+        raise CaloquantError("--checkpoint needs --why: say how this checkpoint was chosen (it goes in the card)")
+    card = {key: ckpt[key] for key in ("spec", "config", TUNING_FIELD) if key in ckpt}
+    card.update(step=int(ckpt["state"]["step"]), best_metric=None, selected_by=why)
+    return checkpoint, card, str(checkpoint)
 
 
 def training_data_tuning(data: list[str], given: str | None, card_in: dict[str, Any], where: str) -> str:

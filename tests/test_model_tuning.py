@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,11 +99,17 @@ def test_training_files_must_agree_and_name_a_shipped_tuning(tuned_files: dict[s
         recorded_tuning({"gflash_tuning": "{not json"}, "bad.h5")
 
 
-def test_ship_model_records_the_training_data_tuning(tuned_files: dict[str, Path]) -> None:
+@pytest.fixture(scope="module")
+def ship() -> Any:
+    """bench/ship_model.py as a module."""
     spec = importlib.util.spec_from_file_location("ship_model", ROOT / "bench" / "ship_model.py")
     assert spec is not None and spec.loader is not None
-    ship = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ship)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ship_model_records_the_training_data_tuning(ship: Any, tuned_files: dict[str, Path]) -> None:
     pick = ship.training_data_tuning
     assert pick([str(tuned_files["geant4"])], None, {}, "run.json") == "geant4"
     assert pick([], "geant4", {}, "run.json") == "geant4"
@@ -111,6 +118,24 @@ def test_ship_model_records_the_training_data_tuning(tuned_files: dict[str, Path
         pick([], None, {}, "run.json")  # never silently 'none'
     with pytest.raises(CaloquantError, match="--data says geant4, --tuning says none"):
         pick([str(tuned_files["geant4"])], "none", {}, "run.json")
+
+
+def test_ship_model_ships_a_chosen_checkpoint_only_with_a_reason(ship: Any, gan_checkpoint: Path,
+                                                                 tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    with pytest.raises(CaloquantError, match="not a training checkpoint"):
+        ship.shipped_source(tmp_path, gan_checkpoint, "why")  # a bare generator file has no training state
+    ckpt = torch.load(gan_checkpoint, weights_only=True)
+    ckpt.update(state={"step": 1234}, config={"select": "goals"}, **{TUNING_FIELD: "geant4"})
+    torch.save(ckpt, tmp_path / "c.pt")
+    with pytest.raises(CaloquantError, match="--checkpoint needs --why"):
+        ship.shipped_source(tmp_path, tmp_path / "c.pt", "")
+    source, card, where = ship.shipped_source(tmp_path, tmp_path / "c.pt", "best against 10k MC")
+    assert source == tmp_path / "c.pt" and where == str(source)
+    assert card["step"] == 1234 and card["selected_by"] == "best against 10k MC" and card["best_metric"] is None
+    assert ship.training_data_tuning([], None, card, where) == "geant4"
+    with pytest.raises(CaloquantError, match="cannot read the run's exported card"):
+        ship.shipped_source(tmp_path, None, "")
 
 
 # -- loading and using it ----------------------------------------------------------------------------------------
