@@ -257,3 +257,53 @@ def test_cli_onnx_refuses_meaningless_data_in_one_line(cnn_onnx, tmp_path, capsy
         err = capsys.readouterr().err.strip()
         assert text in err and len(err.splitlines()) == 1 and "Traceback" not in err, (name, err)
         assert not (tmp_path / "o").exists()
+
+
+class _VetoingAccuracy(PerItemEvaluator):
+    """Accuracy, plus a veto on any candidate whose logits move from FP32's by more than ``limit`` (a stand-in for
+    the runtime physics guard that PhysicsEvaluator applies)."""
+
+    def __init__(self, limit: float) -> None:
+        x, y = _images(512, 1)
+        super().__init__(x, lambda logits: (logits.argmax(axis=1) == y).astype(float))
+        self.limit, self.x = limit, x
+
+    def veto_outputs(self, infer):
+        return infer(self.x[:64])
+
+    def veto(self, outputs, baseline):
+        worst = float(np.abs(outputs - baseline).max())
+        return f"logits moved by {worst:.3g}" if worst > self.limit else None
+
+
+@pytest.mark.parametrize("limit", [0.0, np.inf])
+def test_a_vetoed_candidate_never_passes_whatever_its_metric(cnn_onnx, limit) -> None:
+    ev = _VetoingAccuracy(limit)
+    loose = Criterion(1.0, relative=False, higher_is_better=True)  # every candidate's accuracy passes
+    if limit == 0.0:  # INT8 always moves the logits: all vetoed, nothing accepted, the reason recorded
+        with pytest.raises(AccuracyNotReachedError) as e:
+            tune(cnn_onnx, [_images(64, 2)[0]], ev, criterion=loose, batch=64, max_candidates=3, timing_seconds=0.1)
+        history = e.value.result.history
+        assert history[0].passed and not history[0].vetoed  # the FP32 baseline is never vetoed
+        assert all(not c.passed and c.vetoed.startswith("logits moved by") for c in history[1:])
+    else:
+        result = tune(cnn_onnx, [_images(64, 2)[0]], ev, criterion=loose, batch=64, max_candidates=3,
+                      timing_seconds=0.1)
+        assert result.accepted and all(c.passed and not c.vetoed for c in result.history)
+
+
+def test_physics_evaluator_vetoes_what_the_runtime_guard_refuses() -> None:
+    from caloquant.data import ShowerSet
+    from caloquant.evaluation import EvaluationSettings
+    from caloquant.quantize import PhysicsEvaluator
+    from caloquant.runtime.precision_check import CHECK_SHOWERS, check_inputs
+
+    spec = DEFAULT_SPECS["ecal25"]
+    ev = PhysicsEvaluator(spec, EvaluationSettings(n_showers=16, n_reference=16, seed=1, batch=16))
+    raw = np.random.default_rng(0).random((CHECK_SHOWERS, *spec.window.shape)).astype(np.float32)
+    fp32 = ev.veto_outputs(lambda z: raw[: len(z)])
+    assert isinstance(fp32, ShowerSet) and np.allclose(fp32.energy, check_inputs(spec.energy_range))
+    assert ev.veto(fp32, fp32) is None
+    half = ShowerSet(0.5 * fp32.ecal, fp32.energy, fp32.theta)  # half the visible energy: a broken kernel
+    reason = ev.veto(half, fp32)
+    assert reason is not None and reason.startswith("the runtime physics guard would refuse it: mean visible energy")

@@ -14,7 +14,7 @@ from caloquant.choices import Fallback
 from caloquant.errors import CaloquantError, InputError, ModelError
 from caloquant.export.files import read_model, set_inference_precision
 from caloquant.quantize import search
-from caloquant.quantize.evaluators import Evaluator
+from caloquant.quantize.evaluators import Evaluator, Vetoing
 from caloquant.quantize.openvino_backend import (
     Calibration,
     Quantizer,
@@ -54,6 +54,7 @@ class Candidate:
     details: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     fallback: Fallback = Fallback.FP32  #: precision of every non-INT8 op (bf16 where the CPU runs it natively)
+    vetoed: str = ""  #: why the evaluator refused it outright (e.g. the runtime physics guard), whatever its metric
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready figures (the fallback as its word)."""
@@ -163,6 +164,7 @@ class _Run:
         self.weights: np.ndarray | None = None
         self.base_reps = np.empty(0)
         self.base_value = float("nan")
+        self.base_veto: Any = None  #: the FP32 baseline's veto outputs, when the evaluator vetoes
         self.reserved = 0  #: candidates kept back, once one passes, for the final BF16-fallback trial
 
     def seen(self, int8: Sequence[str], cal: Calibration, fallback: Fallback = Fallback.FP32) -> bool:
@@ -178,8 +180,16 @@ class _Run:
                  fallback: Fallback = Fallback.FP32) -> Candidate:
         t0 = time.perf_counter()
         model = self.q.build(list(int8), cal)
-        outputs = self.ev.outputs(batch_runner(compile_model(model, fallback=fallback), self.batch))
+        runner = batch_runner(compile_model(model, fallback=fallback), self.batch)
+        outputs = self.ev.outputs(runner)
         value = float(self.ev.metric(outputs)[0])
+        vetoed = ""
+        if isinstance(self.ev, Vetoing):
+            mine = self.ev.veto_outputs(runner)
+            if not self.history:
+                self.base_veto = mine
+            else:
+                vetoed = self.ev.veto(mine, self.base_veto) or ""
         if not np.isfinite(value) and not self.history:  # later candidates fail on it (broken kernels)
             raise InputError(f"the evaluator returned {value} for the {kind} candidate; it must return finite values")
         if self.weights is None:
@@ -197,14 +207,16 @@ class _Run:
         speed = throughput(model, self.example, seconds=self.seconds, fallback=fallback)
         cand = Candidate(len(self.history), kind, sorted(int8, key=self.q.layers.index), cal.to_dict(), value,
                          float(np.std(reps[np.isfinite(reps)], ddof=1)), deg, err, upper,
-                         self.criterion.passes(upper, self.base_value) if self.history else True, speed,
-                         1000.0 * self.batch / speed, self.ev.details(outputs), time.perf_counter() - t0, fallback)
+                         not vetoed and self.criterion.passes(upper, self.base_value) if self.history else True,
+                         speed, 1000.0 * self.batch / speed, self.ev.details(outputs), time.perf_counter() - t0,
+                         fallback, vetoed)
         self.history.append(cand)
         self.outputs[cand.index] = outputs
         self.log(f"[{cand.index:2d}] {kind:<13} {cal.label:<16} int8 {len(int8)}/{len(self.q.layers)} "
                  f"else {fallback}  "
                  f"{self.ev.name} {value:.4g}  degradation {deg:+.3g} (95% UB {upper:+.3g})  "
-                 f"{'PASS' if cand.passed else 'fail'}  {speed:.1f} items/s")
+                 f"{'PASS' if cand.passed else 'fail'}  {speed:.1f} items/s"
+                 + (f"  vetoed: {vetoed}" if vetoed else ""))
         return cand
 
 
