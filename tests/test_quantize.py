@@ -181,9 +181,9 @@ def test_cli_quantize_then_recipe_replay_gives_identical_model(gan_checkpoint, t
 
 
 def test_cli_bad_inputs_one_line(cnn_onnx, tmp_path, capsys) -> None:
-    from caloquant.models.registry import _weights_dir
+    from helpers import RECIPE_FIXTURE
 
-    (tmp_path / "r.json").write_bytes((_weights_dir() / "ecal25.recipe.json").read_bytes())
+    (tmp_path / "r.json").write_bytes(RECIPE_FIXTURE.read_bytes())
     for args, text in ((["--model", str(cnn_onnx)], "no caloquant generator metadata"),
                        (["--model", str(tmp_path / "nope.onnx")], "no such model file"),
                        (["--model", str(cnn_onnx), "--recipe", str(tmp_path / "r.json")], "no caloquant generator")):
@@ -282,10 +282,13 @@ def test_a_vetoed_candidate_never_passes_whatever_its_metric(cnn_onnx, limit) ->
     loose = Criterion(1.0, relative=False, higher_is_better=True)  # every candidate's accuracy passes
     if limit == 0.0:  # INT8 always moves the logits: all vetoed, nothing accepted, the reason recorded
         with pytest.raises(AccuracyNotReachedError) as e:
-            tune(cnn_onnx, [_images(64, 2)[0]], ev, criterion=loose, batch=64, max_candidates=3, timing_seconds=0.1)
+            tune(cnn_onnx, [_images(64, 2)[0]], ev, criterion=loose, batch=64, max_candidates=8, timing_seconds=0.1)
         history = e.value.result.history
         assert history[0].passed and not history[0].vetoed  # the FP32 baseline is never vetoed
         assert all(not c.passed and c.vetoed.startswith("logits moved by") for c in history[1:])
+        # every layer is vetoed alone too, so no set of them is searched: no probes, no search, no greedy
+        assert {c.kind for c in history} <= {"fp32", "full-int8", "variant"}
+        assert e.value.result.stop_reason == "every layer is vetoed alone in INT8"
     else:
         result = tune(cnn_onnx, [_images(64, 2)[0]], ev, criterion=loose, batch=64, max_candidates=3,
                       timing_seconds=0.1)

@@ -283,21 +283,34 @@ def tune(model: Any, calibration: Sequence[np.ndarray], evaluator: Evaluator, *,
 
     # Output error of each layer quantized alone (cheap: one calibration batch, not a metric evaluation), when
     # budget is left for a search that uses it.
+    # A vetoing evaluator also screens each layer alone (its veto inputs only, no metric evaluation): a layer that
+    # the veto refuses even on its own cannot be in any accepted set, so the search leaves it out.
     x = q.calibration[0]
     y_fp32 = batch_runner(compile_model(q.model), batch)(x)
+    unsafe: dict[str, str] = {}
     for n in layers if run.budget_left() else ():
         try:
-            reports[n].nmse = output_nmse(y_fp32, batch_runner(compile_model(q.build([n], cal)), batch)(x))
+            runner = batch_runner(compile_model(q.build([n], cal)), batch)
+            reports[n].nmse = output_nmse(y_fp32, runner(x))
         except ModelError as e:  # NNCF cannot build this layer alone, even calibrating afresh
             log(f"{n}: no single-layer build ({e}); its sensitivity is taken as full INT8's degradation")
+            continue
+        if isinstance(evaluator, Vetoing):
+            refusal = evaluator.veto(evaluator.veto_outputs(runner), run.base_veto)
+            if refusal:
+                unsafe[n] = refusal
+                log(f"{n}: kept out of the search, vetoed alone in INT8: {refusal}")
+    searched = [n for n in layers if n not in unsafe]
 
     try_bf16 = native_bf16() if bf16 is None else bf16
     if not try_bf16:
         log("BF16 fallback not tried: " + ("disabled" if bf16 is False else "this CPU has no native BF16"))
     run.reserved = int(try_bf16)
     stop = "full INT8 passes and no layer is slower in INT8"
-    if not (ref.passed and all(r.gain >= 0 for r in reports.values())):
-        stop = _search(run, layers, reports, cal, ref, allowed, variants)
+    if not searched:
+        stop = "every layer is vetoed alone in INT8"
+    elif not (ref.passed and all(r.gain >= 0 for r in reports.values())):
+        stop = _search(run, searched, reports, cal, ref, allowed, variants)
     run.reserved = 0
     if try_bf16:
         _bf16_fallback(run, reports, forced=bf16 is True)
