@@ -20,6 +20,10 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 #: atol 1e-6 GeV covers cells whose value is a cancellation near zero (1 keV, far below any threshold).
 REORDERED = {"rtol": 1e-4, "atol": 1e-6}
 
+#: A real tuner recipe (the one shipped with the first ecal25 weights, 4/5 layers INT8 + BF16), for tests of the
+#: recipe format and of replays; its source_sha256 names those weights, not today's.
+RECIPE_FIXTURE = Path(__file__).parent / "data" / "ecal25-2026-11-25.recipe.json"
+
 
 def make_checkpoint(path: Path, arch: str = "ecal25", seed: int = 1) -> Path:
     """A random-init generator checkpoint (the shipped weights are not needed to test the runtime)."""

@@ -26,7 +26,7 @@ from caloquant.data import write_showers
 from caloquant.errors import InputError
 from caloquant.quantize import AccuracyNotReachedError
 from caloquant.simulate import simulate
-from helpers import SRC, leftovers, run_cli
+from helpers import RECIPE_FIXTURE, SRC, leftovers, run_cli
 
 torch = pytest.importorskip("torch")
 
@@ -209,9 +209,10 @@ def test_quantize_lock_overwrite_rule_and_staged_outputs(tmp_path, capsys, monke
 def test_quantize_sigkill_mid_run_second_writer_refused_rerun_completes(tmp_path, capsys) -> None:
     pytest.importorskip("openvino")
     from caloquant.machine import isa_identity
-    from caloquant.models.registry import _weights_dir
+    from caloquant.models import model_card
 
-    recipe = json.loads((_weights_dir() / "ecal25.recipe.json").read_text())
+    recipe = json.loads(RECIPE_FIXTURE.read_text())
+    recipe["source_sha256"] = model_card("ecal25")["sha256"]  # its layer map, replayed on today's weights
     recipe["calibration_data"] = {**recipe["calibration_data"], "n": 32, "batch": 16}
     recipe["machine"] = isa_identity()  # replayed on the ISA it names: no physics re-check (fast)
     (tmp_path / "r.json").write_text(json.dumps(recipe))

@@ -1,5 +1,5 @@
-"""Recipe files: the shipped one reads and writes back unchanged; a bad one is a one-line DataFormatError naming the
-file and the failing field."""
+"""Recipe files: a real one (the recipe shipped with the first ecal25 weights, kept in tests/data) reads and writes
+back unchanged; a bad one is a one-line DataFormatError naming the file and the failing field."""
 
 from __future__ import annotations
 
@@ -12,22 +12,22 @@ import pytest
 from caloquant.choices import Fallback, Precision
 from caloquant.cli import main
 from caloquant.errors import DataFormatError
-from caloquant.models.registry import _weights_dir
 from caloquant.quantize.openvino_backend import Calibration
 from caloquant.quantize.recipe import Recipe, read_recipe
+from helpers import RECIPE_FIXTURE
 
-SHIPPED = _weights_dir() / "ecal25.recipe.json"
+SHIPPED = RECIPE_FIXTURE  # tuned before machines were recorded
 
 
 def _shipped() -> dict[str, Any]:
     return json.loads(SHIPPED.read_text())
 
 
-def test_shipped_recipe_reads_typed_and_writes_back_unchanged() -> None:
+def test_a_real_recipe_reads_typed_and_writes_back_unchanged() -> None:
     r = read_recipe(SHIPPED)
     assert r.fallback is Fallback.BF16 and r.calibration == Calibration("percentile", True, True)
     assert r.precision["/block3/block3.3/Conv"] is Precision.BF16 and len(r.int8) == 4
-    assert r.machine is None and r.to_json() == json.dumps(_shipped(), indent=2)  # tuned before machines were recorded
+    assert r.machine is None and r.to_json() == json.dumps(_shipped(), indent=2)
 
 
 def test_older_recipe_without_fallback_tools_or_machine_reads_as_fp32() -> None:

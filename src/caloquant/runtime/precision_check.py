@@ -37,9 +37,9 @@ CHECK_SHOWERS = 16
 CHECK_SEED = 20_240_612
 #: Largest relative deviation of the batch-mean visible energy, and of each batch-mean 3DGAN moment, from FP32.
 #: Honest reduced precision stays well inside it: BF16 keeps 8 significand bits (2^-9 = 0.2 % rounding per
-#: operation, averaging out in sums over 15,625 cells and 16 showers), and the shipped tuner-accepted INT8
-#: recipe measured 2.5 % (energy, its high-energy showers run 5-7 % low) and 3.1 % (sigma^2_y) on this batch
-#: (AMD EPYC, AVX2; docs/deployment.md). 10 % is about three times that, and far below a broken kernel
+#: operation, averaging out in sums over 15,625 cells and 16 showers), and the tuner-accepted INT8 recipe of
+#: the first ecal25 weights measured 2.5 % (energy, its high-energy showers run 5-7 % low) and 3.1 % (sigma^2_y)
+#: on this batch (AMD EPYC, AVX2; docs/deployment.md). 10 % is about three times that, and far below a broken kernel
 #: (AMX BF16 in issue 12: -98 % visible energy).
 TOLERANCE = 0.10
 
