@@ -47,7 +47,7 @@ class Evaluator(Protocol):
 @runtime_checkable
 class Vetoing(Protocol):
     """An evaluator that can also refuse a candidate outright, whatever its metric: the tuner runs every candidate
-    on ``veto_inputs`` and asks ``veto`` with the FP32 baseline's outputs; a reason (not None) fails it."""
+    through ``veto_outputs`` and asks ``veto`` with the FP32 baseline's outputs; a reason (not None) fails it."""
 
     def veto_outputs(self, infer: Infer) -> Any:
         """What ``veto`` compares, from one model."""
