@@ -56,6 +56,7 @@ class Setting:
     sf_weight: float = 0.0
     count_weight: float = 0.0
     res_weight: float = 0.0
+    centroid_weight: float = 0.0
 
 
 SETTINGS = {
@@ -71,9 +72,10 @@ SETTINGS = {
     # the campaign's step: light critic, distribution term, one generator update per iteration
     "light+dist-1g": Setting("light+dist-1g", "auto", "auto", 10, fast_backends=True, critic="light",
                              dist_weight=1.0, gen_steps=1),
-    # the ecal25 campaign's step from run 8: light critic, distribution, energy-scale, cell-count, resolution terms
+    # the ecal25 campaign's step from run 9: light critic, distribution, energy-scale, cell-count, resolution and
+    # per-layer centroid terms
     "campaign": Setting("campaign", "auto", "auto", 10, fast_backends=True, critic="light", dist_weight=1.0,
-                        sf_weight=100.0, count_weight=20.0, res_weight=5.0),
+                        sf_weight=100.0, count_weight=20.0, res_weight=5.0, centroid_weight=5.0),
 }
 
 
@@ -100,7 +102,8 @@ def flops_per_shower(data: Path, val: Path, arch: str, device: str, setting: Set
     """FLOPs of one training iteration of ``setting`` per shower, counted on a small batch."""
     cfg = TrainConfig(arch=arch, batch_size=4, device=device, precision="fp32", resident="off", chunk_size=64,
                       critic=setting.critic, dist_weight=setting.dist_weight, gen_steps=setting.gen_steps,
-                      sf_weight=setting.sf_weight, count_weight=setting.count_weight, res_weight=setting.res_weight)
+                      sf_weight=setting.sf_weight, count_weight=setting.count_weight, res_weight=setting.res_weight,
+                      centroid_weight=setting.centroid_weight)
     with tempfile.TemporaryDirectory() as out:
         tr = Trainer(cfg, data, out, val=val, progress=False)
         batch = next(iter(tr.stream.epoch(0)))
@@ -116,7 +119,8 @@ def measure(data: Path, val: Path, arch: str, device: str, setting: Setting, bat
                       resident=setting.resident, compile=setting.compile, log_every=setting.log_every,
                       threads=threads, chunk_size=max(batch, 256), critic=setting.critic,
                       dist_weight=setting.dist_weight, gen_steps=setting.gen_steps,
-                      sf_weight=setting.sf_weight, count_weight=setting.count_weight, res_weight=setting.res_weight)
+                      sf_weight=setting.sf_weight, count_weight=setting.count_weight, res_weight=setting.res_weight,
+                      centroid_weight=setting.centroid_weight)
     with tempfile.TemporaryDirectory() as out, backends(setting.fast_backends):
         tr = Trainer(cfg, data, out, val=val, progress=False)
         source = tr.resident if tr.resident is not None else tr.stream

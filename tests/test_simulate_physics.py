@@ -7,7 +7,10 @@ import pytest
 
 from caloquant.data import ShowerSet
 from caloquant.geometry import CLIC_ECAL, CLIC_THICK, CLIC_THIN
+from caloquant.geometry import parse_window
 from caloquant.simulate import simulate
+from caloquant.simulate.engine import AngleRange, ShowerSimulator, Spectrum
+from caloquant.simulate.tuning import load_tuning
 from caloquant.simulate.calibration import calibrated_energy, fit_resolution, fit_weights
 
 ENERGIES = (10.0, 20.0, 50.0, 100.0, 200.0, 400.0)
@@ -103,6 +106,18 @@ def test_reproducible_and_independent_of_chunk_size() -> None:
     c = simulate(60, "10:500", angle="70:110", window="51x51x25", seed=4, chunk_size=64)
     assert np.array_equal(a.ecal, b.ecal) and np.array_equal(a.energy, b.energy)
     assert not np.array_equal(a.ecal, c.ecal)
+
+
+def test_worker_processes_give_the_same_showers_in_order() -> None:
+    """GFlash chunks simulated side by side in processes come back in order, bit for bit the serial stream."""
+    sim = ShowerSimulator(parse_window("25x25x25"), tuning=load_tuning("geant4"))
+    spec, ang = Spectrum(10.0, 500.0), AngleRange(90.0, 90.0)
+    serial = ShowerSet.concatenate(list(sim.stream(70, spec, ang, seed=8, chunk_size=16, first=5)))
+    seen: list[int] = []
+    chunks = list(sim.stream(70, spec, ang, seed=8, chunk_size=16, first=5, workers=2, on_chunk=seen.append))
+    assert [len(c) for c in chunks] == seen == [16, 16, 16, 16, 6]
+    together = ShowerSet.concatenate(chunks)
+    assert np.array_equal(serial.ecal, together.ecal) and np.array_equal(serial.energy, together.energy)
 
 
 def test_spectra_and_threshold() -> None:

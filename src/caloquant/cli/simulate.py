@@ -32,8 +32,8 @@ def simulate_cmd(
     chunk: int = typer.Option(256, "--chunk", help="Showers simulated and written per chunk (memory bound)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists (else refuse)."),
     cluster: str = _sharded.CLUSTER,
-    workers: int | None = typer.Option(None, "--workers", help="Worker processes: of --cluster local, or of the "
-                                       "Geant4 engine on one machine (default: one per core)."),
+    workers: int | None = typer.Option(None, "--workers", help="Worker processes: of --cluster local, or on this "
+                                       "machine (default: one per core; the file does not depend on it)."),
     shards: int = _sharded.SHARDS,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
     engine: str = typer.Option(
@@ -58,7 +58,7 @@ def simulate_cmd(
                           engine=engine, tuning=tuning)
         _sharded.run(output, job, cluster, workers, shards, overwrite=overwrite, quiet=quiet)
         return
-    _sharded.check_unsharded(workers if engine != "geant4" else None, shards)
+    _sharded.check_unsharded(None, shards)
     path = simulate_to_file(
         output, n, energy, spectrum=spectrum, angle=angle, window=window, seed=seed, layout=fmt,
         chunk_size=chunk, progress=not quiet, overwrite=overwrite, engine=engine, workers=workers or 0,

@@ -154,13 +154,25 @@ def campaign_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     precision: str = typer.Option("auto", "--precision", help="fp32, bf16 or auto (bf16 on CUDA and on CPUs "
                                   "with native BF16)."),
+    eval_every: int | None = typer.Option(None, "--eval-every", help="Steps between held-out evaluations (default: "
+                                          "campaign.json's; raise it where steps are fast, as on a GPU)."),
+    checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints "
+                                                "(default: campaign.json's)."),
+    resident: str | None = typer.Option(None, "--resident", help="Hold the training showers on the device: auto, "
+                                        "on or off (default: campaign.json's)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run the next piece of a training campaign: start or resume it, train for --run-minutes, stop cleanly."""
     from caloquant.train.campaign import run_campaign
 
-    result = run_campaign(folder, cache=cache, run_minutes=run_minutes, progress=not quiet,
-                          overrides={"threads": threads, "device": device, "precision": precision})
+    overrides: dict[str, Any] = {"threads": threads, "device": device, "precision": precision}
+    if eval_every is not None:
+        overrides["eval_every"] = eval_every
+    if checkpoint_every is not None:
+        overrides["checkpoint_every"] = checkpoint_every
+    if resident is not None:
+        overrides["resident"] = resident
+    result = run_campaign(folder, cache=cache, run_minutes=run_minutes, progress=not quiet, overrides=overrides)
     st = result.state
     typer.echo(f"campaign {folder}: step {st.step} ({st.elapsed / 60:.1f} min of training in all runs); best "
                f"held-out metric {st.best_metric:.4f} at step {st.best_step}; commit {folder} to keep it")

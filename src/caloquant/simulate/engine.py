@@ -17,8 +17,13 @@ non-linearity.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 import math
+import multiprocessing as mp
+import os
+import signal
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -238,16 +243,50 @@ class ShowerSimulator:
         chunk_size: int = 256,
         on_chunk: Callable[[int], None] | None = None,
         first: int = 0,
+        workers: int = 1,
     ) -> Iterator[ShowerSet]:
-        """Yield showers [first, first + n) in chunks; the result is identical for every chunk size."""
+        """Yield showers [first, first + n) in chunks; the result is identical for every chunk size and for every
+        number of ``workers`` (processes simulating chunks side by side, results yielded in order)."""
         if n <= 0:
             raise InputError(f"number of showers must be positive, got {n}")
-        for start in range(0, n, chunk_size):
-            k = min(chunk_size, n - start)
-            chunk = self.simulate(k, spectrum, angles, seed=seed, start_index=first + start)
-            if on_chunk is not None:
-                on_chunk(k)
-            yield chunk
+        if workers < 1:
+            raise InputError(f"workers must be positive, got {workers}")
+        starts = range(0, n, chunk_size)
+        if workers == 1 or len(starts) == 1 or mp.current_process().daemon:  # a daemon may not start processes
+            for start in starts:
+                k = min(chunk_size, n - start)
+                chunk = self.simulate(k, spectrum, angles, seed=seed, start_index=first + start)
+                if on_chunk is not None:
+                    on_chunk(k)
+                yield chunk
+            return
+        ahead = 2 * workers  # chunks in flight: bounds the memory held by finished, not yet yielded chunks
+        with ProcessPoolExecutor(min(workers, len(starts)), mp_context=mp.get_context("spawn"),
+                                 initializer=_ignore_sigint) as pool:
+            pending: deque[Future[ShowerSet]] = deque()
+            try:
+                for start in starts:
+                    pending.append(pool.submit(self.simulate, min(chunk_size, n - start), spectrum, angles,
+                                               seed=seed, start_index=first + start))
+                    while len(pending) >= ahead or (pending and start == starts[-1]):
+                        chunk = pending.popleft().result()
+                        if on_chunk is not None:
+                            on_chunk(len(chunk))
+                        yield chunk
+            finally:  # the caller stopped early (Ctrl-C, an error): drop the chunks not started
+                for f in pending:
+                    f.cancel()
+
+
+def default_workers(n: int, chunk_size: int) -> int:
+    """Processes for a GFlash run of ``n`` showers: one per core, but none beside the caller for a run under
+    four chunks per process, where starting the processes (about a second each) would cost more than it saves."""
+    return max(1, min(os.cpu_count() or 1, n // (4 * chunk_size)))
+
+
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the parent, which stops the run cleanly (no traceback from every process)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @njit(cache=True, fastmath=True)

@@ -12,7 +12,8 @@ from caloquant.data import LAYOUTS, ShowerWriter
 from caloquant.errors import InputError, Interrupted
 from caloquant.geometry import Window, parse_window
 from caloquant.simulate import g4data, geant4
-from caloquant.simulate.engine import AngleRange, ShowerSimulator, Spectrum, check_count, check_seed, parse_range
+from caloquant.simulate.engine import (AngleRange, ShowerSimulator, Spectrum, check_count, check_seed, default_workers,
+                                      parse_range)
 from caloquant.simulate.tuning import GFlashTuning, load_tuning
 from caloquant.ui import progress_bar, warn
 
@@ -67,7 +68,11 @@ def simulate_to_file(
 ) -> Path:
     """Simulate showers [first, first + n) into ``path``; the file appears only once complete (Ctrl-C/SIGTERM:
     not at all). ``on_chunk(k)`` is called with the number of showers written so far. ``tuning`` (GFlash
-    engine only) is a GFlashTuning, a shipped tuning's name or a tuning file."""
+    engine only) is a GFlashTuning, a shipped tuning's name or a tuning file. ``workers`` processes simulate
+    side by side (0: one per core; GFlash runs of a few chunks stay in this process); the file does not depend
+    on it."""
+    if workers < 0:
+        raise InputError(f"--workers must be positive, got {workers}")
     if engine == "gflash":
         tuning = load_tuning(tuning)  # read the file once
     attrs = run_attrs(n, energy, spectrum=spectrum, angle=angle, window=window, seed=seed, layout=layout,
@@ -81,7 +86,12 @@ def simulate_to_file(
             ShowerWriter(path, win, layout=layout, attrs=attrs, chunk_rows=min(chunk_size, 64),
                          overwrite=overwrite) as w, \
             progress_bar(n, "simulate", enabled=progress) as advance:
-        for chunk in sim.stream(n, spec, ang, seed=seed, chunk_size=chunk_size, on_chunk=advance, first=first):
+        if isinstance(sim, ShowerSimulator):  # GFlash: chunks side by side in worker processes, same output
+            chunks = sim.stream(n, spec, ang, seed=seed, chunk_size=chunk_size, on_chunk=advance, first=first,
+                                workers=workers or default_workers(n, chunk_size))
+        else:  # Geant4: its own worker processes
+            chunks = sim.stream(n, spec, ang, seed=seed, chunk_size=chunk_size, on_chunk=advance, first=first)
+        for chunk in chunks:
             if stop.is_set():
                 break
             w.append(chunk)
