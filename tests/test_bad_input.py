@@ -89,6 +89,7 @@ def test_bad_shower_file(tmp_path, capsys, reference, case, command) -> None:
     (["--energy", "nan"], "energy range"), (["--energy", "inf"], "energy range"), (["--energy", "1:2:3"], "MIN:MAX"),
     (["--energy", "500:10"], "reversed"), (["--angle", "abc"], "not a number"), (["--window", "x"], "window"),
     (["-o", "{d}"], "is a directory"), (["-o", "{d}/no/x.h5"], "does not exist"),
+    (["--workers", "-2"], "--workers must be positive"),
 ])
 def test_bad_simulate_options(tmp_path, capsys, args, message) -> None:
     opts = {"--n": "5", "--energy": "50", "-o": str(tmp_path / "x.h5"), "--chunk": "8"}

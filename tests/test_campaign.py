@@ -101,3 +101,15 @@ def test_bad_settings_are_refused_before_any_data_is_made(tmp_path: Path, capsys
     assert not (tmp_path / "cache").exists()
     assert main(["campaign", str(_campaign(tmp_path / "d")), "--run-minutes", "nan", "-q"]) == 2
     assert "run minutes must be positive" in capsys.readouterr().err
+
+
+def test_campaign_cli_takes_per_run_settings(tmp_path: Path) -> None:
+    """--eval-every, --checkpoint-every and --resident set how this run goes; the checkpoint records them."""
+    import torch
+    folder, cache = _campaign(tmp_path / "c"), tmp_path / "cache"
+    assert main(["campaign", str(folder), "--run-minutes", "0.05", "--cache", str(cache), "--eval-every", "3",
+                 "--checkpoint-every", "5", "--resident", "on", "-q"]) == 0
+    stored = torch.load(folder / "checkpoint-last.pt", map_location="cpu", weights_only=False)["config"]
+    assert (stored["eval_every"], stored["checkpoint_every"], stored["resident"]) == (3, 5, "on")
+    steps = [int(r["step"]) for r in csv.DictReader((folder / "metrics.csv").open())]
+    assert steps and all(s % 3 == 0 for s in steps[:-1])  # the last one: the evaluation at the stop
