@@ -3,12 +3,17 @@
 Shower i gets the noise of (seed, i) and the conditions of reference shower i, so the candidate file pairs
 with the reference one-to-one; then ``caloquant validate REF.h5 OUT.h5 --json M.json`` judges it.
 
-    python bench/eval_generator.py runs/x/generator-best.pt ref.h5 -o gen.h5 [--device cuda] [--seed 910]
+    python bench/eval_generator.py runs/x/generator-best.pt ref.h5 -o gen.h5 [--device cuda] [--seed 910] \
+        [--readout-threshold GEV]
+
+``--readout-threshold`` decodes through that readout threshold instead of the model's own (its spec's
+``cell_threshold_gev``; 0 for generators trained without one), to compare generators on the same footing.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +30,17 @@ def main() -> None:
     ap.add_argument("-o", "--output", type=Path, required=True)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--seed", type=int, default=910)
+    ap.add_argument("--readout-threshold", type=float, default=None, help="GeV (default: the model's own)")
     args = ap.parse_args()
     gen = load_generator(args.model)
+    spec = gen.spec if args.readout_threshold is None else replace(gen.spec, cell_threshold_gev=args.readout_threshold)
     ref = read_showers(args.reference)
     module = gen.module.to(args.device)
-    ecal = sample_showers(module, gen.spec, ref.energy, np.degrees(ref.theta), seed=args.seed, batch=1024,
+    ecal = sample_showers(module, spec, ref.energy, np.degrees(ref.theta), seed=args.seed, batch=1024,
                           device=args.device)
     write_showers(args.output, ShowerSet(ecal, ref.energy, ref.theta))
-    print(f"{args.output}: {len(ecal)} showers from {gen.source} (sha256 {gen.sha256[:12]})")
+    print(f"{args.output}: {len(ecal)} showers from {gen.source} (sha256 {gen.sha256[:12]}), readout threshold "
+          f"{spec.cell_threshold_gev:g} GeV")
 
 
 if __name__ == "__main__":

@@ -13,14 +13,16 @@ from caloquant.data import ShowerSet, write_showers
 from caloquant.errors import InputError
 from caloquant.models.critic import (COUNT_THRESHOLDS_GEV, LightCritic, feature_count, shower_features,
                                      soft_cell_counts, space_to_depth)
-from caloquant.models.registry import build_discriminator
-from caloquant.models.spec import DEFAULT_SPECS
+from caloquant.models.registry import build_discriminator, load_generator
+from caloquant.models.spec import DEFAULT_SPECS, ModelSpec
 from caloquant.train import TrainConfig, Trainer
 from caloquant.train.data import preprocess
 from caloquant.train.hardware import count_flops
-from caloquant.train.loop import RETUNABLE
-from caloquant.train.losses import (cell_count_loss, centroid_loss, layer_centroids, resolution_loss,
+from caloquant.train.loop import RETUNABLE, readout_floor
+from caloquant.train.losses import (cell_count_loss, centroid_loss, layer_centroids, readout_cut, resolution_loss,
                                    sampling_fraction_loss, sliced_wasserstein)
+from caloquant.validate import compute_features
+from caloquant.validate.fluctuations import fluctuation_ratios
 
 TINY = dict(batch_size=4, checkpoint_every=2, eval_showers=40, chunk_size=50, threads=1, seed=5, precision="fp32",
             critic="light", dist_weight=1.0)
@@ -303,3 +305,55 @@ def test_surrogate_relu_forward_is_relu_and_backward_reaches_dead_cells(data_fil
     assert isinstance(list(gen.module.modules())[-1], torch.nn.ReLU)
     with pytest.raises(InputError, match="dead_cell_grad"):
         TrainConfig(dead_cell_grad=2.0)
+
+
+def test_readout_cut_zeroes_faint_cells_forward_and_passes_gradients_through() -> None:
+    x = torch.tensor([0.0, 0.01, 0.02, 0.5], requires_grad=True)
+    y = readout_cut(x, 0.015)
+    assert y.tolist() == [0.0, 0.0, pytest.approx(0.02), 0.5]
+    (y * torch.tensor([1.0, 2.0, 3.0, 4.0])).sum().backward()
+    assert x.grad is not None and x.grad.tolist() == [1.0, 2.0, 3.0, 4.0]  # straight through, faint cells too
+
+
+def test_spec_readout_threshold_decodes_and_round_trips() -> None:
+    spec = ModelSpec("ecal25", cell_threshold_gev=1e-4)
+    cells = np.array([5e-5, 1e-4, 2e-3], dtype=np.float32)
+    decoded = spec.to_physical(spec.to_training(cells))
+    assert decoded[0] == 0.0 and decoded[2] == pytest.approx(2e-3, rel=1e-5)
+    assert ModelSpec.from_dict(spec.to_dict()) == spec
+    legacy = {k: v for k, v in spec.to_dict().items() if k != "cell_threshold_gev"}  # cards written before it
+    assert ModelSpec.from_dict(legacy).cell_threshold_gev == 0.0
+    assert DEFAULT_SPECS["ecal25"].to_physical(spec.to_training(cells))[0] > 0  # no threshold: every cell
+
+
+def test_readout_threshold_trains_and_travels_with_the_checkpoint(data_file: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """With a readout threshold the generator is trained and evaluated through it, its checkpoint decodes through
+    it, and a campaign can switch it on between runs."""
+    Trainer(TrainConfig(max_steps=1, **TINY), data_file, tmp_path, progress=False).run()  # type: ignore[arg-type]
+    thr = 1e-3
+    tr = Trainer(TrainConfig(max_steps=3, readout_threshold=thr, count_weight=1.0, **TINY), data_file,  # type: ignore[arg-type]
+                 tmp_path, resume=True, progress=False, retune=RETUNABLE)
+    assert "readout_threshold 0.0 -> 0.001" in capsys.readouterr().out
+    tr.run()
+    loaded = load_generator(str(tmp_path / "checkpoint-last.pt"))
+    assert loaded.spec.cell_threshold_gev == thr
+    showers = tr.generate(np.full(40, 200.0), np.full(40, np.pi / 2), seed=1)
+    assert showers.max() > 0 and np.all((showers == 0) | (showers >= thr))
+
+
+def test_held_out_evaluation_counts_only_cells_above_the_samples_readout(data_file: Path, tmp_path: Path,
+                                                                         mc_small: ShowerSet) -> None:
+    """Faint cells under the held-out MC's smallest cell (its readout threshold) do not count as hits."""
+    val = tmp_path / "val.h5"
+    write_showers(val, mc_small[300:400])
+    tr = Trainer(TrainConfig(max_steps=1, **TINY), data_file, tmp_path / "run", val=val, progress=False)  # type: ignore[arg-type]
+    assert tr.val is not None
+    floor = readout_floor(tr.val.ecal)
+    assert 0 < floor < tr.val.ecal[tr.val.ecal > 0].min()
+    fluff = np.where(tr.val.ecal > 0, tr.val.ecal, np.float32(floor / 10))  # every empty cell lit, faintly
+    tr.generate = lambda energies, thetas, seed, batch=256: fluff  # type: ignore[method-assign]
+    assert tr.evaluate()["cells_ratio"] == pytest.approx(1.0)
+    every_cell = fluctuation_ratios(compute_features(tr.val), compute_features(ShowerSet(fluff, tr.val.energy,
+                                                                                            tr.val.theta)))
+    assert every_cell["cells_ratio"] > 2  # what counting every non-zero cell would say

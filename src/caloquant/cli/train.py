@@ -54,6 +54,10 @@ def train_cmd(
                                      "(0: off)."),
     centroid_weight: float = typer.Option(0.0, "--centroid-weight", help="Weight of the energy-conditioned "
                                           "sliced-Wasserstein term on the per-layer x and y centroids (0: off)."),
+    readout_threshold: float = typer.Option(0.0, "--readout-threshold", help="GeV: generated cells below it read 0, "
+                                            "in training (what the critic and losses see; gradients pass "
+                                            "straight through) and in the exported model's decoding, as the MC's "
+                                            "readout threshold (half a MIP: 9.69e-5 GeV) does (0: none)."),
     r1: float = typer.Option(0.0, "--r1", help="R1 gradient penalty weight on real showers (light critic)."),
     dead_cell_grad: float = typer.Option(0.0, "--dead-cell-grad", help="Training only: the generator's output "
                                          "ReLU passes this fraction of the gradient to cells that are off, so "
@@ -114,7 +118,8 @@ def train_cmd(
         device=device, threads=threads, seed=seed, precision=precision, resident=resident, compile=compile_,
         ema_decay=ema, init_generator=init_generator, reference_batch=reference_batch, log_every=log_every,
         select=select, run_minutes=run_minutes, critic=critic, dist_weight=dist_weight, sf_weight=sf_weight,
-        count_weight=count_weight, res_weight=res_weight, centroid_weight=centroid_weight, r1=r1,
+        count_weight=count_weight, res_weight=res_weight, centroid_weight=centroid_weight,
+        readout_threshold=readout_threshold, r1=r1,
         gen_steps=gen_steps, dead_cell_grad=dead_cell_grad,
     )
     from caloquant.train.loop import RETUNABLE

@@ -26,11 +26,16 @@ class ModelSpec:
     xpower: float = 0.85
     energy_range: tuple[float, float] = (10.0, 500.0)
     angle_range_deg: tuple[float, float] = (90.0, 90.0)
+    #: Readout threshold (GeV) applied to decoded showers, as the detector's is to the MC: cells below it read 0.
+    #: 0 (the default, and what older cards and checkpoints mean) decodes every cell.
+    cell_threshold_gev: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
             raise ModelError(f"unknown architecture {self.arch!r}; expected one of {', '.join(ARCHITECTURES)}")
+        if not 0.0 <= self.cell_threshold_gev < 1.0:
+            raise ModelError(f"cell threshold {self.cell_threshold_gev!r} GeV is not in [0, 1)")
 
     @property
     def window(self) -> Window:
@@ -60,6 +65,7 @@ class ModelSpec:
                 xpower=float(d["xpower"]),
                 energy_range=(float(d["energy_range"][0]), float(d["energy_range"][1])),
                 angle_range_deg=(float(d["angle_range_deg"][0]), float(d["angle_range_deg"][1])),
+                cell_threshold_gev=float(d.get("cell_threshold_gev", 0.0)),
                 extra=dict(d.get("extra", {})),
             )
         except (KeyError, TypeError, ValueError, IndexError) as e:
@@ -102,9 +108,18 @@ class ModelSpec:
         return np.concatenate([e, theta, noise], axis=1).astype(np.float32)
 
     def to_physical(self, raw: np.ndarray) -> np.ndarray:
-        """Raw generator output ((xscale * E) ** xpower) to visible cell energy in GeV."""
+        """Raw generator output ((xscale * E) ** xpower) to visible cell energy in GeV, cells below the readout
+        threshold (``cell_threshold_gev``) set to 0."""
         raw = np.maximum(np.asarray(raw, dtype=np.float32), 0.0)
-        return (np.power(raw, np.float32(1.0 / self.xpower)) / np.float32(self.xscale)).astype(np.float32)
+        cells = (np.power(raw, np.float32(1.0 / self.xpower)) / np.float32(self.xscale)).astype(np.float32)
+        if self.cell_threshold_gev > 0:
+            cells[cells < np.float32(self.cell_threshold_gev)] = 0.0
+        return cells
+
+    @property
+    def raw_threshold(self) -> float:
+        """The readout threshold in the training representation ((xscale * E) ** xpower); 0 without one."""
+        return float((self.xscale * self.cell_threshold_gev) ** self.xpower)
 
     def to_training(self, cells_gev: np.ndarray) -> np.ndarray:
         """Cell energies in GeV to the representation the GAN is trained on."""

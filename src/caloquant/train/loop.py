@@ -60,6 +60,7 @@ from caloquant.models.critic import shower_features, soft_cell_counts
 from caloquant.models.gan3d import ecal_sum
 from caloquant.models.layers import SurrogateReLU
 from caloquant.train.losses import (bce_logits, cell_count_loss, centroid_loss, layer_centroids, mape, physics_loss,
+                                   readout_cut,
                                    resolution_loss, sampling_fraction_loss, sliced_wasserstein)
 from caloquant.ui import progress_bar
 from caloquant.validate import compute_features, frechet_at_size, moments_metric, sampling_fraction_mre
@@ -102,7 +103,7 @@ class TrainResult:
 def _spec_for(config: TrainConfig) -> ModelSpec:
     base = DEFAULT_SPECS[config.arch]
     return ModelSpec(base.arch, xscale=config.xscale, xpower=config.xpower, energy_range=base.energy_range,
-                     angle_range_deg=base.angle_range_deg)
+                     angle_range_deg=base.angle_range_deg, cell_threshold_gev=config.readout_threshold)
 
 
 class Trainer:
@@ -117,7 +118,6 @@ class Trainer:
         self.progress = progress and self.ctx.is_main
         if config.threads > 0:
             torch.set_num_threads(config.threads)
-        self.spec = _spec_for(config)
         ckpt_path = self.out / "checkpoint-last.pt"
         ckpt: dict[str, Any] | None = None
         given = config
@@ -137,6 +137,7 @@ class Trainer:
         elif ckpt_path.exists():
             raise InputError(f"{self.out} already holds a training run (use --resume to continue it, "
                              "or choose another --out)")
+        self.spec = _spec_for(config)  # after a resume: with the settings it continues with
         self.dataset = ShowerDataset(data)
         if val is not None and Path(val).resolve() in {Path(p).resolve() for p in self.dataset.paths}:
             raise InputError(f"--val {val} is also a training file: held-out metrics need showers not trained on")
@@ -155,6 +156,7 @@ class Trainer:
                                   mix_blocks=config.mix_blocks, ecal_cut=config.ecal_cut)
         self.val = self._load_val(val, hold_blocks) if self.ctx.is_main else None
         self._val_features: Any = None
+        self._readout = 0.0
 
         dev = self.ctx.device
         configure_backends(dev)
@@ -241,14 +243,17 @@ class Trainer:
         """3DGAN moment metric, sampling-fraction error and FPD of generated vs held-out showers.
 
         The FPD here is the Frechet distance of the CaloChallenge feature vectors at the held-out sample's
-        size (no 1/N extrapolation): biased upwards, but consistent from one evaluation to the next.
+        size (no 1/N extrapolation): biased upwards, but consistent from one evaluation to the next. Cells count
+        as hit (cells ratio, sparsity, cell spectrum) from the held-out sample's faintest cell up, its readout
+        threshold: generated cells below it would not be read out.
         """
         assert self.val is not None
         fake = ShowerSet(self.generate(self.val.energy, self.val.theta, seed=self.cfg.seed + 1_000_003),
                          self.val.energy, self.val.theta)
         if self._val_features is None:
-            self._val_features = compute_features(self.val)
-        feats = compute_features(fake)
+            self._readout = readout_floor(self.val.ecal)
+            self._val_features = compute_features(self.val, threshold=self._readout)
+        feats = compute_features(fake, threshold=self._readout)
         dist = frechet_at_size(self._val_features.classifier_vector(), feats.classifier_vector())
         return {"moments_metric": moments_metric(self._val_features, feats),
                 "sampling_fraction_mre": sampling_fraction_mre(self._val_features, feats), "fpd": dist,
@@ -297,6 +302,13 @@ class Trainer:
         if self.spec.arch == "ecal25":
             return noise * b.energy.view(-1, 1)
         return torch.cat([b.energy.view(-1, 1), b.theta.view(-1, 1), noise], 1)
+
+    def _fake(self, noise: torch.Tensor, b: TensorBatch) -> torch.Tensor:
+        """Generated showers for the batch's conditions, in fp32, through the readout threshold when one is set
+        (``readout_cut``: what the critic and the losses see is what the detector would read out)."""
+        with self._amp():
+            images = self._g(self._latent(noise, b)).float()
+        return readout_cut(images, self.spec.raw_threshold) if self.spec.cell_threshold_gev > 0 else images
 
     def _update_ema(self) -> None:
         if self.G_ema is None:
@@ -359,12 +371,11 @@ class Trainer:
 
         if not pretraining and self.light:
             # fast schedule: one critic update on real and fake together; the first G step reuses the fakes
-            with self._amp():
-                fake = self._g(self._latent(noise[1], b)).float()
+            fake = self._fake(noise[1], b)
             stats.update(self._critic_step(b, fake.detach(), flips))
         elif not pretraining:
-            with torch.no_grad(), self._amp():
-                fakes = self._g(self._latent(noise[0], b)).float()
+            with torch.no_grad():
+                fakes = self._fake(noise[0], b)
             for name, images, labels in (("d_real", b.images, torch.where(flips[0], 0.0, 1.0)),
                                          ("d_fake", fakes, torch.where(flips[1], 1.0, 0.0))):
                 self.opt_d.zero_grad(set_to_none=True)
@@ -385,11 +396,7 @@ class Trainer:
                           if self.cfg.centroid_weight > 0 else None)
         for k in range(self.cfg.gen_steps):
             self.opt_g.zero_grad(set_to_none=True)
-            if k == 0 and fake is not None:
-                gen = fake
-            else:
-                with self._amp():
-                    gen = self._g(self._latent(noise[1 + k], b)).float()
+            gen = fake if k == 0 and fake is not None else self._fake(noise[1 + k], b)
             phys = physics_loss(gen, b.images, b.energy, self.spec.xpower, self.cfg.physics_groups)
             if pretraining:
                 fake_sum = ecal_sum(gen, self.spec.xpower)
@@ -663,6 +670,13 @@ class Trainer:
         return TrainResult(st, self.out, finished, last_metrics)
 
 
+def readout_floor(ecal: np.ndarray) -> float:
+    """Just below the faintest non-zero cell of a sample (its readout threshold, for MC that has one), as the
+    ``threshold`` of ``compute_features``, which counts cells above it; 0 for a sample without a hit."""
+    hit = ecal[ecal > 0]
+    return float(hit.min()) * (1 - 1e-6) if hit.size else 0.0
+
+
 def _leak_output_relu(generator: torch.nn.Module, slope: float) -> None:
     """Swap the generator's output ReLU (its last module) for a ``SurrogateReLU``: same forward, same weights."""
     last_name, last = list(generator.named_modules())[-1]
@@ -694,7 +708,7 @@ def _runtime_overrides(config: TrainConfig) -> dict[str, Any]:
 #: Settings a resumed run may change when asked to (``retune``): a campaign's loss curriculum and its checkpoint
 #: selection, not its identity. A new ``select`` starts the best-checkpoint race afresh.
 RETUNABLE = ("loss_weights", "dist_weight", "sf_weight", "count_weight", "res_weight", "centroid_weight",
-             "physics_weight", "r1", "lr", "select")
+             "readout_threshold", "physics_weight", "r1", "lr", "select")
 
 
 def goal_score(metrics: dict[str, float]) -> float:

@@ -159,3 +159,11 @@ def centroid_loss(fake_centroids: torch.Tensor, real_centroids: torch.Tensor, en
     the shower-level barycentres of the physics features average the offsets away."""
     return sliced_wasserstein(fake_centroids, real_centroids, energy, groups, projections,
                               min_scale=CENTROID_MIN_SCALE)
+
+
+def readout_cut(images: torch.Tensor, raw_threshold: float) -> torch.Tensor:
+    """Generated showers through the detector's readout threshold (given in the training representation): cells
+    below it read 0 in the forward pass, as in the MC, while gradients reach every cell (straight-through), so a
+    loss that wants more cells hit can still raise a faint one above the threshold."""
+    below = images < raw_threshold
+    return images - (images * below).detach()
