@@ -142,8 +142,7 @@ class PhysicsEvaluator:
         refuse to run is never accepted, however well its metric against the MC passes (the guard's batch is
         log-spaced in energy, so it weighs the low energies that a uniform evaluation sample hardly sees)."""
         check = compare("candidate", outputs, baseline)
-        return None if check.passed else "the runtime physics guard would refuse it: " + check.describe().split(
-            " vs FP32: ", 1)[1]
+        return None if check.passed else f"the runtime physics guard would refuse it: {check.figures()}"
 
 
 def latents(spec: ModelSpec, energies: np.ndarray, seed: int) -> np.ndarray:

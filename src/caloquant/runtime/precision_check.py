@@ -65,9 +65,12 @@ class PrecisionCheck:
 
     def describe(self) -> str:
         """One line: precision, both deviations and the tolerance."""
-        return (f"{self.precision} vs FP32: mean visible energy {self.visible_gev:.4g} GeV against "
-                f"{self.fp32_visible_gev:.4g} GeV ({self.energy:.2%} off), 3DGAN moments up to {self.moments:.2%} "
-                f"off (tolerance {TOLERANCE:.0%})")
+        return f"{self.precision} vs FP32: {self.figures()}"
+
+    def figures(self) -> str:
+        """Both deviations and the tolerance, without the precision (for messages that name the model)."""
+        return (f"mean visible energy {self.visible_gev:.4g} GeV against {self.fp32_visible_gev:.4g} GeV "
+                f"({self.energy:.2%} off), 3DGAN moments up to {self.moments:.2%} off (tolerance {TOLERANCE:.0%})")
 
 
 def check_inputs(energy_range: tuple[float, float]) -> np.ndarray:
