@@ -60,8 +60,7 @@ from caloquant.models.critic import shower_features, soft_cell_counts
 from caloquant.models.gan3d import ecal_sum
 from caloquant.models.layers import SurrogateReLU
 from caloquant.train.losses import (bce_logits, cell_count_loss, centroid_loss, layer_centroids, mape, physics_loss,
-                                   readout_cut,
-                                   resolution_loss, sampling_fraction_loss, sliced_wasserstein)
+                                   readout_cut, resolution_loss, sampling_fraction_loss, sliced_wasserstein)
 from caloquant.ui import progress_bar
 from caloquant.validate import compute_features, frechet_at_size, moments_metric, sampling_fraction_mre
 from caloquant.validate.fluctuations import fluctuation_ratios
