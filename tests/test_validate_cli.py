@@ -67,7 +67,25 @@ def test_validate_several_candidates_both_layouts(files: dict[str, Path], tmp_pa
     assert "300 GeV" in a["3dgan_moments"]["empty_bins"]
 
 
+def test_threshold_ignores_cells_too_faint_for_the_readout(files: dict[str, Path], tmp_path: Path) -> None:
+    """A copy of the reference with every empty cell lit far below the MC's readout threshold: counted as hits
+    by default, ignored with --threshold, where the copy scores the same cell spectrum as the reference."""
+    from caloquant.data import read_showers
+    ref = read_showers(files["ref"])
+    fluff = tmp_path / "fluff.h5"
+    write_showers(fluff, ShowerSet(np.where(ref.ecal > 0, ref.ecal, np.float32(1e-6)), ref.energy, ref.theta))
+
+    def spectrum(*extra: str) -> float:
+        js = tmp_path / "v.json"
+        assert main(["validate", str(files["ref"]), str(fluff), "--json", str(js), "--no-classifier", "--n-boot",
+                     "5", "--fpd-batches", "2", "-q", *extra]) == 0
+        return float(json.loads(js.read_text())["metrics"]["cell_spectrum_separation"]["value"])
+
+    assert spectrum() > 0.5 and spectrum("--threshold", "9.69e-5") == pytest.approx(0.0, abs=1e-6)
+
+
 @pytest.mark.parametrize(("args", "message"), [
+    (["{ref}", "{cand}", "--threshold", "-1"], "--threshold must be in [0, 1) GeV"),
     (["{ref}", "{tilted}"], "window"),
     (["{ref}", "{nan}"], "NaN"),
     (["{ref}", "{d}/missing.h5"], "not found"),

@@ -45,6 +45,10 @@ def validate_cmd(
     report: Path = typer.Option(None, "--report", help="Write a self-contained HTML report with plots."),
     no_classifier: bool = typer.Option(False, "--no-classifier", help="Skip the classifier AUC (the slow metric)."),
     max_showers: int = typer.Option(None, "--max-showers", help="Use at most N showers of each file."),
+    threshold: float = typer.Option(0.0, "--threshold", help="GeV: cells above it count as hit in both samples "
+                                    "(occupancy, cell spectrum); set the reference's readout threshold (GFlash and "
+                                    "Geant4 MC here: 9.69e-5) so a candidate's cells too faint for the readout do "
+                                    "not count (0: every non-zero cell)."),
     bins: str = typer.Option("auto", "--bins", help="Energy bins: auto, 3dgan, quantile, N (quantile bins) or "
                              "E1,E2,... (GeV, +-5 GeV)."),
     n_boot: int = typer.Option(100, "--n-boot", help="Bootstrap replicates for the errors."),
@@ -66,6 +70,8 @@ def validate_cmd(
     if not 2 <= n_boot <= MAX_N_BOOT:
         raise InputError(f"--n-boot must be between 2 and {MAX_N_BOOT:,}, got {n_boot}")
     check_seed(seed)
+    if not 0 <= threshold < 1:
+        raise InputError(f"--threshold must be in [0, 1) GeV, got {threshold}")
     if fpd_batches < 1:
         raise InputError(f"--fpd-batches must be >= 1, got {fpd_batches}")
     check_outputs({"--json": json_out, "--report": report}, sources={"REFERENCE": reference, "CANDIDATE": candidates})
@@ -76,7 +82,7 @@ def validate_cmd(
     if len(set(names)) != len(names):
         raise InputError("the same candidate file is given twice")
     result = validate(
-        reference, candidates, bins=_parse_bins(bins), max_showers=max_showers, names=names,
+        reference, candidates, bins=_parse_bins(bins), max_showers=max_showers, names=names, threshold=threshold,
         options=MetricOptions(n_boot=n_boot, seed=seed, classifier=not no_classifier, legacy=legacy,
                               fpd_batches=fpd_batches),
         log=None if quiet else (lambda msg: console.print(f"[dim]validate: {msg}[/dim]")),

@@ -470,11 +470,16 @@ def compute_features(
     return ShowerFeatures.from_arrays(window, arrays, image_sum=image, threshold=threshold, source=name)
 
 
-def as_features(sample: ShowerFeatures | Source, *, max_showers: int | None = None) -> ShowerFeatures:
-    """Features of ``sample``, computing them unless it already is a ShowerFeatures."""
+def as_features(sample: ShowerFeatures | Source, *, max_showers: int | None = None,
+                threshold: float = 0.0) -> ShowerFeatures:
+    """Features of ``sample``, computing them (cells above ``threshold`` GeV count as hit) unless it already is a
+    ShowerFeatures, which must have been computed with the same threshold."""
     if isinstance(sample, ShowerFeatures):
+        if sample.threshold != threshold:
+            raise InputError(f"{sample.source}: features computed with cell threshold {sample.threshold:g} GeV, "
+                             f"asked for {threshold:g} GeV")
         return sample if max_showers is None else sample.subset(slice(0, max_showers))
-    return compute_features(sample, max_showers=max_showers)
+    return compute_features(sample, max_showers=max_showers, threshold=threshold)
 
 
 def check_compatible(reference: ShowerFeatures, candidate: ShowerFeatures) -> None:

@@ -162,11 +162,14 @@ def validate(
     max_showers: int | None = None,
     names: Sequence[str] | None = None,
     log: Callable[[str], None] | None = None,
+    threshold: float = 0.0,
 ) -> ValidationResult:
     """Compare each candidate to the reference: all metrics, errors, the reference noise floor and verdicts.
 
     Samples are ShowerSets, ShowerFeatures or file paths (either layout); ``max_showers`` caps each sample;
-    ``log`` gets a line per step.
+    ``log`` gets a line per step. Cells above ``threshold`` (GeV) count as hit in both samples (occupancy, the
+    cell spectrum and the features built on them): set it to the reference's readout threshold so that a
+    candidate's cells too faint for the readout do not count.
     """
     opts = options or MetricOptions()
     say = log or (lambda msg: None)
@@ -174,11 +177,11 @@ def validate(
     if not cand_list:
         raise InputError("no candidate sample given")
     say("reference features")
-    ref = as_features(reference, max_showers=max_showers)
+    ref = as_features(reference, max_showers=max_showers, threshold=threshold)
     feats = []
     for i, cand in enumerate(cand_list):
         say(f"candidate {i + 1} features")
-        f = as_features(cand, max_showers=max_showers)
+        f = as_features(cand, max_showers=max_showers, threshold=threshold)
         check_compatible(ref, f)
         feats.append(f)
     for f in (ref, *feats):
