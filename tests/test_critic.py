@@ -19,8 +19,8 @@ from caloquant.train import TrainConfig, Trainer
 from caloquant.train.data import preprocess
 from caloquant.train.hardware import count_flops
 from caloquant.train.loop import RETUNABLE, readout_floor
-from caloquant.train.losses import (cell_count_loss, centroid_loss, layer_centroids, readout_cut, resolution_loss,
-                                   sampling_fraction_loss, sliced_wasserstein)
+from caloquant.train.losses import (cell_count_loss, centroid_loss, layer_centroids, layer_occupancy, occupancy_loss,
+                                   readout_cut, resolution_loss, sampling_fraction_loss, sliced_wasserstein)
 from caloquant.validate import compute_features
 from caloquant.validate.fluctuations import fluctuation_ratios
 
@@ -182,6 +182,29 @@ def test_layer_centroids_in_cells_from_the_window_centre() -> None:
     assert float(layer_centroids(faint, 100.0, 0.85)[0, 0]) == pytest.approx(12 * 0.1 / 1.1, rel=1e-4)
 
 
+def test_layer_occupancy_counts_read_out_cells_per_layer() -> None:
+    spec = DEFAULT_SPECS["ecal25"]
+    cells = np.zeros((1, 25, 25, 25), dtype=np.float32)
+    cells[0, :3, 0, 0] = 1e-3  # three read-out cells in layer 0
+    cells[0, 3:5, 0, 0] = 1e-5  # two far below the readout threshold
+    cells[0, 0, 0, 24] = 2e-4  # one just above it, in the last layer
+    occ = layer_occupancy(torch.from_numpy(spec.to_training(cells)), spec.xscale, spec.xpower)
+    counts = torch.expm1(occ)[0]
+    assert counts[0] == pytest.approx(3.0, abs=0.01) and counts[24] == pytest.approx(1.0, abs=0.01)
+    assert counts[1:24].abs().max() < 1e-6
+
+
+def test_occupancy_loss_sees_cells_moved_between_layers(real: tuple[torch.Tensor, torch.Tensor]) -> None:
+    images, energy = real
+    occ = layer_occupancy(images, 100.0, 0.85)
+    torch.manual_seed(0)
+    assert occupancy_loss(occ, occ, energy, groups=4) == 0
+    back_heavy = images.clone()
+    back_heavy[..., :3] = 0  # the first three layers fire nothing
+    torch.manual_seed(0)
+    assert occupancy_loss(layer_occupancy(back_heavy, 100.0, 0.85), occ, energy, groups=4) > 0.1
+
+
 def test_centroid_loss_sees_layers_off_the_axis(real: tuple[torch.Tensor, torch.Tensor]) -> None:
     images, energy = real
     c = layer_centroids(images, 100.0, 0.85)
@@ -203,12 +226,12 @@ def test_centroid_loss_sees_layers_off_the_axis(real: tuple[torch.Tensor, torch.
 
 def test_count_and_res_weights_train_and_log(data_file: Path, tmp_path: Path) -> None:
     cfg = TrainConfig(**{**TINY, "max_steps": 2, "log_every": 1, "count_weight": 1.0, "res_weight": 1.0,  # type: ignore[arg-type]
-                         "centroid_weight": 1.0})
+                         "centroid_weight": 1.0, "occupancy_weight": 1.0})
     Trainer(cfg, data_file, tmp_path, progress=False).run()
     rows = list(csv.DictReader((tmp_path / "losses.csv").open()))
-    for term in ("g_count", "g_res", "g_cent"):
+    for term in ("g_count", "g_res", "g_cent", "g_occ"):
         assert len(rows) == 2 and all(np.isfinite(float(r[term])) and float(r[term]) > 0 for r in rows)
-    assert {"count_weight", "res_weight", "centroid_weight"} <= set(RETUNABLE)
+    assert {"count_weight", "res_weight", "centroid_weight", "occupancy_weight"} <= set(RETUNABLE)
 
 
 def test_sf_weight_trains_logs_and_upgrades_an_older_run(data_file: Path, tmp_path: Path,

@@ -59,8 +59,9 @@ from caloquant.train.hardware import autocast, compile_module, configure_backend
 from caloquant.models.critic import shower_features, soft_cell_counts
 from caloquant.models.gan3d import ecal_sum
 from caloquant.models.layers import SurrogateReLU
-from caloquant.train.losses import (bce_logits, cell_count_loss, centroid_loss, layer_centroids, mape, physics_loss,
-                                   readout_cut, resolution_loss, sampling_fraction_loss, sliced_wasserstein)
+from caloquant.train.losses import (bce_logits, cell_count_loss, centroid_loss, layer_centroids, layer_occupancy, mape,
+                                   occupancy_loss, physics_loss, readout_cut, resolution_loss, sampling_fraction_loss,
+                                   sliced_wasserstein)
 from caloquant.ui import progress_bar
 from caloquant.validate import compute_features, frechet_at_size, moments_metric, sampling_fraction_mre
 from caloquant.validate.fluctuations import fluctuation_ratios
@@ -73,7 +74,7 @@ SELECT_BY = {"moments": "moments_metric", "fpd": "fpd"}
 SELECT_GOALS = {"moments_metric": 0.04, "sampling_fraction_mre": 0.01, "fpd": 2.0, "cells_ratio": 1.1,
                 "resolution_ratio": 1.1}
 LOSS_FIELDS = ["step", "epoch", "showers", "seconds", "lr", "d_real", "d_fake", "g_adv", "g_aux", "g_ecal",
-               "g_phys", "g_dist", "g_sf", "g_count", "g_res", "g_cent", "r1",
+               "g_phys", "g_dist", "g_sf", "g_count", "g_res", "g_cent", "g_occ", "r1",
                "showers_per_s"]
 METRIC_FIELDS = ["step", "epoch", "showers", "seconds", "moments_metric", "sampling_fraction_mre", "fpd", "cells_ratio",
                  "resolution_ratio"]
@@ -393,6 +394,8 @@ class Trainer:
                        if self.cfg.count_weight > 0 else None)
         real_centroids = (layer_centroids(b.images, self.spec.xscale, self.spec.xpower)
                           if self.cfg.centroid_weight > 0 else None)
+        real_occupancy = (layer_occupancy(b.images, self.spec.xscale, self.spec.xpower)
+                          if self.cfg.occupancy_weight > 0 else None)
         for k in range(self.cfg.gen_steps):
             self.opt_g.zero_grad(set_to_none=True)
             gen = fake if k == 0 and fake is not None else self._fake(noise[1 + k], b)
@@ -432,6 +435,11 @@ class Trainer:
                                      b.energy, self.cfg.physics_groups, self.cfg.dist_projections)
                 loss = loss + self.cfg.centroid_weight * cent
                 parts["cent"] = cent.detach()
+            if real_occupancy is not None:
+                occ = occupancy_loss(layer_occupancy(gen, self.spec.xscale, self.spec.xpower), real_occupancy,
+                                     b.energy, self.cfg.physics_groups, self.cfg.dist_projections)
+                loss = loss + self.cfg.occupancy_weight * occ
+                parts["occ"] = occ.detach()
             loss.backward()
             self.ctx.average_gradients(self.G)
             self.opt_g.step()
@@ -627,7 +635,7 @@ class Trainer:
                                 "g_ecal": values.get("g_ecal", ""), "g_phys": values["g_phys"],
                                 "g_dist": values.get("g_dist", ""), "g_sf": values.get("g_sf", ""),
                                 "g_count": values.get("g_count", ""), "g_res": values.get("g_res", ""),
-                                "g_cent": values.get("g_cent", ""),
+                                "g_cent": values.get("g_cent", ""), "g_occ": values.get("g_occ", ""),
                                 "r1": values.get("r1", ""),
                                 "showers_per_s": round(rate, 2)})
                         if cfg.eval_every and st.step % cfg.eval_every == 0:
@@ -707,7 +715,7 @@ def _runtime_overrides(config: TrainConfig) -> dict[str, Any]:
 #: Settings a resumed run may change when asked to (``retune``): a campaign's loss curriculum and its checkpoint
 #: selection, not its identity. A new ``select`` starts the best-checkpoint race afresh.
 RETUNABLE = ("loss_weights", "dist_weight", "sf_weight", "count_weight", "res_weight", "centroid_weight",
-             "readout_threshold", "physics_weight", "r1", "lr", "select")
+             "occupancy_weight", "readout_threshold", "physics_weight", "r1", "lr", "select")
 
 
 def goal_score(metrics: dict[str, float]) -> float:
