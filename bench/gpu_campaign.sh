@@ -25,7 +25,7 @@ CAMPAIGN=${CAMPAIGN:-campaigns/ecal25}
 CACHE=${CACHE:-/tmp/campaign-data}
 MIN=${MIN:-6}
 EVAL_EVERY=${EVAL_EVERY:-600}
-VARIANTS=${VARIANTS:-sf300:sf_weight=300|count40:count_weight=40|res20:res_weight=20}
+VARIANTS=${VARIANTS:-occ5:occupancy_weight=5|sf300:sf_weight=300|res20:res_weight=20}
 BENCH_BATCH=${BENCH_BATCH:-32,256}
 BENCH_CONFIGS=${BENCH_CONFIGS:-fp32,bf16,campaign}
 NCPU=$(nproc)
