@@ -471,15 +471,15 @@ def compute_features(
 
 
 def as_features(sample: ShowerFeatures | Source, *, max_showers: int | None = None,
-                threshold: float = 0.0) -> ShowerFeatures:
-    """Features of ``sample``, computing them (cells above ``threshold`` GeV count as hit) unless it already is a
-    ShowerFeatures, which must have been computed with the same threshold."""
+                threshold: float | None = None) -> ShowerFeatures:
+    """Features of ``sample``, computing them (cells above ``threshold`` GeV count as hit; None: 0) unless it
+    already is a ShowerFeatures, which must then have been computed with ``threshold`` when one is given."""
     if isinstance(sample, ShowerFeatures):
-        if sample.threshold != threshold:
+        if threshold is not None and sample.threshold != threshold:
             raise InputError(f"{sample.source}: features computed with cell threshold {sample.threshold:g} GeV, "
                              f"asked for {threshold:g} GeV")
         return sample if max_showers is None else sample.subset(slice(0, max_showers))
-    return compute_features(sample, max_showers=max_showers, threshold=threshold)
+    return compute_features(sample, max_showers=max_showers, threshold=threshold or 0.0)
 
 
 def check_compatible(reference: ShowerFeatures, candidate: ShowerFeatures) -> None:
