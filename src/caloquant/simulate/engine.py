@@ -280,7 +280,8 @@ class ShowerSimulator:
 
 def default_workers(n: int, chunk_size: int) -> int:
     """Processes for a GFlash run of ``n`` showers: one per core, but none beside the caller for a run under
-    four chunks per process, where starting the processes (about a second each) would cost more than it saves."""
+    four chunks per process, where starting the processes (each imports numpy, numba and the engine) would cost
+    more than it saves."""
     return max(1, min(os.cpu_count() or 1, n // (4 * chunk_size)))
 
 
