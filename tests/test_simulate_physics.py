@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -12,6 +17,7 @@ from caloquant.simulate import simulate
 from caloquant.simulate.engine import AngleRange, ShowerSimulator, Spectrum
 from caloquant.simulate.tuning import load_tuning
 from caloquant.simulate.calibration import calibrated_energy, fit_resolution, fit_weights
+from helpers import SRC
 
 ENERGIES = (10.0, 20.0, 50.0, 100.0, 200.0, 400.0)
 
@@ -118,6 +124,25 @@ def test_worker_processes_give_the_same_showers_in_order() -> None:
     assert [len(c) for c in chunks] == seen == [16, 16, 16, 16, 6]
     together = ShowerSet.concatenate(chunks)
     assert np.array_equal(serial.ecal, together.ecal) and np.array_equal(serial.energy, together.energy)
+
+
+def test_workers_from_a_script_on_stdin_run_serially(tmp_path: Path) -> None:
+    """``python - < script`` cannot be re-imported by a spawned worker: the stream stays in the caller and
+    finishes with the serial showers instead of a broken process pool."""
+    script = (
+        "import numpy as np\n"
+        "from caloquant.geometry import parse_window\n"
+        "from caloquant.simulate.engine import AngleRange, ShowerSimulator, Spectrum\n"
+        "sim = ShowerSimulator(parse_window('25x25x25'))\n"
+        "args = (40, Spectrum(10.0, 100.0), AngleRange(90.0, 90.0))\n"
+        "a = [c.ecal for c in sim.stream(*args, seed=2, chunk_size=8, workers=2)]\n"
+        "b = [c.ecal for c in sim.stream(*args, seed=2, chunk_size=8)]\n"
+        "print(len(a), all(np.array_equal(x, y) for x, y in zip(a, b)))\n"
+    )
+    out = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(SRC)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["5", "True"]
 
 
 def test_spectra_and_threshold() -> None:

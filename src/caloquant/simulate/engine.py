@@ -21,6 +21,7 @@ import math
 import multiprocessing as mp
 import os
 import signal
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -252,7 +253,7 @@ class ShowerSimulator:
         if workers < 1:
             raise InputError(f"workers must be positive, got {workers}")
         starts = range(0, n, chunk_size)
-        if workers == 1 or len(starts) == 1 or mp.current_process().daemon:  # a daemon may not start processes
+        if workers == 1 or len(starts) == 1 or not _can_spawn():
             for start in starts:
                 k = min(chunk_size, n - start)
                 chunk = self.simulate(k, spectrum, angles, seed=seed, start_index=first + start)
@@ -283,6 +284,15 @@ def default_workers(n: int, chunk_size: int) -> int:
     four chunks per process, where starting the processes (each imports numpy, numba and the engine) would cost
     more than it saves."""
     return max(1, min(os.cpu_count() or 1, n // (4 * chunk_size)))
+
+
+def _can_spawn() -> bool:
+    """Whether worker processes can start here: not in a daemon (a Dask worker may not start processes), and not
+    under a main script that a spawned process cannot re-import (``python - < script``: ``__main__`` is stdin)."""
+    if mp.current_process().daemon:
+        return False
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main_file is None or os.path.isfile(main_file)
 
 
 def _ignore_sigint() -> None:
