@@ -73,6 +73,16 @@ def test_streams_bitwise_and_batch_within_rounding(ckpt) -> None:
     assert np.allclose(part.ecal, one.ecal[5:9], **REORDERED)  # noise is per shower index
 
 
+@pytest.mark.isa
+def test_torch_engine_first_batch_is_every_batch(ckpt) -> None:
+    """A fresh engine's first batch runs in a new worker thread: bitwise the batch that a warm engine gives
+    (OpenMP's thread count is per thread; the worker had run its first pass on every core, other low bits)."""
+    first = open_generator(ckpt, engine="torch", batch=4).generate(ENERGIES[:4], seed=3)
+    warm = open_generator(ckpt, engine="torch", batch=4)
+    warm.generate(ENERGIES[:4], seed=9)
+    assert np.array_equal(first.ecal, warm.generate(ENERGIES[:4], seed=3).ecal)
+
+
 def test_tuned_model_path(ckpt, tmp_path, reference) -> None:
     xml = export_openvino(ckpt, tmp_path / "model.xml")
     out = open_generator(ckpt, precision=str(xml), batch=8).generate(ENERGIES, seed=5)

@@ -77,8 +77,9 @@ class _ThreadedEngine(ABC):
     name: str
     streams: int
 
-    def _start_pool(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=self.streams, thread_name_prefix=f"caloquant-{self.name}")
+    def _start_pool(self, initializer: Callable[[], None] | None = None) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=self.streams, thread_name_prefix=f"caloquant-{self.name}",
+                                        initializer=initializer)
         self._pending: list[Future[None]] = []
 
     @abstractmethod
@@ -116,7 +117,11 @@ class TorchEngine(_ThreadedEngine):
         self.module, self.spec, self.batch, self.streams, self.precision = module.eval(), spec, batch, streams, precision
         if streams > 1:
             torch.set_num_threads(max(1, cpu_count() // streams))
-        self._start_pool()
+        threads = torch.get_num_threads()
+        # OpenMP's thread count is per calling thread: a new worker thread would run its first forward pass with
+        # the OpenMP default (every core), split the reductions differently and give other low bits than every
+        # later batch (seen on an AVX-512 FP16 Xeon), so each worker takes the caller's count before its first batch.
+        self._start_pool(initializer=lambda: torch.set_num_threads(threads))
 
     def infer(self, latent: np.ndarray) -> np.ndarray:
         """Raw output of up to ``batch`` rows (padded to ``batch``)."""
