@@ -20,7 +20,8 @@ from caloquant.train.data import preprocess
 from caloquant.train.hardware import count_flops
 from caloquant.train.loop import RETUNABLE, readout_floor
 from caloquant.train.losses import (cell_count_loss, centroid_loss, layer_centroids, layer_occupancy, occupancy_loss,
-                                   readout_cut, resolution_loss, sampling_fraction_loss, sliced_wasserstein)
+                                   physics_loss, profile_loss, readout_cut, resolution_loss, sampling_fraction_loss,
+                                   sliced_wasserstein)
 from caloquant.validate import compute_features
 from caloquant.validate.fluctuations import fluctuation_ratios
 
@@ -205,6 +206,26 @@ def test_occupancy_loss_sees_cells_moved_between_layers(real: tuple[torch.Tensor
     assert occupancy_loss(layer_occupancy(back_heavy, 100.0, 0.85), occ, energy, groups=4) > 0.1
 
 
+def test_profile_loss_weighs_the_tails_like_the_profile_metric(real: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Zero for the real batch itself; showers stripped of their lateral tails (under 1 % of the energy) cost it ten
+    times what they cost the physics term (L1 on normalised profiles); a faint tail cell below the readout threshold
+    reads 0, yet raising it lowers the loss (its gradient is not cut)."""
+    images, energy = real
+    assert profile_loss(images, images, energy, 0.85, groups=4) == 0
+    cored = images.clone()
+    cored[:, :8] = 0
+    cored[:, -8:] = 0  # nothing beyond 4 cells from the axis in x
+    assert profile_loss(cored, images, energy, 0.85, groups=4) > 10 * physics_loss(cored, images, energy, 0.85, 4)
+    floor = float(images[images > 0].min())
+    faint = cored.clone()
+    faint[:, :8] = 0.5 * floor  # below the readout: as good as nothing
+    faint.requires_grad_(True)
+    loss = profile_loss(faint, images, energy, 0.85, groups=4)
+    assert float(loss.detach()) == pytest.approx(float(profile_loss(cored, images, energy, 0.85, groups=4)), rel=1e-6)
+    loss.backward()
+    assert faint.grad is not None and faint.grad[:, :8].sum() < 0  # raising the faint tail lowers the loss
+
+
 def test_centroid_loss_sees_layers_off_the_axis(real: tuple[torch.Tensor, torch.Tensor]) -> None:
     images, energy = real
     c = layer_centroids(images, 100.0, 0.85)
@@ -226,12 +247,13 @@ def test_centroid_loss_sees_layers_off_the_axis(real: tuple[torch.Tensor, torch.
 
 def test_count_and_res_weights_train_and_log(data_file: Path, tmp_path: Path) -> None:
     cfg = TrainConfig(**{**TINY, "max_steps": 2, "log_every": 1, "count_weight": 1.0, "res_weight": 1.0,  # type: ignore[arg-type]
-                         "centroid_weight": 1.0, "occupancy_weight": 1.0})
+                         "centroid_weight": 1.0, "occupancy_weight": 1.0,
+                         "profile_weight": 1.0})
     Trainer(cfg, data_file, tmp_path, progress=False).run()
     rows = list(csv.DictReader((tmp_path / "losses.csv").open()))
-    for term in ("g_count", "g_res", "g_cent", "g_occ"):
+    for term in ("g_count", "g_res", "g_cent", "g_occ", "g_prof"):
         assert len(rows) == 2 and all(np.isfinite(float(r[term])) and float(r[term]) > 0 for r in rows)
-    assert {"count_weight", "res_weight", "centroid_weight", "occupancy_weight"} <= set(RETUNABLE)
+    assert {"count_weight", "res_weight", "centroid_weight", "occupancy_weight", "profile_weight"} <= set(RETUNABLE)
 
 
 def test_sf_weight_trains_logs_and_upgrades_an_older_run(data_file: Path, tmp_path: Path,

@@ -190,6 +190,36 @@ def occupancy_loss(fake_occupancy: torch.Tensor, real_occupancy: torch.Tensor, e
                               min_scale=OCCUPANCY_MIN_SCALE)
 
 
+#: Floor added to every mean profile bin in ``profile_loss``, as a fraction of the real batch's faintest cell: a
+#: bin that no real shower of a group reaches compares against a tenth of a read-out cell, not against zero.
+PROFILE_FLOOR_FRACTION = 0.1
+
+
+def profile_loss(fake: torch.Tensor, real: torch.Tensor, energy: torch.Tensor, xpower: float,
+                 groups: int) -> torch.Tensor:
+    """Mismatch of the energy-conditioned mean x, y, z energy profiles, every position alike: in each energy group,
+    |ln(<p_fake> + f) - ln(<p_real> + f)| averaged over the 25 + 25 + 25 positions, the batch-level, symmetric form
+    of the 3DGAN profile metric (``validate.profiles_metric``: mean relative error per position). The fakes are read
+    out first at the real batch's faintest cell (the MC's readout threshold; straight-through, so a faint cell can
+    still be raised), as validation sees them; f is ``PROFILE_FLOOR_FRACTION`` of that cell. ``physics_loss``
+    matches normalised profiles in L1, where the lateral tails and the first layers (1e-4 of the energy, a quarter
+    of the positions of the metric) weigh nothing."""
+    real = real.float()
+    raw_floor = real.masked_fill(real <= 0, float("inf")).amin()
+    raw_floor = torch.where(torch.isfinite(raw_floor), raw_floor, torch.zeros_like(raw_floor))
+    e_floor = raw_floor.pow(1.0 / xpower)
+    fake = fake.float()
+    ef = fake.clamp_min(0).pow(1.0 / xpower)
+    ef = ef - (ef * (fake < raw_floor)).detach()  # read out after the power, where a raised faint cell has a gradient
+    er = real.clamp_min(0).pow(1.0 / xpower)
+    floor = (PROFILE_FLOOR_FRACTION * e_floor).clamp_min(1e-12)
+    order, parts = energy_groups(energy, groups)
+    pf = torch.cat([ef.sum(axes) for axes in ((2, 3), (1, 3), (1, 2))], 1)[order]
+    pr = torch.cat([er.sum(axes) for axes in ((2, 3), (1, 3), (1, 2))], 1)[order]
+    return torch.stack([((pf[idx].mean(0) + floor).log() - (pr[idx].mean(0) + floor).log()).abs().mean()
+                        for idx in parts]).mean()
+
+
 def readout_cut(images: torch.Tensor, raw_threshold: float) -> torch.Tensor:
     """Generated showers through the detector's readout threshold (given in the training representation): cells
     below it read 0 in the forward pass, as in the MC, while gradients reach every cell (straight-through), so a
