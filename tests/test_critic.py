@@ -322,6 +322,7 @@ def test_best_checkpoint_is_generator_only(data_file: Path, tmp_path: Path) -> N
     assert "generator" in best and "discriminator" not in best and "opt_g" not in best
     metrics = list(csv.DictReader((tmp_path / "metrics.csv").open()))
     assert float(metrics[0]["cells_ratio"]) > 0 and float(metrics[0]["resolution_ratio"]) > 0
+    assert float(metrics[0]["profiles_metric"]) > 0
 
 
 def test_bad_critic_settings_are_refused() -> None:
@@ -402,3 +403,7 @@ def test_held_out_evaluation_counts_only_cells_above_the_samples_readout(data_fi
     every_cell = fluctuation_ratios(compute_features(tr.val), compute_features(ShowerSet(fluff, tr.val.energy,
                                                                                             tr.val.theta)))
     assert every_cell["cells_ratio"] > 2  # what counting every non-zero cell would say
+    tr.generate = lambda energies, thetas, seed, batch=256: tr.val.ecal  # type: ignore[method-assign,union-attr]
+    same = tr.evaluate()  # the held-out showers themselves: every shape metric is zero
+    assert same["profiles_metric"] == pytest.approx(0.0, abs=1e-12)
+    assert same["moments_metric"] == pytest.approx(0.0, abs=1e-12)

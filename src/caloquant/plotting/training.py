@@ -27,7 +27,7 @@ def _read(path: Path) -> dict[str, list[float]]:
 
 
 def plot_training(run_dir: str | Path) -> Path:
-    """Write ``curves.png`` (losses vs step; moment metric and sampling-fraction error vs step)."""
+    """Write ``curves.png`` (losses vs step; moment and profile metrics and sampling-fraction error vs step)."""
     require("matplotlib").use("Agg")
     plt = require("matplotlib.pyplot")
     run = Path(run_dir)
@@ -44,6 +44,8 @@ def plot_training(run_dir: str | Path) -> Path:
     if metrics:
         ax2.plot(metrics["step"], metrics["moments_metric"], "o-", label="3DGAN moment metric")
         ax2.plot(metrics["step"], metrics["sampling_fraction_mre"], "s-", label="sampling-fraction MRE")
+        if "profiles_metric" in metrics:  # logs older than the column hold NaN there
+            ax2.plot(metrics["step"], metrics["profiles_metric"], "^-", label="3DGAN profile metric")
         ax2.axhline(0.06, color="grey", ls="--", lw=1, label="goal 0.06")
         ax2.set_yscale("log")
         ax2.legend()
@@ -63,10 +65,10 @@ def plot_learning_curve(run_dir: Path, out: Path) -> Path:
     require("matplotlib").use("Agg")
     plt = require("matplotlib.pyplot")
     metrics, runs = _read(run_dir / "metrics.csv"), _read(run_dir / "runs.csv")
-    panels = (("moments_metric", "3DGAN moment metric", 0.04), ("fpd", "FPD (held-out size)", None),
-              ("cells_ratio", "cells hit, generated / MC (worst bin)", 1.0),
+    panels = (("moments_metric", "3DGAN moment metric", 0.04), ("profiles_metric", "3DGAN profile metric", None),
+              ("fpd", "FPD (held-out size)", None), ("cells_ratio", "cells hit, generated / MC (worst bin)", 1.0),
               ("resolution_ratio", "resolution, generated / MC (worst bin)", 1.0))
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7))
     for ax, (key, label, goal) in zip(axes.flat, panels):
         if key in metrics and "showers" in metrics:
             ax.plot(metrics["showers"], metrics[key], "o-", ms=3)
@@ -78,6 +80,8 @@ def plot_learning_curve(run_dir: Path, out: Path) -> Path:
         ax.set_ylabel(label)
         if key in ("moments_metric", "fpd"):
             ax.set_yscale("log")
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
     fig.suptitle(f"{run_dir.name}: {len(runs.get('run', []))} runs")
     fig.tight_layout()
     with atomic_path(out) as tmp:

@@ -63,7 +63,8 @@ from caloquant.train.losses import (bce_logits, cell_count_loss, centroid_loss, 
                                    occupancy_loss, physics_loss, profile_loss, readout_cut, resolution_loss,
                                    sampling_fraction_loss, sliced_wasserstein)
 from caloquant.ui import progress_bar
-from caloquant.validate import compute_features, frechet_at_size, moments_metric, sampling_fraction_mre
+from caloquant.validate import (compute_features, frechet_at_size, moments_metric, profiles_metric,
+                                sampling_fraction_mre)
 from caloquant.validate.fluctuations import fluctuation_ratios
 
 #: Held-out metric that picks the best checkpoint, by ``TrainConfig.select`` (``goals``: ``goal_score``).
@@ -77,7 +78,7 @@ LOSS_FIELDS = ["step", "epoch", "showers", "seconds", "lr", "d_real", "d_fake", 
                "g_phys", "g_dist", "g_sf", "g_count", "g_res", "g_cent", "g_occ", "g_prof", "r1",
                "showers_per_s"]
 METRIC_FIELDS = ["step", "epoch", "showers", "seconds", "moments_metric", "sampling_fraction_mre", "fpd", "cells_ratio",
-                 "resolution_ratio"]
+                 "resolution_ratio", "profiles_metric"]
 RUN_FIELDS = ["run", "date", "cpu", "isa", "threads", "device", "precision", "critic", "start_step", "end_step",
               "showers", "minutes", "showers_per_s", "moments_metric", "fpd", "cells_ratio", "resolution_ratio"]
 
@@ -240,7 +241,8 @@ class Trainer:
                               device=self.ctx.device)
 
     def evaluate(self) -> dict[str, float]:
-        """3DGAN moment metric, sampling-fraction error and FPD of generated vs held-out showers.
+        """3DGAN moment and profile metrics, sampling-fraction error, FPD and the cells and resolution ratios of
+        generated vs held-out showers.
 
         The FPD here is the Frechet distance of the CaloChallenge feature vectors at the held-out sample's
         size (no 1/N extrapolation): biased upwards, but consistent from one evaluation to the next. Cells count
@@ -257,6 +259,7 @@ class Trainer:
         dist = frechet_at_size(self._val_features.classifier_vector(), feats.classifier_vector())
         return {"moments_metric": moments_metric(self._val_features, feats),
                 "sampling_fraction_mre": sampling_fraction_mre(self._val_features, feats), "fpd": dist,
+                "profiles_metric": profiles_metric(self._val_features, feats),
                 **fluctuation_ratios(self._val_features, feats)}
 
     # -- one optimisation step -----------------------------------------------------------------------
