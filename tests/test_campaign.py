@@ -113,3 +113,15 @@ def test_campaign_cli_takes_per_run_settings(tmp_path: Path) -> None:
     assert (stored["eval_every"], stored["checkpoint_every"], stored["resident"]) == (3, 5, "on")
     steps = [int(r["step"]) for r in csv.DictReader((folder / "metrics.csv").open())]
     assert steps and all(s % 3 == 0 for s in steps[:-1])  # the last one: the evaluation at the stop
+
+
+REPO_CAMPAIGNS = sorted((Path(__file__).resolve().parents[1] / "campaigns").glob("*/campaign.json"))
+
+
+@pytest.mark.parametrize("path", REPO_CAMPAIGNS, ids=lambda p: p.parent.name)
+def test_committed_campaigns_load_and_fit_the_size_limit(path: Path) -> None:
+    """Every campaign in the repository reads (settings known and in range), and its committed state stays under
+    the 20 MB a campaign may hold (issue 23)."""
+    campaign = load_campaign(path.parent)
+    assert campaign.train and campaign.val
+    assert sum(f.stat().st_size for f in path.parent.iterdir() if f.is_file()) < 20e6
