@@ -57,6 +57,7 @@ class Setting:
     count_weight: float = 0.0
     res_weight: float = 0.0
     centroid_weight: float = 0.0
+    profile_weight: float = 0.0
 
 
 SETTINGS = {
@@ -76,6 +77,9 @@ SETTINGS = {
     # per-layer centroid terms
     "campaign": Setting("campaign", "auto", "auto", 10, fast_backends=True, critic="light", dist_weight=1.0,
                         sf_weight=100.0, count_weight=20.0, res_weight=5.0, centroid_weight=5.0),
+    "campaign+prof": Setting("campaign+prof", "auto", "auto", 10, fast_backends=True, critic="light",
+                             dist_weight=1.0, sf_weight=100.0, count_weight=20.0, res_weight=5.0,
+                             centroid_weight=5.0, profile_weight=1.0),
 }
 
 
@@ -103,7 +107,7 @@ def flops_per_shower(data: Path, val: Path, arch: str, device: str, setting: Set
     cfg = TrainConfig(arch=arch, batch_size=4, device=device, precision="fp32", resident="off", chunk_size=64,
                       critic=setting.critic, dist_weight=setting.dist_weight, gen_steps=setting.gen_steps,
                       sf_weight=setting.sf_weight, count_weight=setting.count_weight, res_weight=setting.res_weight,
-                      centroid_weight=setting.centroid_weight)
+                      centroid_weight=setting.centroid_weight, profile_weight=setting.profile_weight)
     with tempfile.TemporaryDirectory() as out:
         tr = Trainer(cfg, data, out, val=val, progress=False)
         batch = next(iter(tr.stream.epoch(0)))
@@ -120,7 +124,7 @@ def measure(data: Path, val: Path, arch: str, device: str, setting: Setting, bat
                       threads=threads, chunk_size=max(batch, 256), critic=setting.critic,
                       dist_weight=setting.dist_weight, gen_steps=setting.gen_steps,
                       sf_weight=setting.sf_weight, count_weight=setting.count_weight, res_weight=setting.res_weight,
-                      centroid_weight=setting.centroid_weight)
+                      centroid_weight=setting.centroid_weight, profile_weight=setting.profile_weight)
     with tempfile.TemporaryDirectory() as out, backends(setting.fast_backends):
         tr = Trainer(cfg, data, out, val=val, progress=False)
         source = tr.resident if tr.resident is not None else tr.stream
