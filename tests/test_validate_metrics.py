@@ -186,6 +186,10 @@ def test_json_schema_and_empty_bins(ref: ShowerFeatures, other: ShowerFeatures) 
     assert m["empty_bins"] == ["1000 GeV"] and m["per_bin"]["1000 GeV"] is None
     assert np.isfinite(m["value"])
     assert moments_metric(ref, other, bins=[50.0, 1000.0]) > 0
+    for name in ("separation_power_mean", "chi2_ndf_mean"):  # the mean's terms, one per histogrammed feature
+        per = doc["metrics"][name]["per_feature"]
+        assert {"sampling_fraction", "width_y[15]", "sparsity[24]"} <= set(per)
+        assert np.nanmean([v for v in per.values() if v is not None]) == pytest.approx(doc["metrics"][name]["value"])
 
 
 def test_paired_difference(ref: ShowerFeatures, other: ShowerFeatures, distorted: dict[str, ShowerFeatures]) -> None:

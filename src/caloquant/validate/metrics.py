@@ -77,7 +77,7 @@ class MetricResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: value, error, noise_floor, pass (+ noise_error, per-bin values, empty requested bins,
-        thin automatic bins left unscored)."""
+        thin automatic bins left unscored, and the per-feature values of the histogram metrics)."""
         out: dict[str, Any] = {"value": _num(self.value), "error": _num(self.error),
                                "noise_floor": _num(self.noise_floor), "noise_error": _num(self.noise_error),
                                "pass": self.passed, "verdict": self.verdict}
@@ -87,6 +87,8 @@ class MetricResult:
             out["empty_bins"] = list(self.empty_bins)
         if self.unscored_bins:
             out["unscored_bins"] = list(self.unscored_bins)
+        if "per_feature" in self.details:
+            out["per_feature"] = {k: _num(v) for k, v in self.details["per_feature"].items()}
         return out
 
 
