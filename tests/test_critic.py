@@ -11,6 +11,7 @@ import torch
 
 from caloquant.data import ShowerSet, write_showers
 from caloquant.errors import InputError
+from caloquant.geometry import CLIC_ECAL
 from caloquant.models.critic import (COUNT_THRESHOLDS_GEV, LightCritic, feature_count, shower_features,
                                      soft_cell_counts, space_to_depth)
 from caloquant.models.registry import build_discriminator, load_generator
@@ -20,8 +21,8 @@ from caloquant.train.data import preprocess
 from caloquant.train.hardware import count_flops
 from caloquant.train.loop import RETUNABLE, readout_floor
 from caloquant.train.losses import (cell_count_loss, centroid_loss, layer_centroids, layer_occupancy, occupancy_loss,
-                                   physics_loss, profile_loss, readout_cut, resolution_loss, sampling_fraction_loss,
-                                   sliced_wasserstein)
+                                   layer_shapes, physics_loss, profile_loss, readout_cut, resolution_loss,
+                                   sampling_fraction_loss, shape_loss, sliced_wasserstein)
 from caloquant.validate import compute_features
 from caloquant.validate.fluctuations import fluctuation_ratios
 
@@ -226,6 +227,47 @@ def test_profile_loss_weighs_the_tails_like_the_profile_metric(real: tuple[torch
     assert faint.grad is not None and faint.grad[:, :8].sum() < 0  # raising the faint tail lowers the loss
 
 
+def test_layer_shapes_measure_what_validation_measures(mc_small: ShowerSet) -> None:
+    """Per-layer x, y widths and mean radius of MC showers, in cells, equal validation's (in mm / cell size) wherever
+    a layer holds well over the 1 MeV floor."""
+    spec = DEFAULT_SPECS["ecal25"]
+    showers = mc_small[:32]
+    cells = np.asarray(showers.ecal, dtype=np.float32)
+    shapes = layer_shapes(torch.from_numpy(spec.xscale * cells), spec.xscale).numpy()
+    f = compute_features(showers)
+    layer_energy = cells.sum((1, 2))
+    full = layer_energy > 0.2  # GeV: the floor shifts these by < 0.5 %
+    assert full.sum() > 50
+    for k, col in enumerate((f.layer_width_x, f.layer_width_y, f.layer_ec_r)):
+        np.testing.assert_allclose(shapes[:, 25 * k:25 * (k + 1)][full], col[full] / CLIC_ECAL.cell_mm, rtol=1e-2)
+    assert layer_shapes(torch.zeros(1, 25, 25, 25), 100.0).abs().max() < 0.011  # empty layers read near 0
+
+
+def test_shape_loss_sees_read_out_cells_far_from_the_axis(real: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Zero for the real batch; a read-out cell 8 cells out in every layer costs it; the same cell below the readout
+    threshold reads 0, yet lowering it (or raising it) still has a gradient."""
+    images, energy = real
+    torch.manual_seed(0)
+    assert shape_loss(images, images, energy, 100.0, 0.85, groups=4) == 0
+    floor = float(images[images > 0].min())
+    wide = images.clone()
+    wide[:, 20, 12, :] = 20 * floor  # a read-out cell 8 cells out in x, in every layer
+    torch.manual_seed(0)
+    assert shape_loss(wide, images, energy, 100.0, 0.85, groups=4) > 0.3
+    faint = images.clone()
+    faint[:, 20, 12, :] = 0.5 * floor
+    faint.requires_grad_(True)
+    torch.manual_seed(0)
+    loss = shape_loss(faint, images, energy, 100.0, 0.85, groups=4)
+    cut = images.clone()
+    cut[:, 20, 12, :] = 0
+    torch.manual_seed(0)
+    base = shape_loss(cut, images, energy, 100.0, 0.85, groups=4)
+    assert float(loss.detach()) == pytest.approx(float(base), abs=1e-6)
+    loss.backward()
+    assert faint.grad is not None and faint.grad[:, 20, 12, :].abs().sum() > 0
+
+
 def test_centroid_loss_sees_layers_off_the_axis(real: tuple[torch.Tensor, torch.Tensor]) -> None:
     images, energy = real
     c = layer_centroids(images, 100.0, 0.85)
@@ -248,12 +290,13 @@ def test_centroid_loss_sees_layers_off_the_axis(real: tuple[torch.Tensor, torch.
 def test_count_and_res_weights_train_and_log(data_file: Path, tmp_path: Path) -> None:
     cfg = TrainConfig(**{**TINY, "max_steps": 2, "log_every": 1, "count_weight": 1.0, "res_weight": 1.0,  # type: ignore[arg-type]
                          "centroid_weight": 1.0, "occupancy_weight": 1.0,
-                         "profile_weight": 1.0})
+                         "profile_weight": 1.0, "shape_weight": 1.0})
     Trainer(cfg, data_file, tmp_path, progress=False).run()
     rows = list(csv.DictReader((tmp_path / "losses.csv").open()))
-    for term in ("g_count", "g_res", "g_cent", "g_occ", "g_prof"):
+    for term in ("g_count", "g_res", "g_cent", "g_occ", "g_prof", "g_shape"):
         assert len(rows) == 2 and all(np.isfinite(float(r[term])) and float(r[term]) > 0 for r in rows)
-    assert {"count_weight", "res_weight", "centroid_weight", "occupancy_weight", "profile_weight"} <= set(RETUNABLE)
+    assert {"count_weight", "res_weight", "centroid_weight", "occupancy_weight", "profile_weight",
+            "shape_weight"} <= set(RETUNABLE)
 
 
 def test_sf_weight_trains_logs_and_upgrades_an_older_run(data_file: Path, tmp_path: Path,

@@ -60,6 +60,9 @@ def train_cmd(
     profile_weight: float = typer.Option(0.0, "--profile-weight", help="Weight of the energy-conditioned term on "
                                          "the mean x, y, z energy profiles, every position alike (log ratio, fakes "
                                          "read out at the data's faintest cell; 0: off)."),
+    shape_weight: float = typer.Option(0.0, "--shape-weight", help="Weight of the energy-conditioned "
+                                       "sliced-Wasserstein term on the per-layer x and y widths and mean radius of "
+                                       "read-out cells (0: off)."),
     readout_threshold: float = typer.Option(0.0, "--readout-threshold", help="GeV: generated cells below it read 0, "
                                             "in training (what the critic and losses see; gradients pass "
                                             "straight through) and in the exported model's decoding, as the MC's "
@@ -125,7 +128,8 @@ def train_cmd(
         ema_decay=ema, init_generator=init_generator, reference_batch=reference_batch, log_every=log_every,
         select=select, run_minutes=run_minutes, critic=critic, dist_weight=dist_weight, sf_weight=sf_weight,
         count_weight=count_weight, res_weight=res_weight, centroid_weight=centroid_weight,
-        occupancy_weight=occupancy_weight, profile_weight=profile_weight, readout_threshold=readout_threshold, r1=r1,
+        occupancy_weight=occupancy_weight, profile_weight=profile_weight, shape_weight=shape_weight,
+        readout_threshold=readout_threshold, r1=r1,
         gen_steps=gen_steps, dead_cell_grad=dead_cell_grad,
     )
     from caloquant.train.loop import RETUNABLE

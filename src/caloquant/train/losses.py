@@ -205,19 +205,67 @@ def profile_loss(fake: torch.Tensor, real: torch.Tensor, energy: torch.Tensor, x
     matches normalised profiles in L1, where the lateral tails and the first layers (1e-4 of the energy, a quarter
     of the positions of the metric) weigh nothing."""
     real = real.float()
-    raw_floor = real.masked_fill(real <= 0, float("inf")).amin()
-    raw_floor = torch.where(torch.isfinite(raw_floor), raw_floor, torch.zeros_like(raw_floor))
-    e_floor = raw_floor.pow(1.0 / xpower)
-    fake = fake.float()
-    ef = fake.clamp_min(0).pow(1.0 / xpower)
-    ef = ef - (ef * (fake < raw_floor)).detach()  # read out after the power, where a raised faint cell has a gradient
+    raw_floor = faintest_cell(real)
+    ef = read_out_energy(fake, raw_floor, xpower)
     er = real.clamp_min(0).pow(1.0 / xpower)
-    floor = (PROFILE_FLOOR_FRACTION * e_floor).clamp_min(1e-12)
+    floor = (PROFILE_FLOOR_FRACTION * raw_floor.pow(1.0 / xpower)).clamp_min(1e-12)
     order, parts = energy_groups(energy, groups)
     pf = torch.cat([ef.sum(axes) for axes in ((2, 3), (1, 3), (1, 2))], 1)[order]
     pr = torch.cat([er.sum(axes) for axes in ((2, 3), (1, 3), (1, 2))], 1)[order]
     return torch.stack([((pf[idx].mean(0) + floor).log() - (pr[idx].mean(0) + floor).log()).abs().mean()
                         for idx in parts]).mean()
+
+
+def faintest_cell(real: torch.Tensor) -> torch.Tensor:
+    """The real batch's faintest non-zero cell (0-d, training representation): the MC's readout threshold as the
+    data show it; 0 for a batch without a hit."""
+    floor = real.float().masked_fill(real <= 0, float("inf")).amin()
+    return torch.where(torch.isfinite(floor), floor, torch.zeros_like(floor))
+
+
+def read_out_energy(fake: torch.Tensor, raw_floor: torch.Tensor, xpower: float) -> torch.Tensor:
+    """Cell energies (xscale * GeV, fp32) of generated showers read out at ``raw_floor``: cells below it give 0 in
+    the forward pass, as in the MC, and their gradient as if kept (straight-through, after the power, so a raised
+    faint cell has one)."""
+    fake = fake.float()
+    e = fake.clamp_min(0).pow(1.0 / xpower)
+    return e - (e * (fake < raw_floor)).detach()
+
+
+def layer_shapes(energy_cells: torch.Tensor, xscale: float, floor_gev: float = 1e-3) -> torch.Tensor:
+    """Per-layer lateral shape (N, 3Z) of cell energies (N, X, Y, Z) in xscale * GeV: the energy-weighted x and y
+    widths and mean distance from the window's axis, in cells, as validation measures them (``width_x``,
+    ``width_y``, ``ec_r``). ``floor_gev`` is added to every layer's energy, so an empty layer reads near 0."""
+    e = energy_cells.float()
+    n, nx, ny, nz = e.shape
+    layer = e.sum((1, 2)) + xscale * floor_gev  # (N, Z)
+    cols = []
+    for axis_sum, size in ((e.sum(2), nx), (e.sum(1), ny)):  # (N, X, Z) and (N, Y, Z)
+        idx = torch.arange(size, device=e.device, dtype=e.dtype).view(1, -1, 1) - (size - 1) / 2
+        mu = (axis_sum * idx).sum(1) / layer
+        cols.append(torch.sqrt(((axis_sum * idx**2).sum(1) / layer - mu**2).clamp_min(0) + 1e-4))
+    ix = torch.arange(nx, device=e.device, dtype=e.dtype) - (nx - 1) / 2
+    iy = torch.arange(ny, device=e.device, dtype=e.dtype) - (ny - 1) / 2
+    r = torch.sqrt(ix.view(-1, 1) ** 2 + iy.view(1, -1) ** 2).view(1, nx, ny, 1)
+    cols.append((e * r).sum((1, 2)) / layer)
+    return torch.cat(cols, 1)
+
+
+#: Smallest per-layer spread (cells) the shape term standardises by, for layers almost always empty.
+SHAPE_MIN_SCALE = 0.05
+
+
+def shape_loss(fake: torch.Tensor, real: torch.Tensor, energy: torch.Tensor, xscale: float, xpower: float,
+               groups: int, projections: int = 32) -> torch.Tensor:
+    """Energy-conditioned distribution distance of the per-layer lateral shapes of read-out cells (``layer_shapes``
+    of the fakes read out at the real batch's faintest cell, ``read_out_energy``): their ``sliced_wasserstein``
+    against the real batch's. The physics features' widths count every generated cell; validation counts read-out
+    cells only, and its per-layer widths and radii carried most of the separation power that a generator firing
+    the MC's number of cells per layer (``occupancy_loss``) lost (docs/training.md, thirteenth ablation)."""
+    real = real.float()
+    fake_shapes = layer_shapes(read_out_energy(fake, faintest_cell(real), xpower), xscale)
+    real_shapes = layer_shapes(real.clamp_min(0).pow(1.0 / xpower), xscale)
+    return sliced_wasserstein(fake_shapes, real_shapes, energy, groups, projections, min_scale=SHAPE_MIN_SCALE)
 
 
 def readout_cut(images: torch.Tensor, raw_threshold: float) -> torch.Tensor:
