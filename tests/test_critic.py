@@ -20,9 +20,10 @@ from caloquant.train import TrainConfig, Trainer
 from caloquant.train.data import preprocess
 from caloquant.train.hardware import count_flops
 from caloquant.train.loop import RETUNABLE, readout_floor
-from caloquant.train.losses import (cell_count_loss, centroid_loss, layer_centroids, layer_occupancy, occupancy_loss,
-                                   layer_shapes, physics_loss, profile_loss, readout_cut, resolution_loss,
-                                   sampling_fraction_loss, shape_loss, sliced_wasserstein)
+from caloquant.train.losses import (cell_count_loss, centroid_loss, depth_loss, layer_centroids, layer_depth,
+                                   layer_occupancy, layer_shapes, occupancy_loss, physics_loss, profile_loss,
+                                   readout_cut, resolution_loss, sampling_fraction_loss, shape_loss,
+                                   sliced_wasserstein)
 from caloquant.validate import compute_features
 from caloquant.validate.fluctuations import fluctuation_ratios
 
@@ -287,16 +288,54 @@ def test_centroid_loss_sees_layers_off_the_axis(real: tuple[torch.Tensor, torch.
     assert centroid_loss(moved, quiet, energy, groups=1) < 0.1
 
 
+def test_layer_depth_measures_what_validation_measures(mc_small: ShowerSet) -> None:
+    """Layer energies (log10 GeV), mean depth and depth spread of MC showers equal validation's."""
+    showers = mc_small[:32]
+    cells = np.asarray(showers.ecal, dtype=np.float32)
+    depth = layer_depth(torch.from_numpy(100.0 * cells), 100.0).numpy()
+    f = compute_features(showers)
+    np.testing.assert_allclose(depth[:, :25], np.log10(f.layer_energy + 1e-5), atol=1e-4)
+    np.testing.assert_allclose(depth[:, 25], f.moments[:, 2], atol=1e-3)
+    np.testing.assert_allclose(depth[:, 26], np.sqrt(f.moments[:, 5]), atol=1e-3)
+
+
+def test_depth_loss_sees_showers_that_all_start_alike(real: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Zero for the real batch; the same showers moved two layers deeper cost it, and so do showers each moved to
+    the batch's median depth (the mean-shower failure: same mean depth, a quarter of the spread); the gradient
+    reaches the cells."""
+    images, energy = real
+    torch.manual_seed(0)
+    assert depth_loss(images, images, energy, 100.0, 0.85, groups=4) == 0
+    mu = layer_depth(images.clamp_min(0).pow(1 / 0.85), 100.0)[:, 25]
+    alike = torch.zeros_like(images)
+    for i, shift in enumerate(torch.round(mu.median() - mu).int().tolist()):
+        moved = torch.roll(images[i], shift, dims=2)
+        keep = torch.arange(25) - shift
+        alike[i] = moved * ((keep >= 0) & (keep < 25))  # nothing wraps round
+    spread = layer_depth(alike.clamp_min(0).pow(1 / 0.85), 100.0)[:, 25].std()
+    assert spread < 0.4 * mu.std()
+    torch.manual_seed(0)
+    assert depth_loss(alike, images, energy, 100.0, 0.85, groups=4) > 0.2
+    deeper = torch.roll(images, 2, dims=3)
+    deeper[..., :2] = 0
+    deeper.requires_grad_(True)
+    torch.manual_seed(0)
+    loss = depth_loss(deeper, images, energy, 100.0, 0.85, groups=4)
+    assert loss > 0.5
+    loss.backward()
+    assert deeper.grad is not None and deeper.grad.abs().sum() > 0
+
+
 def test_count_and_res_weights_train_and_log(data_file: Path, tmp_path: Path) -> None:
     cfg = TrainConfig(**{**TINY, "max_steps": 2, "log_every": 1, "count_weight": 1.0, "res_weight": 1.0,  # type: ignore[arg-type]
                          "centroid_weight": 1.0, "occupancy_weight": 1.0,
-                         "profile_weight": 1.0, "shape_weight": 1.0})
+                         "profile_weight": 1.0, "shape_weight": 1.0, "depth_weight": 1.0})
     Trainer(cfg, data_file, tmp_path, progress=False).run()
     rows = list(csv.DictReader((tmp_path / "losses.csv").open()))
-    for term in ("g_count", "g_res", "g_cent", "g_occ", "g_prof", "g_shape"):
+    for term in ("g_count", "g_res", "g_cent", "g_occ", "g_prof", "g_shape", "g_depth"):
         assert len(rows) == 2 and all(np.isfinite(float(r[term])) and float(r[term]) > 0 for r in rows)
     assert {"count_weight", "res_weight", "centroid_weight", "occupancy_weight", "profile_weight",
-            "shape_weight"} <= set(RETUNABLE)
+            "shape_weight", "depth_weight"} <= set(RETUNABLE)
 
 
 def test_sf_weight_trains_logs_and_upgrades_an_older_run(data_file: Path, tmp_path: Path,

@@ -63,6 +63,9 @@ def train_cmd(
     shape_weight: float = typer.Option(0.0, "--shape-weight", help="Weight of the energy-conditioned "
                                        "sliced-Wasserstein term on the per-layer x and y widths and mean radius of "
                                        "read-out cells (0: off)."),
+    depth_weight: float = typer.Option(0.0, "--depth-weight", help="Weight of the energy-conditioned "
+                                       "sliced-Wasserstein term on the layer energies, mean depth and depth spread "
+                                       "of read-out showers (0: off)."),
     readout_threshold: float = typer.Option(0.0, "--readout-threshold", help="GeV: generated cells below it read 0, "
                                             "in training (what the critic and losses see; gradients pass "
                                             "straight through) and in the exported model's decoding, as the MC's "
@@ -129,6 +132,7 @@ def train_cmd(
         select=select, run_minutes=run_minutes, critic=critic, dist_weight=dist_weight, sf_weight=sf_weight,
         count_weight=count_weight, res_weight=res_weight, centroid_weight=centroid_weight,
         occupancy_weight=occupancy_weight, profile_weight=profile_weight, shape_weight=shape_weight,
+        depth_weight=depth_weight,
         readout_threshold=readout_threshold, r1=r1,
         gen_steps=gen_steps, dead_cell_grad=dead_cell_grad,
     )

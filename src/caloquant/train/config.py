@@ -33,7 +33,7 @@ _RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "res_weight": (0, INF, False, True), "centroid_weight": (0, INF, False, True), "r1": (0, INF, False, True),
     "readout_threshold": (0, 1, False, True), "occupancy_weight": (0, INF, False, True),
     "dead_cell_grad": (0, 1, False, False), "profile_weight": (0, INF, False, True),
-    "shape_weight": (0, INF, False, True),
+    "shape_weight": (0, INF, False, True), "depth_weight": (0, INF, False, True),
 }
 _INTEGERS = {"batch_size", "gen_steps", "epochs", "chunk_size", "mix_blocks", "physics_groups", "log_every",
              "checkpoint_every", "eval_showers", "warmup_steps", "pretrain_steps", "max_steps", "eval_every",
@@ -91,6 +91,7 @@ class TrainConfig:
     occupancy_weight: float = 0.0  # energy-conditioned sliced-Wasserstein term on per-layer cell counts (0: off)
     profile_weight: float = 0.0  # energy-conditioned log-ratio term on the mean x, y, z energy profiles (0: off)
     shape_weight: float = 0.0  # distribution term on the per-layer widths and radii of read-out cells (0: off)
+    depth_weight: float = 0.0  # distribution term on the layer energies, mean depth and depth spread, read out (0: off)
     readout_threshold: float = 0.0  # GeV: generated cells below it read 0 in training and generation (0: none)
     dist_projections: int = 32  # random projections of that term (besides one per feature)
     r1: float = 0.0  # R1 penalty weight on the critic's real-shower gradients (0: off)

@@ -59,9 +59,9 @@ from caloquant.train.hardware import autocast, compile_module, configure_backend
 from caloquant.models.critic import shower_features, soft_cell_counts
 from caloquant.models.gan3d import ecal_sum
 from caloquant.models.layers import SurrogateReLU
-from caloquant.train.losses import (bce_logits, cell_count_loss, centroid_loss, layer_centroids, layer_occupancy, mape,
-                                   occupancy_loss, physics_loss, profile_loss, readout_cut, resolution_loss,
-                                   sampling_fraction_loss, shape_loss, sliced_wasserstein)
+from caloquant.train.losses import (bce_logits, cell_count_loss, centroid_loss, depth_loss, layer_centroids,
+                                   layer_occupancy, mape, occupancy_loss, physics_loss, profile_loss, readout_cut,
+                                   resolution_loss, sampling_fraction_loss, shape_loss, sliced_wasserstein)
 from caloquant.ui import progress_bar
 from caloquant.validate import (compute_features, frechet_at_size, moments_metric, profiles_metric,
                                 sampling_fraction_mre)
@@ -75,7 +75,7 @@ SELECT_BY = {"moments": "moments_metric", "fpd": "fpd"}
 SELECT_GOALS = {"moments_metric": 0.04, "sampling_fraction_mre": 0.01, "fpd": 2.0, "cells_ratio": 1.1,
                 "resolution_ratio": 1.1}
 LOSS_FIELDS = ["step", "epoch", "showers", "seconds", "lr", "d_real", "d_fake", "g_adv", "g_aux", "g_ecal",
-               "g_phys", "g_dist", "g_sf", "g_count", "g_res", "g_cent", "g_occ", "g_prof", "g_shape", "r1",
+               "g_phys", "g_dist", "g_sf", "g_count", "g_res", "g_cent", "g_occ", "g_prof", "g_shape", "g_depth", "r1",
                "showers_per_s"]
 METRIC_FIELDS = ["step", "epoch", "showers", "seconds", "moments_metric", "sampling_fraction_mre", "fpd", "cells_ratio",
                  "resolution_ratio", "profiles_metric"]
@@ -452,6 +452,11 @@ class Trainer:
                                    self.cfg.physics_groups, self.cfg.dist_projections)
                 loss = loss + self.cfg.shape_weight * shape
                 parts["shape"] = shape.detach()
+            if self.cfg.depth_weight > 0:
+                depth = depth_loss(gen, b.images, b.energy, self.spec.xscale, self.spec.xpower,
+                                   self.cfg.physics_groups, self.cfg.dist_projections)
+                loss = loss + self.cfg.depth_weight * depth
+                parts["depth"] = depth.detach()
             loss.backward()
             self.ctx.average_gradients(self.G)
             self.opt_g.step()
@@ -649,6 +654,7 @@ class Trainer:
                                 "g_count": values.get("g_count", ""), "g_res": values.get("g_res", ""),
                                 "g_cent": values.get("g_cent", ""), "g_occ": values.get("g_occ", ""),
                                 "g_prof": values.get("g_prof", ""), "g_shape": values.get("g_shape", ""),
+                                "g_depth": values.get("g_depth", ""),
                                 "r1": values.get("r1", ""),
                                 "showers_per_s": round(rate, 2)})
                         if cfg.eval_every and st.step % cfg.eval_every == 0:
@@ -728,8 +734,8 @@ def _runtime_overrides(config: TrainConfig) -> dict[str, Any]:
 #: Settings a resumed run may change when asked to (``retune``): a campaign's loss curriculum and its checkpoint
 #: selection, not its identity. A new ``select`` starts the best-checkpoint race afresh.
 RETUNABLE = ("loss_weights", "dist_weight", "sf_weight", "count_weight", "res_weight", "centroid_weight",
-             "occupancy_weight", "profile_weight", "shape_weight", "readout_threshold", "physics_weight", "r1", "lr",
-             "select")
+             "occupancy_weight", "profile_weight", "shape_weight", "depth_weight", "readout_threshold",
+             "physics_weight", "r1", "lr", "select")
 
 
 def goal_score(metrics: dict[str, float]) -> float:

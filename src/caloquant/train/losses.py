@@ -268,6 +268,41 @@ def shape_loss(fake: torch.Tensor, real: torch.Tensor, energy: torch.Tensor, xsc
     return sliced_wasserstein(fake_shapes, real_shapes, energy, groups, projections, min_scale=SHAPE_MIN_SCALE)
 
 
+#: Floor (GeV) added to every layer's read-out energy before the log in ``layer_depth``: a tenth of a read-out cell,
+#: so an empty layer reads -5 and a layer with one faint cell about -4.
+DEPTH_FLOOR_GEV = 1e-5
+
+
+def layer_depth(energy_cells: torch.Tensor, xscale: float) -> torch.Tensor:
+    """Per-shower longitudinal development (N, Z + 2) of cell energies (N, X, Y, Z) in xscale * GeV: log10 of each
+    layer's energy in GeV (plus ``DEPTH_FLOOR_GEV``), and the energy-weighted mean depth and depth spread (standard
+    deviation), in layers, as validation measures them (``log10_E_layer``, ``mu_z``, sqrt of ``sigma2_z``)."""
+    layer = energy_cells.float().sum((1, 2)) / xscale  # (N, Z) GeV
+    total = layer.sum(1).clamp_min(1e-9)
+    idx = torch.arange(layer.shape[1], device=layer.device, dtype=layer.dtype).view(1, -1)
+    mu = (layer * idx).sum(1) / total
+    var = (layer * (idx - mu.view(-1, 1)) ** 2).sum(1) / total
+    return torch.cat([torch.log10(layer + DEPTH_FLOOR_GEV), mu.view(-1, 1), torch.sqrt(var + 1e-4).view(-1, 1)], 1)
+
+
+#: Smallest spread the depth term standardises by (log10 GeV or layers), for layers almost always empty.
+DEPTH_MIN_SCALE = 0.05
+
+
+def depth_loss(fake: torch.Tensor, real: torch.Tensor, energy: torch.Tensor, xscale: float, xpower: float,
+               groups: int, projections: int = 32) -> torch.Tensor:
+    """Energy-conditioned distribution distance of the longitudinal development of read-out showers
+    (``layer_depth`` of the fakes read out at the real batch's faintest cell): their ``sliced_wasserstein``
+    against the real batch's. The MC's showers start early or late from one shower to the next; the step-31594
+    generator's mean depth spread 0.4 layers where the MC's spread 1.1, and its first layers always held energy
+    where the MC's were often empty: the largest separation-power terms left (docs/training.md, fourteenth
+    ablation). The physics features carry these too, but as 27 of about 110 columns of one term."""
+    real = real.float()
+    fake_depth = layer_depth(read_out_energy(fake, faintest_cell(real), xpower), xscale)
+    real_depth = layer_depth(real.clamp_min(0).pow(1.0 / xpower), xscale)
+    return sliced_wasserstein(fake_depth, real_depth, energy, groups, projections, min_scale=DEPTH_MIN_SCALE)
+
+
 def readout_cut(images: torch.Tensor, raw_threshold: float) -> torch.Tensor:
     """Generated showers through the detector's readout threshold (given in the training representation): cells
     below it read 0 in the forward pass, as in the MC, while gradients reach every cell (straight-through), so a
