@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -58,7 +59,23 @@ class Setting:
     res_weight: float = 0.0
     centroid_weight: float = 0.0
     profile_weight: float = 0.0
+    occupancy_weight: float = 0.0
+    shape_weight: float = 0.0
+    depth_weight: float = 0.0
 
+    def loss_terms(self) -> dict[str, Any]:
+        """The ``TrainConfig`` settings that choose the critic and the generator's loss terms."""
+        return {name: getattr(self, name) for name in (
+            "critic", "dist_weight", "gen_steps", "sf_weight", "count_weight", "res_weight", "centroid_weight",
+            "profile_weight", "occupancy_weight", "shape_weight", "depth_weight")}
+
+
+#: the loss terms of the ecal25 campaign from run 9: light critic, distribution, energy-scale, cell-count,
+#: resolution and per-layer centroid terms
+_CAMPAIGN: dict[str, Any] = dict(critic="light", dist_weight=1.0, sf_weight=100.0, count_weight=20.0, res_weight=5.0,
+                                 centroid_weight=5.0)
+#: ... and from run 16: per-layer occupancy and the shape term
+_CAMPAIGN16: dict[str, Any] = dict(_CAMPAIGN, occupancy_weight=5.0, shape_weight=5.0)
 
 SETTINGS = {
     "before": Setting("before", "fp32", "off", 1, fast_backends=False),
@@ -73,13 +90,12 @@ SETTINGS = {
     # the campaign's step: light critic, distribution term, one generator update per iteration
     "light+dist-1g": Setting("light+dist-1g", "auto", "auto", 10, fast_backends=True, critic="light",
                              dist_weight=1.0, gen_steps=1),
-    # the ecal25 campaign's step from run 9: light critic, distribution, energy-scale, cell-count, resolution and
-    # per-layer centroid terms
-    "campaign": Setting("campaign", "auto", "auto", 10, fast_backends=True, critic="light", dist_weight=1.0,
-                        sf_weight=100.0, count_weight=20.0, res_weight=5.0, centroid_weight=5.0),
-    "campaign+prof": Setting("campaign+prof", "auto", "auto", 10, fast_backends=True, critic="light",
-                             dist_weight=1.0, sf_weight=100.0, count_weight=20.0, res_weight=5.0,
-                             centroid_weight=5.0, profile_weight=1.0),
+    "campaign": Setting("campaign", "auto", "auto", 10, fast_backends=True, **_CAMPAIGN),
+    "campaign+prof": Setting("campaign+prof", "auto", "auto", 10, fast_backends=True, **_CAMPAIGN,
+                             profile_weight=1.0),
+    "campaign16": Setting("campaign16", "auto", "auto", 10, fast_backends=True, **_CAMPAIGN16),
+    "campaign16+depth": Setting("campaign16+depth", "auto", "auto", 10, fast_backends=True, **_CAMPAIGN16,
+                                depth_weight=5.0),
 }
 
 
@@ -105,9 +121,7 @@ def sync(device: torch.device) -> None:
 def flops_per_shower(data: Path, val: Path, arch: str, device: str, setting: Setting = SETTINGS["fp32"]) -> float:
     """FLOPs of one training iteration of ``setting`` per shower, counted on a small batch."""
     cfg = TrainConfig(arch=arch, batch_size=4, device=device, precision="fp32", resident="off", chunk_size=64,
-                      critic=setting.critic, dist_weight=setting.dist_weight, gen_steps=setting.gen_steps,
-                      sf_weight=setting.sf_weight, count_weight=setting.count_weight, res_weight=setting.res_weight,
-                      centroid_weight=setting.centroid_weight, profile_weight=setting.profile_weight)
+                      **setting.loss_terms())
     with tempfile.TemporaryDirectory() as out:
         tr = Trainer(cfg, data, out, val=val, progress=False)
         batch = next(iter(tr.stream.epoch(0)))
@@ -121,10 +135,7 @@ def measure(data: Path, val: Path, arch: str, device: str, setting: Setting, bat
     """Showers/s and seconds per step of ``setting`` at ``batch``, after ``warmup`` steps."""
     cfg = TrainConfig(arch=arch, batch_size=batch, device=device, precision=setting.precision,
                       resident=setting.resident, compile=setting.compile, log_every=setting.log_every,
-                      threads=threads, chunk_size=max(batch, 256), critic=setting.critic,
-                      dist_weight=setting.dist_weight, gen_steps=setting.gen_steps,
-                      sf_weight=setting.sf_weight, count_weight=setting.count_weight, res_weight=setting.res_weight,
-                      centroid_weight=setting.centroid_weight, profile_weight=setting.profile_weight)
+                      threads=threads, chunk_size=max(batch, 256), **setting.loss_terms())
     with tempfile.TemporaryDirectory() as out, backends(setting.fast_backends):
         tr = Trainer(cfg, data, out, val=val, progress=False)
         source = tr.resident if tr.resident is not None else tr.stream
