@@ -293,10 +293,10 @@ def depth_loss(fake: torch.Tensor, real: torch.Tensor, energy: torch.Tensor, xsc
                groups: int, projections: int = 32) -> torch.Tensor:
     """Energy-conditioned distribution distance of the longitudinal development of read-out showers
     (``layer_depth`` of the fakes read out at the real batch's faintest cell): their ``sliced_wasserstein``
-    against the real batch's. The MC's showers start early or late from one shower to the next; the step-31594
-    generator's mean depth spread 0.4 layers where the MC's spread 1.1, and its first layers always held energy
-    where the MC's were often empty: the largest separation-power terms left (docs/training.md, fourteenth
-    ablation). The physics features carry these too, but as 27 of about 110 columns of one term."""
+    against the real batch's. The MC's showers start early or late from one shower to the next; at 10-60 GeV the
+    step-31594 generator's mean depth ranged over 0.84 layers (16-84 %) where the MC's ranged over 2.28, and its
+    first layers held energy where the MC's were often empty: the largest separation-power terms left
+    (docs/training.md, fourteenth ablation). The physics features carry these too, as 27 of about 110 columns."""
     real = real.float()
     fake_depth = layer_depth(read_out_energy(fake, faintest_cell(real), xpower), xscale)
     real_depth = layer_depth(real.clamp_min(0).pow(1.0 / xpower), xscale)
