@@ -6,7 +6,7 @@ import numpy as np
 
 from caloquant.data import ShowerSet
 from caloquant.validate import compute_features
-from caloquant.validate.fluctuations import cells_hit, fluctuation_ratios, fluctuation_table
+from caloquant.validate.fluctuations import cells_hit, fluctuation_ratios, fluctuation_table, spread_table
 
 
 def test_cells_hit_and_ratios(mc_small: ShowerSet) -> None:
@@ -30,3 +30,23 @@ def test_cells_hit_and_ratios(mc_small: ShowerSet) -> None:
     assert all(abs(r["scale_ratio"] - 0.97) < 1e-4 and abs(r["resolution_ratio"] - 1) < 1e-4 for r in low)
     worst = fluctuation_ratios(ref, cand)
     assert worst["cells_ratio"] == min(r["cells_ratio"] for r in rows)
+
+
+def test_spread_table_sees_showers_averaged_together(mc_small: ShowerSet) -> None:
+    """A sample against itself reads 1 everywhere; showers averaged in pairs of one energy bin (the same means,
+    smaller shower-to-shower fluctuations) read well below 1 in every group; spread showers read above it."""
+    ref = compute_features(mc_small)
+    same = spread_table(ref, ref)
+    assert len(same) == 4 and all(v == 1.0 for r in same for k, v in r.items() if k not in ("e_min", "e_max"))
+    order = np.argsort(mc_small.energy)
+    ecal = mc_small.ecal.copy()
+    ecal[order] = 0.5 * (mc_small.ecal[order] + mc_small.ecal[np.roll(order, 1)])  # neighbours in energy
+    rows = spread_table(ref, compute_features(ShowerSet(ecal, mc_small.energy, mc_small.theta)))
+    for r in rows:
+        assert all(r[g] < 0.85 for g in ("mean depth", "centroid", "radius")), r
+    wide = mc_small.ecal.copy()
+    shift = np.random.default_rng(1).integers(-2, 3, size=len(wide))
+    for k, s in enumerate(shift):  # every shower moved sideways by up to 2 cells: the centroids spread more
+        wide[k] = np.roll(wide[k], s, axis=0)
+    moved = spread_table(ref, compute_features(ShowerSet(wide, mc_small.energy, mc_small.theta)))
+    assert all(r["centroid"] > 1.2 for r in moved)

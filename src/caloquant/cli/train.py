@@ -43,7 +43,7 @@ def train_cmd(
     critic: str = typer.Option("reference", "--critic", help="Adversary: reference (the 3DGAN discriminator) or "
                                "light (a critic at ~2% of its FLOPs, one joint real+fake update per step)."),
     dist_weight: float = typer.Option(0.0, "--dist-weight", help="Weight of the energy-conditioned "
-                                      "sliced-Wasserstein term on physics features (0: off)."),
+                                      "sliced-distance term on physics features (0: off; see --dist-statistic)."),
     sf_weight: float = typer.Option(0.0, "--sf-weight", help="Weight of the energy-conditioned batch "
                                     "sampling-fraction term: relative error of the mean visible energy (0: off)."),
     count_weight: float = typer.Option(0.0, "--count-weight", help="Weight of the energy-conditioned batch "
@@ -53,19 +53,23 @@ def train_cmd(
                                      "resolution term: log ratio of the relative spreads of the visible energy "
                                      "(0: off)."),
     centroid_weight: float = typer.Option(0.0, "--centroid-weight", help="Weight of the energy-conditioned "
-                                          "sliced-Wasserstein term on the per-layer x and y centroids (0: off)."),
+                                          "sliced-distance term on the per-layer x and y centroids (0: off)."),
     occupancy_weight: float = typer.Option(0.0, "--occupancy-weight", help="Weight of the energy-conditioned "
-                                           "sliced-Wasserstein term on the number of read-out cells in each layer "
+                                           "sliced-distance term on the number of read-out cells in each layer "
                                            "(0: off)."),
     profile_weight: float = typer.Option(0.0, "--profile-weight", help="Weight of the energy-conditioned term on "
                                          "the mean x, y, z energy profiles, every position alike (log ratio, fakes "
                                          "read out at the data's faintest cell; 0: off)."),
     shape_weight: float = typer.Option(0.0, "--shape-weight", help="Weight of the energy-conditioned "
-                                       "sliced-Wasserstein term on the per-layer x and y widths and mean radius of "
+                                       "sliced-distance term on the per-layer x and y widths and mean radius of "
                                        "read-out cells (0: off)."),
     depth_weight: float = typer.Option(0.0, "--depth-weight", help="Weight of the energy-conditioned "
-                                       "sliced-Wasserstein term on the layer energies, mean depth and depth spread "
+                                       "sliced-distance term on the layer energies, mean depth and depth spread "
                                        "of read-out showers (0: off)."),
+    dist_statistic: str = typer.Option("wasserstein", "--dist-statistic", help="1-D distance of the distribution "
+                                       "terms (dist, centroid, occupancy, shape, depth): wasserstein (sorted values; "
+                                       "with a few showers per energy group it favours narrow fakes) or energy (the "
+                                       "unbiased energy distance)."),
     readout_threshold: float = typer.Option(0.0, "--readout-threshold", help="GeV: generated cells below it read 0, "
                                             "in training (what the critic and losses see; gradients pass "
                                             "straight through) and in the exported model's decoding, as the MC's "
@@ -132,7 +136,7 @@ def train_cmd(
         select=select, run_minutes=run_minutes, critic=critic, dist_weight=dist_weight, sf_weight=sf_weight,
         count_weight=count_weight, res_weight=res_weight, centroid_weight=centroid_weight,
         occupancy_weight=occupancy_weight, profile_weight=profile_weight, shape_weight=shape_weight,
-        depth_weight=depth_weight,
+        depth_weight=depth_weight, dist_statistic=dist_statistic,
         readout_threshold=readout_threshold, r1=r1,
         gen_steps=gen_steps, dead_cell_grad=dead_cell_grad,
     )

@@ -7,6 +7,7 @@ from typing import Any
 
 from caloquant.errors import InputError
 from caloquant.models.registry import CRITICS
+from caloquant.train.losses import DIST_STATISTICS
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -83,17 +84,18 @@ class TrainConfig:
     select: str = "moments"  # held-out metric that picks the best checkpoint: moments, fpd or goals
     init_generator: str = ""  # start the generator from these weights (shipped name or .pt); D starts fresh
     critic: str = "reference"  # reference: the 3DGAN discriminator; light: LightCritic with the fast schedule
-    dist_weight: float = 0.0  # energy-conditioned sliced-Wasserstein term on physics features (0: off)
+    dist_weight: float = 0.0  # energy-conditioned sliced-distance term on physics features (0: off)
     sf_weight: float = 0.0  # energy-conditioned batch sampling-fraction (mean visible energy) term (0: off)
     count_weight: float = 0.0  # energy-conditioned batch cell-count (occupancy) term (0: off)
     res_weight: float = 0.0  # energy-conditioned batch visible-energy resolution (spread) term (0: off)
-    centroid_weight: float = 0.0  # energy-conditioned sliced-Wasserstein term on per-layer centroids (0: off)
-    occupancy_weight: float = 0.0  # energy-conditioned sliced-Wasserstein term on per-layer cell counts (0: off)
+    centroid_weight: float = 0.0  # energy-conditioned sliced-distance term on per-layer centroids (0: off)
+    occupancy_weight: float = 0.0  # energy-conditioned sliced-distance term on per-layer cell counts (0: off)
     profile_weight: float = 0.0  # energy-conditioned log-ratio term on the mean x, y, z energy profiles (0: off)
     shape_weight: float = 0.0  # distribution term on the per-layer widths and radii of read-out cells (0: off)
     depth_weight: float = 0.0  # distribution term on the layer energies, mean depth and depth spread, read out (0: off)
     readout_threshold: float = 0.0  # GeV: generated cells below it read 0 in training and generation (0: none)
     dist_projections: int = 32  # random projections of that term (besides one per feature)
+    dist_statistic: str = "wasserstein"  # 1-D distance of the distribution terms: wasserstein or energy (unbiased)
     r1: float = 0.0  # R1 penalty weight on the critic's real-shower gradients (0: off)
     dead_cell_grad: float = 0.0  # training-only slope of the output ReLU's backward pass below 0 (0: plain ReLU)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -112,7 +114,7 @@ class TrainConfig:
                              f"got {len(self.loss_weights)}")
         self._check_numbers()
         choices = {"precision": PRECISIONS, "resident": RESIDENT, "select": ("moments", "fpd", "goals"),
-                   "optimizer": OPTIMIZERS, "critic": tuple(CRITICS)}
+                   "optimizer": OPTIMIZERS, "critic": tuple(CRITICS), "dist_statistic": DIST_STATISTICS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise InputError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")

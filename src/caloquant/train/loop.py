@@ -61,7 +61,7 @@ from caloquant.models.gan3d import ecal_sum
 from caloquant.models.layers import SurrogateReLU
 from caloquant.train.losses import (bce_logits, cell_count_loss, centroid_loss, depth_loss, layer_centroids,
                                    layer_occupancy, mape, occupancy_loss, physics_loss, profile_loss, readout_cut,
-                                   resolution_loss, sampling_fraction_loss, shape_loss, sliced_wasserstein)
+                                   resolution_loss, sampling_fraction_loss, shape_loss, sliced_distance)
 from caloquant.ui import progress_bar
 from caloquant.validate import (compute_features, frechet_at_size, moments_metric, profiles_metric,
                                 sampling_fraction_mre)
@@ -416,8 +416,8 @@ class Trainer:
                 loss = loss + self.cfg.physics_weight * phys
             if real_features is not None:
                 fake_features = shower_features(gen, b.energy, self.spec.xscale, self.spec.xpower)
-                dist = sliced_wasserstein(fake_features, real_features, b.energy, self.cfg.physics_groups,
-                                          self.cfg.dist_projections)
+                dist = sliced_distance(fake_features, real_features, b.energy, self.cfg.physics_groups,
+                                       self.cfg.dist_projections, statistic=self.cfg.dist_statistic)
                 loss = loss + self.cfg.dist_weight * dist
                 parts["dist"] = dist.detach()
             if self.cfg.sf_weight > 0:
@@ -435,12 +435,14 @@ class Trainer:
                 parts["count"] = count.detach()
             if real_centroids is not None:
                 cent = centroid_loss(layer_centroids(gen, self.spec.xscale, self.spec.xpower), real_centroids,
-                                     b.energy, self.cfg.physics_groups, self.cfg.dist_projections)
+                                     b.energy, self.cfg.physics_groups, self.cfg.dist_projections,
+                                     self.cfg.dist_statistic)
                 loss = loss + self.cfg.centroid_weight * cent
                 parts["cent"] = cent.detach()
             if real_occupancy is not None:
                 occ = occupancy_loss(layer_occupancy(gen, self.spec.xscale, self.spec.xpower), real_occupancy,
-                                     b.energy, self.cfg.physics_groups, self.cfg.dist_projections)
+                                     b.energy, self.cfg.physics_groups, self.cfg.dist_projections,
+                                     self.cfg.dist_statistic)
                 loss = loss + self.cfg.occupancy_weight * occ
                 parts["occ"] = occ.detach()
             if self.cfg.profile_weight > 0:
@@ -449,12 +451,12 @@ class Trainer:
                 parts["prof"] = prof.detach()
             if self.cfg.shape_weight > 0:
                 shape = shape_loss(gen, b.images, b.energy, self.spec.xscale, self.spec.xpower,
-                                   self.cfg.physics_groups, self.cfg.dist_projections)
+                                   self.cfg.physics_groups, self.cfg.dist_projections, self.cfg.dist_statistic)
                 loss = loss + self.cfg.shape_weight * shape
                 parts["shape"] = shape.detach()
             if self.cfg.depth_weight > 0:
                 depth = depth_loss(gen, b.images, b.energy, self.spec.xscale, self.spec.xpower,
-                                   self.cfg.physics_groups, self.cfg.dist_projections)
+                                   self.cfg.physics_groups, self.cfg.dist_projections, self.cfg.dist_statistic)
                 loss = loss + self.cfg.depth_weight * depth
                 parts["depth"] = depth.detach()
             loss.backward()
@@ -734,8 +736,8 @@ def _runtime_overrides(config: TrainConfig) -> dict[str, Any]:
 #: Settings a resumed run may change when asked to (``retune``): a campaign's loss curriculum and its checkpoint
 #: selection, not its identity. A new ``select`` starts the best-checkpoint race afresh.
 RETUNABLE = ("loss_weights", "dist_weight", "sf_weight", "count_weight", "res_weight", "centroid_weight",
-             "occupancy_weight", "profile_weight", "shape_weight", "depth_weight", "readout_threshold",
-             "physics_weight", "r1", "lr", "select")
+             "occupancy_weight", "profile_weight", "shape_weight", "depth_weight", "dist_statistic",
+             "readout_threshold", "physics_weight", "r1", "lr", "select")
 
 
 def goal_score(metrics: dict[str, float]) -> float:
