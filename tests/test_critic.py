@@ -22,8 +22,8 @@ from caloquant.train.hardware import count_flops
 from caloquant.train.loop import RETUNABLE, readout_floor
 from caloquant.train.losses import (cell_count_loss, centroid_loss, depth_loss, layer_centroids, layer_depth,
                                    layer_occupancy, layer_shapes, occupancy_loss, physics_loss, profile_loss,
-                                   readout_cut, resolution_loss, sampling_fraction_loss, shape_loss,
-                                   sliced_distance)
+                                   mean_abs_error, readout_cut, resolution_loss, sampling_fraction_loss,
+                                   shape_loss, sliced_distance)
 from caloquant.validate import compute_features
 from caloquant.validate.fluctuations import fluctuation_ratios
 
@@ -138,6 +138,47 @@ def test_energy_statistic_does_not_pull_the_spread_in_with_few_showers_per_group
     assert mean_loss(1.0, "energy") < mean_loss(1.5, "energy")
     with pytest.raises(ValueError, match="statistic"):
         sliced_distance(energy[:, None], energy[:, None], energy, groups=1, statistic="mmd")
+
+
+@pytest.mark.parametrize("term", ["sf", "count", "physics", "profile"])
+def test_split_mean_statistic_does_not_pull_the_spread_in(term: str) -> None:
+    """The group-mean terms' plain |mean error| gradient, averaged over batches of 8 fakes a group against reals of
+    the same distribution, says "narrower" (E|m_fake - m_real| grows with the fakes' spread); the split gradient
+    says nothing about the spread, yet still moves a wrong mean the right way."""
+    gen = torch.Generator().manual_seed(11)
+    energy = torch.linspace(0.1, 5.0, 32)
+
+    def loss(fake: torch.Tensor, real: torch.Tensor, statistic: str) -> torch.Tensor:
+        if term == "sf":
+            return sampling_fraction_loss(fake.flatten(1).sum(1), real.flatten(1).sum(1), energy, 4, statistic)
+        if term == "count":
+            return cell_count_loss(fake.flatten(1)[:, :3], real.flatten(1)[:, :3], energy, 4, statistic)
+        if term == "physics":
+            return physics_loss(fake, real, energy, 1.0, 4, statistic)
+        return profile_loss(fake, real, energy, 1.0, 4, statistic)
+
+    def spread_gradient(statistic: str, scale: float = 1.0) -> tuple[float, float]:
+        total, total_scale = 0.0, 0.0
+        def draw() -> torch.Tensor:  # shower-to-shower and cell-to-cell fluctuations around 1.15
+            return (0.6 * torch.rand(32, 1, 1, 1, generator=gen) + 0.2 * torch.rand(32, 4, 4, 4, generator=gen)
+                    - 0.4)
+
+        for _ in range(300):
+            real, noise = 1.15 + draw(), draw()
+            s = torch.tensor(1.0, requires_grad=True)
+            k = torch.tensor(scale, requires_grad=True)
+            loss(k * (1.15 + s * noise), real, statistic).backward()
+            total, total_scale = total + float(s.grad), total_scale + float(k.grad)
+        return total / 300, total_scale / 300
+
+    plain, split = spread_gradient("absolute")[0], spread_gradient("split")[0]
+    assert plain > 0.002  # descent narrows the fakes
+    assert abs(split) < 0.25 * plain
+    if term != "physics":  # normalised shapes: blind to the scale
+        for statistic in ("absolute", "split"):  # fakes 10 % low: both raise them
+            assert spread_gradient(statistic, scale=0.9)[1] < 0
+    with pytest.raises(ValueError, match="statistic"):
+        mean_abs_error(energy[:, None], energy[:1], torch.sub, "median")
 
 
 def test_sampling_fraction_loss_sees_the_energy_scale_per_energy_group() -> None:
@@ -360,15 +401,17 @@ def test_count_and_res_weights_train_and_log(data_file: Path, tmp_path: Path) ->
     cfg = TrainConfig(**{**TINY, "max_steps": 2, "log_every": 1, "count_weight": 1.0, "res_weight": 1.0,  # type: ignore[arg-type]
                          "centroid_weight": 1.0, "occupancy_weight": 1.0,
                          "profile_weight": 1.0, "shape_weight": 1.0, "depth_weight": 1.0,
-                         "dist_statistic": "energy"})
+                         "dist_statistic": "energy", "mean_statistic": "split"})
     Trainer(cfg, data_file, tmp_path, progress=False).run()
     rows = list(csv.DictReader((tmp_path / "losses.csv").open()))
     for term in ("g_count", "g_res", "g_cent", "g_occ", "g_prof", "g_shape", "g_depth"):
         assert len(rows) == 2 and all(np.isfinite(float(r[term])) and float(r[term]) > 0 for r in rows)
     assert {"count_weight", "res_weight", "centroid_weight", "occupancy_weight", "profile_weight",
-            "shape_weight", "depth_weight", "dist_statistic"} <= set(RETUNABLE)
+            "shape_weight", "depth_weight", "dist_statistic", "mean_statistic"} <= set(RETUNABLE)
     with pytest.raises(InputError, match="dist_statistic"):
         TrainConfig(dist_statistic="mmd")
+    with pytest.raises(InputError, match="mean_statistic"):
+        TrainConfig(mean_statistic="median")
 
 
 def test_sf_weight_trains_logs_and_upgrades_an_older_run(data_file: Path, tmp_path: Path,

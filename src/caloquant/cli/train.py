@@ -70,6 +70,10 @@ def train_cmd(
                                        "terms (dist, centroid, occupancy, shape, depth): wasserstein (sorted values; "
                                        "with a few showers per energy group it favours narrow fakes) or energy (the "
                                        "unbiased energy distance)."),
+    mean_statistic: str = typer.Option("absolute", "--mean-statistic", help="Gradient of the group-mean terms "
+                                       "(physics, sf, count, profile): absolute (plain; it pulls the shower-to-shower "
+                                       "spread in) or split (each half of a group signed by the other's error, which "
+                                       "leaves the spread alone on average)."),
     readout_threshold: float = typer.Option(0.0, "--readout-threshold", help="GeV: generated cells below it read 0, "
                                             "in training (what the critic and losses see; gradients pass "
                                             "straight through) and in the exported model's decoding, as the MC's "
@@ -136,7 +140,7 @@ def train_cmd(
         select=select, run_minutes=run_minutes, critic=critic, dist_weight=dist_weight, sf_weight=sf_weight,
         count_weight=count_weight, res_weight=res_weight, centroid_weight=centroid_weight,
         occupancy_weight=occupancy_weight, profile_weight=profile_weight, shape_weight=shape_weight,
-        depth_weight=depth_weight, dist_statistic=dist_statistic,
+        depth_weight=depth_weight, dist_statistic=dist_statistic, mean_statistic=mean_statistic,
         readout_threshold=readout_threshold, r1=r1,
         gen_steps=gen_steps, dead_cell_grad=dead_cell_grad,
     )

@@ -7,7 +7,7 @@ from typing import Any
 
 from caloquant.errors import InputError
 from caloquant.models.registry import CRITICS
-from caloquant.train.losses import DIST_STATISTICS
+from caloquant.train.losses import DIST_STATISTICS, MEAN_STATISTICS
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -96,6 +96,7 @@ class TrainConfig:
     readout_threshold: float = 0.0  # GeV: generated cells below it read 0 in training and generation (0: none)
     dist_projections: int = 32  # random projections of that term (besides one per feature)
     dist_statistic: str = "wasserstein"  # 1-D distance of the distribution terms: wasserstein or energy (unbiased)
+    mean_statistic: str = "absolute"  # gradient of the group-mean terms: absolute, or split (leaves the spread)
     r1: float = 0.0  # R1 penalty weight on the critic's real-shower gradients (0: off)
     dead_cell_grad: float = 0.0  # training-only slope of the output ReLU's backward pass below 0 (0: plain ReLU)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -114,7 +115,8 @@ class TrainConfig:
                              f"got {len(self.loss_weights)}")
         self._check_numbers()
         choices = {"precision": PRECISIONS, "resident": RESIDENT, "select": ("moments", "fpd", "goals"),
-                   "optimizer": OPTIMIZERS, "critic": tuple(CRITICS), "dist_statistic": DIST_STATISTICS}
+                   "optimizer": OPTIMIZERS, "critic": tuple(CRITICS), "dist_statistic": DIST_STATISTICS,
+                   "mean_statistic": MEAN_STATISTICS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise InputError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")

@@ -402,7 +402,8 @@ class Trainer:
         for k in range(self.cfg.gen_steps):
             self.opt_g.zero_grad(set_to_none=True)
             gen = fake if k == 0 and fake is not None else self._fake(noise[1 + k], b)
-            phys = physics_loss(gen, b.images, b.energy, self.spec.xpower, self.cfg.physics_groups)
+            phys = physics_loss(gen, b.images, b.energy, self.spec.xpower, self.cfg.physics_groups,
+                                self.cfg.mean_statistic)
             if pretraining:
                 fake_sum = ecal_sum(gen, self.spec.xpower)
                 ecal = mape(fake_sum, b.ecal)
@@ -421,7 +422,8 @@ class Trainer:
                 loss = loss + self.cfg.dist_weight * dist
                 parts["dist"] = dist.detach()
             if self.cfg.sf_weight > 0:
-                sf = sampling_fraction_loss(fake_sum, b.ecal, b.energy, self.cfg.physics_groups)
+                sf = sampling_fraction_loss(fake_sum, b.ecal, b.energy, self.cfg.physics_groups,
+                                            self.cfg.mean_statistic)
                 loss = loss + self.cfg.sf_weight * sf
                 parts["sf"] = sf.detach()
             if self.cfg.res_weight > 0:
@@ -430,7 +432,7 @@ class Trainer:
                 parts["res"] = res.detach()
             if real_counts is not None:
                 count = cell_count_loss(soft_cell_counts(gen, self.spec.xscale, self.spec.xpower), real_counts,
-                                        b.energy, self.cfg.physics_groups)
+                                        b.energy, self.cfg.physics_groups, self.cfg.mean_statistic)
                 loss = loss + self.cfg.count_weight * count
                 parts["count"] = count.detach()
             if real_centroids is not None:
@@ -446,7 +448,8 @@ class Trainer:
                 loss = loss + self.cfg.occupancy_weight * occ
                 parts["occ"] = occ.detach()
             if self.cfg.profile_weight > 0:
-                prof = profile_loss(gen, b.images, b.energy, self.spec.xpower, self.cfg.physics_groups)
+                prof = profile_loss(gen, b.images, b.energy, self.spec.xpower, self.cfg.physics_groups,
+                                    self.cfg.mean_statistic)
                 loss = loss + self.cfg.profile_weight * prof
                 parts["prof"] = prof.detach()
             if self.cfg.shape_weight > 0:
@@ -736,7 +739,7 @@ def _runtime_overrides(config: TrainConfig) -> dict[str, Any]:
 #: Settings a resumed run may change when asked to (``retune``): a campaign's loss curriculum and its checkpoint
 #: selection, not its identity. A new ``select`` starts the best-checkpoint race afresh.
 RETUNABLE = ("loss_weights", "dist_weight", "sf_weight", "count_weight", "res_weight", "centroid_weight",
-             "occupancy_weight", "profile_weight", "shape_weight", "depth_weight", "dist_statistic",
+             "occupancy_weight", "profile_weight", "shape_weight", "depth_weight", "dist_statistic", "mean_statistic",
              "readout_threshold", "physics_weight", "r1", "lr", "select")
 
 

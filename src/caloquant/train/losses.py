@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -42,14 +44,49 @@ def energy_groups(energy: torch.Tensor, groups: int) -> tuple[torch.Tensor, tupl
     return order, torch.tensor_split(torch.arange(len(order), device=energy.device), min(groups, len(order)))
 
 
+#: Gradients the batch-level mean terms can take (``mean_abs_error``).
+MEAN_STATISTICS = ("absolute", "split")
+
+
+ErrorFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def mean_abs_error(rows: torch.Tensor, target: torch.Tensor, error: ErrorFn, statistic: str = "absolute"
+                   ) -> torch.Tensor:
+    """|error(m, target)| per column, m the mean of one energy group's fake rows (k, C), ``target`` the real one.
+
+    ``absolute``: its plain gradient, whose sign follows the fakes' own sampling noise. On average that rewards a
+    group mean that fluctuates less (E|m_fake - m_real| grows with the fakes' spread), so every such term pulls
+    the shower-to-shower spread in. ``split``: the same value, with the gradient of each half of the rows signed by
+    the other half's error (cross-fitting), which is independent of it: the expected gradient moves the mean and
+    leaves the spread alone."""
+    if statistic not in MEAN_STATISTICS:
+        raise ValueError(f"statistic must be one of {', '.join(MEAN_STATISTICS)}, got {statistic!r}")
+    value = error(rows.mean(0), target).abs()
+    if statistic == "absolute" or len(rows) < 2:
+        return value
+    ea, eb = error(rows[0::2].mean(0), target), error(rows[1::2].mean(0), target)
+    surrogate = 0.5 * (ea.detach().sign() * eb + eb.detach().sign() * ea)
+    return value.detach() + surrogate - surrogate.detach()
+
+
+def _relative_difference(m: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return (m - t) / t.abs().clamp_min(1e-6)
+
+
+def _ratio_error(m: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return m / t - 1
+
+
 def physics_loss(fake: torch.Tensor, real: torch.Tensor, energy: torch.Tensor, xpower: float,
-                 groups: int) -> torch.Tensor:
+                 groups: int, statistic: str = "absolute") -> torch.Tensor:
     """Shower-shape mismatch of energy-sorted groups of the batch: moments plus normalised profiles.
 
     For each group: the mean relative error of the group-averaged 1st and 2nd moments along x, y, z (the
     3DGAN moment metric at batch level) plus the L1 distance of the group-averaged normalised x, y, z
     profiles (in [0, 2] per axis, averaged over axes). Matching group means, rather than each shower to its
-    real partner, keeps shower-to-shower fluctuations free.
+    real partner, keeps shower-to-shower fluctuations free (with ``statistic`` "split", ``mean_abs_error``, also
+    on average over batches).
     """
     order, parts = energy_groups(energy, groups)
     _, pf = _profiles(fake[order], xpower)
@@ -57,28 +94,31 @@ def physics_loss(fake: torch.Tensor, real: torch.Tensor, energy: torch.Tensor, x
     mf, mr = shower_moments(fake[order], xpower), shower_moments(real[order], xpower)
     terms = []
     for idx in parts:
-        a, b = mf[idx].mean(0), mr[idx].mean(0)
-        moments = ((a - b).abs() / b.abs().clamp_min(1e-6)).mean()
-        shapes = torch.stack([(f[idx].mean(0) - r[idx].mean(0)).abs().sum() for f, r in zip(pf, pr)]).mean()
+        moments = mean_abs_error(mf[idx], mr[idx].mean(0), _relative_difference, statistic).mean()
+        shapes = torch.stack([mean_abs_error(f[idx], r[idx].mean(0), torch.sub, statistic).sum()
+                              for f, r in zip(pf, pr)]).mean()
         terms.append(moments + shapes)
     return torch.stack(terms).mean()
 
 
-def group_mean_error(fake: torch.Tensor, real: torch.Tensor, energy: torch.Tensor, groups: int) -> torch.Tensor:
+def group_mean_error(fake: torch.Tensor, real: torch.Tensor, energy: torch.Tensor, groups: int,
+                     statistic: str = "absolute") -> torch.Tensor:
     """Mismatch of group means: the batch is sorted by energy and cut into ``groups``; in each, the relative error
     |mean fake / mean real - 1| of every column of ``fake``/``real`` ((N,) or (N, K), fakes generated at the real
-    showers' energies), averaged over columns and groups. Means only, so the shower-to-shower spread stays free."""
+    showers' energies), averaged over columns and groups. Means only, so the shower-to-shower spread stays free
+    (on average over batches too with ``statistic`` "split": ``mean_abs_error``)."""
     order, parts = energy_groups(energy, groups)
     f, r = fake.float()[order], real.float()[order]
     f, r = f.reshape(len(f), -1), r.reshape(len(r), -1)
-    return torch.stack([(f[idx].mean(0) / r[idx].mean(0).clamp_min(1e-6) - 1).abs().mean() for idx in parts]).mean()
+    return torch.stack([mean_abs_error(f[idx], r[idx].mean(0).clamp_min(1e-6), _ratio_error, statistic).mean()
+                        for idx in parts]).mean()
 
 
 def sampling_fraction_loss(fake_sum: torch.Tensor, real_sum: torch.Tensor, energy: torch.Tensor,
-                           groups: int) -> torch.Tensor:
+                           groups: int, statistic: str = "absolute") -> torch.Tensor:
     """Energy-scale mismatch: ``group_mean_error`` of the visible energies, the batch-level sampling-fraction error.
     The ECAL-sum MAPE pulls every shower towards a median of its partners' sums instead; this leaves the spread."""
-    return group_mean_error(fake_sum, real_sum, energy, groups)
+    return group_mean_error(fake_sum, real_sum, energy, groups, statistic)
 
 
 def resolution_loss(fake_sum: torch.Tensor, real_sum: torch.Tensor, energy: torch.Tensor,
@@ -100,11 +140,11 @@ def resolution_loss(fake_sum: torch.Tensor, real_sum: torch.Tensor, energy: torc
 
 
 def cell_count_loss(fake_counts: torch.Tensor, real_counts: torch.Tensor, energy: torch.Tensor,
-                    groups: int) -> torch.Tensor:
+                    groups: int, statistic: str = "absolute") -> torch.Tensor:
     """Occupancy mismatch: ``group_mean_error`` of the soft counts of cells above each threshold
     (``models.critic.soft_cell_counts``, (N, K)). It targets the cells hit per shower and the faint end of the
     cell spectrum directly, as the 3DGAN angle model's bin-count loss does, without tying each shower's count."""
-    return group_mean_error(fake_counts, real_counts, energy, groups)
+    return group_mean_error(fake_counts, real_counts, energy, groups, statistic)
 
 
 #: Statistics ``sliced_distance`` can compare projections with.
@@ -213,7 +253,7 @@ PROFILE_FLOOR_FRACTION = 0.1
 
 
 def profile_loss(fake: torch.Tensor, real: torch.Tensor, energy: torch.Tensor, xpower: float,
-                 groups: int) -> torch.Tensor:
+                 groups: int, statistic: str = "absolute") -> torch.Tensor:
     """Mismatch of the energy-conditioned mean x, y, z energy profiles, every position alike: in each energy group,
     |ln(<p_fake> + f) - ln(<p_real> + f)| averaged over the 25 + 25 + 25 positions, the batch-level, symmetric form
     of the 3DGAN profile metric (``validate.profiles_metric``: mean relative error per position). The fakes are read
@@ -229,8 +269,8 @@ def profile_loss(fake: torch.Tensor, real: torch.Tensor, energy: torch.Tensor, x
     order, parts = energy_groups(energy, groups)
     pf = torch.cat([ef.sum(axes) for axes in ((2, 3), (1, 3), (1, 2))], 1)[order]
     pr = torch.cat([er.sum(axes) for axes in ((2, 3), (1, 3), (1, 2))], 1)[order]
-    return torch.stack([((pf[idx].mean(0) + floor).log() - (pr[idx].mean(0) + floor).log()).abs().mean()
-                        for idx in parts]).mean()
+    return torch.stack([mean_abs_error(pf[idx], (pr[idx].mean(0) + floor).log(), lambda m, t: (m + floor).log() - t,
+                                       statistic).mean() for idx in parts]).mean()
 
 
 def faintest_cell(real: torch.Tensor) -> torch.Tensor:
