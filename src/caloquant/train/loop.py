@@ -107,6 +107,11 @@ def _spec_for(config: TrainConfig) -> ModelSpec:
                      angle_range_deg=base.angle_range_deg, cell_threshold_gev=config.readout_threshold)
 
 
+def weighted_sum(terms: dict[str, tuple[float, torch.Tensor]]) -> torch.Tensor:
+    """The loss of weighted terms: sum of weight x value."""
+    return torch.stack([w * v for w, v in terms.values()]).sum()
+
+
 class Trainer:
     """Owns models, optimizers, data stream and outputs of one (possibly distributed) training run."""
 
@@ -283,21 +288,20 @@ class Trainer:
         sl = slice(self.ctx.rank * n_local, (self.ctx.rank + 1) * n_local)
         return {"noise": noise[:, sl], "flips": flips[:, sl]}
 
-    def _heads_loss(self, out: dict[str, torch.Tensor], labels: torch.Tensor, t: TensorBatch
-                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Weighted discriminator-head losses in fp32, with their detached parts (read back only when logged)."""
+    def _head_terms(self, out: dict[str, torch.Tensor], labels: torch.Tensor, t: TensorBatch
+                    ) -> dict[str, tuple[float, torch.Tensor]]:
+        """The discriminator-head losses in fp32, each with its weight."""
         out = {k: v.float() for k, v in out.items()}
         w = self.cfg.loss_weights
-        adv = bce_logits(out["logit"], labels)
-        aux = mape(out["energy"], t.energy)
-        ecal = mape(out["ecal"], t.ecal)
-        loss = w[0] * adv + w[1] * aux + w[-1] * ecal
-        parts = {"adv": adv.detach(), "aux": aux.detach(), "ecal": ecal.detach()}
+        terms = {"adv": (w[0], bce_logits(out["logit"], labels)), "aux": (w[1], mape(out["energy"], t.energy)),
+                 "ecal": (w[-1], mape(out["ecal"], t.ecal))}
         if self.spec.arch == "angle51":
-            ang = (out["angle"] - t.theta).abs().mean()
-            loss = loss + w[2] * ang
-            parts["ang"] = ang.detach()
-        return loss, parts
+            terms["ang"] = (w[2], (out["angle"] - t.theta).abs().mean())
+        return terms
+
+    def _heads_loss(self, out: dict[str, torch.Tensor], labels: torch.Tensor, t: TensorBatch) -> torch.Tensor:
+        """Weighted sum of the discriminator-head losses."""
+        return weighted_sum(self._head_terms(out, labels, t))
 
     def _latent(self, noise: torch.Tensor, b: TensorBatch) -> torch.Tensor:
         """Generator input built on the device, as ``ModelSpec.latent`` builds it (E/100 times noise, or
@@ -337,7 +341,7 @@ class Trainer:
         with self._amp():
             out = self._critic(both.images, both)
         labels = torch.cat([torch.where(flips[0], 0.0, 1.0), torch.where(flips[1], 1.0, 0.0)])
-        loss, _ = self._heads_loss(out, labels, both)
+        loss = self._heads_loss(out, labels, both)
         stats = {"d_real": bce_logits(out["logit"][:n].float(), labels[:n]).detach(),
                  "d_fake": bce_logits(out["logit"][n:].float(), labels[n:]).detach()}
         if self.cfg.r1 > 0:
@@ -349,6 +353,69 @@ class Trainer:
         self.ctx.average_gradients(self.D)
         self.opt_d.step()
         return stats
+
+    def real_summaries(self, b: TensorBatch) -> dict[str, torch.Tensor]:
+        """The real batch's per-shower summaries that the generator terms compare with (computed once a step)."""
+        sp, cfg = self.spec, self.cfg
+        real = {}
+        if cfg.dist_weight > 0:
+            real["features"] = shower_features(b.images, b.energy, sp.xscale, sp.xpower)
+        if cfg.count_weight > 0:
+            real["counts"] = soft_cell_counts(b.images, sp.xscale, sp.xpower)
+        if cfg.centroid_weight > 0:
+            real["centroids"] = layer_centroids(b.images, sp.xscale, sp.xpower)
+        if cfg.occupancy_weight > 0:
+            real["occupancy"] = layer_occupancy(b.images, sp.xscale, sp.xpower)
+        return real
+
+    def generator_terms(self, gen: torch.Tensor, b: TensorBatch, real: dict[str, torch.Tensor],
+                        pretraining: bool = False) -> dict[str, tuple[float, torch.Tensor]]:
+        """Every term of the generator's loss for fakes ``gen`` of batch ``b``, each with its weight (the loss is
+        their weighted sum, ``weighted_sum``; ``real`` from ``real_summaries``). Kept apart so that a diagnostic
+        (``bench/spread_probe.py``) can take each term's gradient alone."""
+        sp, cfg, groups = self.spec, self.cfg, self.cfg.physics_groups
+        terms: dict[str, tuple[float, torch.Tensor]] = {}
+        if pretraining:
+            fake_sum = ecal_sum(gen, sp.xpower)
+            terms["ecal"] = (cfg.loss_weights[-1], mape(fake_sum, b.ecal))
+            phys_weight = max(cfg.physics_weight, 1.0)
+        else:
+            with self._amp():
+                out = self._critic(gen, b)
+            fake_sum = out["ecal"].float()  # the critic's analytic ECAL-sum head
+            terms.update(self._head_terms(out, torch.ones(len(b), device=gen.device), b))
+            phys_weight = cfg.physics_weight
+        terms["phys"] = (phys_weight, physics_loss(gen, b.images, b.energy, sp.xpower, groups, cfg.mean_statistic))
+        if "features" in real:
+            terms["dist"] = (cfg.dist_weight, sliced_distance(
+                shower_features(gen, b.energy, sp.xscale, sp.xpower), real["features"], b.energy, groups,
+                cfg.dist_projections, statistic=cfg.dist_statistic))
+        if cfg.sf_weight > 0:
+            terms["sf"] = (cfg.sf_weight, sampling_fraction_loss(fake_sum, b.ecal, b.energy, groups,
+                                                                 cfg.mean_statistic))
+        if cfg.res_weight > 0:
+            terms["res"] = (cfg.res_weight, resolution_loss(fake_sum, b.ecal, b.energy, groups))
+        if "counts" in real:
+            terms["count"] = (cfg.count_weight, cell_count_loss(soft_cell_counts(gen, sp.xscale, sp.xpower),
+                                                                real["counts"], b.energy, groups, cfg.mean_statistic))
+        if "centroids" in real:
+            terms["cent"] = (cfg.centroid_weight, centroid_loss(
+                layer_centroids(gen, sp.xscale, sp.xpower), real["centroids"], b.energy, groups,
+                cfg.dist_projections, cfg.dist_statistic))
+        if "occupancy" in real:
+            terms["occ"] = (cfg.occupancy_weight, occupancy_loss(
+                layer_occupancy(gen, sp.xscale, sp.xpower), real["occupancy"], b.energy, groups,
+                cfg.dist_projections, cfg.dist_statistic))
+        if cfg.profile_weight > 0:
+            terms["prof"] = (cfg.profile_weight, profile_loss(gen, b.images, b.energy, sp.xpower, groups,
+                                                              cfg.mean_statistic))
+        if cfg.shape_weight > 0:
+            terms["shape"] = (cfg.shape_weight, shape_loss(gen, b.images, b.energy, sp.xscale, sp.xpower, groups,
+                                                           cfg.dist_projections, cfg.dist_statistic))
+        if cfg.depth_weight > 0:
+            terms["depth"] = (cfg.depth_weight, depth_loss(gen, b.images, b.energy, sp.xscale, sp.xpower, groups,
+                                                           cfg.dist_projections, cfg.dist_statistic))
+        return terms
 
     def train_step(self, batch: Batch | TensorBatch, step: int) -> dict[str, torch.Tensor | float]:
         """One reference iteration on this rank's part of the global batch; gradients averaged over ranks.
@@ -367,7 +434,6 @@ class Trainer:
                 group["lr"] = lr
         noise = host_to_device(draws["noise"], dev)
         flips = host_to_device(draws["flips"], dev)
-        ones = torch.ones(n, device=dev)
         stats: dict[str, torch.Tensor | float] = {"lr": lr}
         pretraining = step < self.cfg.pretrain_steps
         fake: torch.Tensor | None = None
@@ -384,89 +450,22 @@ class Trainer:
                 self.opt_d.zero_grad(set_to_none=True)
                 with self._amp():
                     out = self._critic(images, b)
-                loss, _ = self._heads_loss(out, labels, b)
+                loss = self._heads_loss(out, labels, b)
                 loss.backward()
                 self.ctx.average_gradients(self.D)
                 self.opt_d.step()
                 stats[name] = loss.detach()
 
-        real_features = None
-        if self.cfg.dist_weight > 0:
-            real_features = shower_features(b.images, b.energy, self.spec.xscale, self.spec.xpower)
-        real_counts = (soft_cell_counts(b.images, self.spec.xscale, self.spec.xpower)
-                       if self.cfg.count_weight > 0 else None)
-        real_centroids = (layer_centroids(b.images, self.spec.xscale, self.spec.xpower)
-                          if self.cfg.centroid_weight > 0 else None)
-        real_occupancy = (layer_occupancy(b.images, self.spec.xscale, self.spec.xpower)
-                          if self.cfg.occupancy_weight > 0 else None)
+        real = self.real_summaries(b)
         for k in range(self.cfg.gen_steps):
             self.opt_g.zero_grad(set_to_none=True)
             gen = fake if k == 0 and fake is not None else self._fake(noise[1 + k], b)
-            phys = physics_loss(gen, b.images, b.energy, self.spec.xpower, self.cfg.physics_groups,
-                                self.cfg.mean_statistic)
-            if pretraining:
-                fake_sum = ecal_sum(gen, self.spec.xpower)
-                ecal = mape(fake_sum, b.ecal)
-                loss = self.cfg.loss_weights[-1] * ecal + max(self.cfg.physics_weight, 1.0) * phys
-                parts = {"ecal": ecal.detach()}
-            else:
-                with self._amp():
-                    out = self._critic(gen, b)
-                fake_sum = out["ecal"].float()  # the critic's analytic ECAL-sum head
-                loss, parts = self._heads_loss(out, ones, b)
-                loss = loss + self.cfg.physics_weight * phys
-            if real_features is not None:
-                fake_features = shower_features(gen, b.energy, self.spec.xscale, self.spec.xpower)
-                dist = sliced_distance(fake_features, real_features, b.energy, self.cfg.physics_groups,
-                                       self.cfg.dist_projections, statistic=self.cfg.dist_statistic)
-                loss = loss + self.cfg.dist_weight * dist
-                parts["dist"] = dist.detach()
-            if self.cfg.sf_weight > 0:
-                sf = sampling_fraction_loss(fake_sum, b.ecal, b.energy, self.cfg.physics_groups,
-                                            self.cfg.mean_statistic)
-                loss = loss + self.cfg.sf_weight * sf
-                parts["sf"] = sf.detach()
-            if self.cfg.res_weight > 0:
-                res = resolution_loss(fake_sum, b.ecal, b.energy, self.cfg.physics_groups)
-                loss = loss + self.cfg.res_weight * res
-                parts["res"] = res.detach()
-            if real_counts is not None:
-                count = cell_count_loss(soft_cell_counts(gen, self.spec.xscale, self.spec.xpower), real_counts,
-                                        b.energy, self.cfg.physics_groups, self.cfg.mean_statistic)
-                loss = loss + self.cfg.count_weight * count
-                parts["count"] = count.detach()
-            if real_centroids is not None:
-                cent = centroid_loss(layer_centroids(gen, self.spec.xscale, self.spec.xpower), real_centroids,
-                                     b.energy, self.cfg.physics_groups, self.cfg.dist_projections,
-                                     self.cfg.dist_statistic)
-                loss = loss + self.cfg.centroid_weight * cent
-                parts["cent"] = cent.detach()
-            if real_occupancy is not None:
-                occ = occupancy_loss(layer_occupancy(gen, self.spec.xscale, self.spec.xpower), real_occupancy,
-                                     b.energy, self.cfg.physics_groups, self.cfg.dist_projections,
-                                     self.cfg.dist_statistic)
-                loss = loss + self.cfg.occupancy_weight * occ
-                parts["occ"] = occ.detach()
-            if self.cfg.profile_weight > 0:
-                prof = profile_loss(gen, b.images, b.energy, self.spec.xpower, self.cfg.physics_groups,
-                                    self.cfg.mean_statistic)
-                loss = loss + self.cfg.profile_weight * prof
-                parts["prof"] = prof.detach()
-            if self.cfg.shape_weight > 0:
-                shape = shape_loss(gen, b.images, b.energy, self.spec.xscale, self.spec.xpower,
-                                   self.cfg.physics_groups, self.cfg.dist_projections, self.cfg.dist_statistic)
-                loss = loss + self.cfg.shape_weight * shape
-                parts["shape"] = shape.detach()
-            if self.cfg.depth_weight > 0:
-                depth = depth_loss(gen, b.images, b.energy, self.spec.xscale, self.spec.xpower,
-                                   self.cfg.physics_groups, self.cfg.dist_projections, self.cfg.dist_statistic)
-                loss = loss + self.cfg.depth_weight * depth
-                parts["depth"] = depth.detach()
+            terms = self.generator_terms(gen, b, real, pretraining)
+            loss = weighted_sum(terms)
             loss.backward()
             self.ctx.average_gradients(self.G)
             self.opt_g.step()
-            stats.update({f"g_{name}": v for name, v in parts.items()})
-            stats["g_phys"] = phys.detach()
+            stats.update({f"g_{name}": v.detach() for name, (_, v) in terms.items()})
         self._update_ema()
         self.D.zero_grad(set_to_none=True)
         return stats
