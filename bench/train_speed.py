@@ -62,12 +62,14 @@ class Setting:
     occupancy_weight: float = 0.0
     shape_weight: float = 0.0
     depth_weight: float = 0.0
+    dist_statistic: str = "wasserstein"
+    mean_statistic: str = "absolute"
 
     def loss_terms(self) -> dict[str, Any]:
         """The ``TrainConfig`` settings that choose the critic and the generator's loss terms."""
         return {name: getattr(self, name) for name in (
             "critic", "dist_weight", "gen_steps", "sf_weight", "count_weight", "res_weight", "centroid_weight",
-            "profile_weight", "occupancy_weight", "shape_weight", "depth_weight")}
+            "profile_weight", "occupancy_weight", "shape_weight", "depth_weight", "dist_statistic", "mean_statistic")}
 
 
 #: the loss terms of the ecal25 campaign from run 9: light critic, distribution, energy-scale, cell-count,
@@ -76,6 +78,9 @@ _CAMPAIGN: dict[str, Any] = dict(critic="light", dist_weight=1.0, sf_weight=100.
                                  centroid_weight=5.0)
 #: ... and from run 16: per-layer occupancy and the shape term
 _CAMPAIGN16: dict[str, Any] = dict(_CAMPAIGN, occupancy_weight=5.0, shape_weight=5.0)
+#: ... and from run 19: depth 20, sampling fraction 300, the energy distance (run 21: the split gradient)
+_CAMPAIGN19: dict[str, Any] = dict(_CAMPAIGN16, depth_weight=20.0, sf_weight=300.0,
+                                   dist_statistic="energy")
 
 SETTINGS = {
     "before": Setting("before", "fp32", "off", 1, fast_backends=False),
@@ -96,6 +101,9 @@ SETTINGS = {
     "campaign16": Setting("campaign16", "auto", "auto", 10, fast_backends=True, **_CAMPAIGN16),
     "campaign16+depth": Setting("campaign16+depth", "auto", "auto", 10, fast_backends=True, **_CAMPAIGN16,
                                 depth_weight=5.0),
+    "campaign19": Setting("campaign19", "auto", "auto", 10, fast_backends=True, **_CAMPAIGN19),
+    "campaign21": Setting("campaign21", "auto", "auto", 10, fast_backends=True, **_CAMPAIGN19,
+                          mean_statistic="split"),
 }
 
 
