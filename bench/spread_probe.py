@@ -83,6 +83,7 @@ def main() -> None:
 
         batches = tr.stream.epoch(tr.state.epoch + 1)
         effects: dict[tuple[str, str], list[float]] = {}
+        weights: dict[str, float] = {}
         for i in range(args.batches):
             group = [to_tensors(next(batches), tr.ctx.device) for _ in range(8)]
             big = TensorBatch(*(torch.cat([getattr(x, f) for x in group]) for f in ("images", "energy", "theta",
@@ -92,6 +93,7 @@ def main() -> None:
             torch.manual_seed(2000 + i)
             gen = tr._fake(torch.randn(len(b), tr.spec.noise_size), b)
             for name, (weight, value) in tr.generator_terms(gen, b, tr.real_summaries(b)).items():
+                weights[name] = weight
                 step = [g / c for g, c in zip(grads(weight * value), precond)]
                 for sname, gs in spread_grads.items():
                     effects.setdefault((name, sname), []).append(-float(sum((a * s).sum() for a, s in zip(gs, step))))
@@ -101,9 +103,7 @@ def main() -> None:
           f"{describe_markdown()}\n")
     print("| term | weight | " + " | ".join(f"d log spread {s}" for s in SPREADS) + " |")
     print("|---|---|" + "---|" * len(SPREADS))
-    names = dict.fromkeys(k for k, _ in effects)
-    weights = {k: w for k, (w, _) in tr.generator_terms(gen, b, tr.real_summaries(b)).items()}
-    for name in names:
+    for name in weights:
         cells = []
         for s in SPREADS:
             xs = effects[(name, s)]
