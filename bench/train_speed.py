@@ -62,6 +62,7 @@ class Setting:
     occupancy_weight: float = 0.0
     shape_weight: float = 0.0
     depth_weight: float = 0.0
+    lateral_weight: float = 0.0
     dist_statistic: str = "wasserstein"
     mean_statistic: str = "absolute"
 
@@ -69,7 +70,8 @@ class Setting:
         """The ``TrainConfig`` settings that choose the critic and the generator's loss terms."""
         return {name: getattr(self, name) for name in (
             "critic", "dist_weight", "gen_steps", "sf_weight", "count_weight", "res_weight", "centroid_weight",
-            "profile_weight", "occupancy_weight", "shape_weight", "depth_weight", "dist_statistic", "mean_statistic")}
+            "profile_weight", "occupancy_weight", "shape_weight", "depth_weight", "lateral_weight", "dist_statistic",
+            "mean_statistic")}
 
 
 #: the loss terms of the ecal25 campaign from run 9: light critic, distribution, energy-scale, cell-count,

@@ -20,10 +20,10 @@ from caloquant.train import TrainConfig, Trainer
 from caloquant.train.data import preprocess
 from caloquant.train.hardware import count_flops
 from caloquant.train.loop import RETUNABLE, readout_floor
-from caloquant.train.losses import (cell_count_loss, centroid_loss, depth_loss, layer_centroids, layer_depth,
-                                   layer_occupancy, layer_shapes, occupancy_loss, physics_loss, profile_loss,
-                                   mean_abs_error, readout_cut, resolution_loss, sampling_fraction_loss,
-                                   shape_loss, sliced_distance)
+from caloquant.train.losses import (cell_count_loss, centroid_loss, depth_loss, lateral_loss, layer_centroids,
+                                   layer_depth, layer_occupancy, layer_shapes, mean_abs_error, occupancy_loss,
+                                   physics_loss, profile_loss, readout_cut, resolution_loss, sampling_fraction_loss,
+                                   shape_loss, shower_lateral, sliced_distance)
 from caloquant.validate import compute_features
 from caloquant.validate.fluctuations import fluctuation_ratios
 
@@ -397,17 +397,51 @@ def test_depth_loss_sees_showers_that_all_start_alike(real: tuple[torch.Tensor, 
     assert deeper.grad is not None and deeper.grad.abs().sum() > 0
 
 
+def test_shower_lateral_measures_what_validation_measures(mc_small: ShowerSet) -> None:
+    """Shower x, y barycentres and widths of MC showers equal validation's mu_x, mu_y, sqrt(sigma2_x, sigma2_y)."""
+    showers = mc_small[:32]
+    lateral = shower_lateral(torch.from_numpy(np.asarray(showers.ecal, dtype=np.float32))).numpy()
+    m = compute_features(showers).moments
+    np.testing.assert_allclose(lateral, np.stack([m[:, 0], m[:, 1], np.sqrt(m[:, 3]), np.sqrt(m[:, 4])], 1),
+                               atol=1e-3)
+
+
+def test_lateral_loss_sees_widths_that_vary_too_much(real: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Zero for the real batch; every other shower blurred by a cell (widths that vary 2-3x as much as the MC's,
+    the step-36142 failure) costs it, a whole batch one cell off the axis costs more; the gradient reaches the
+    cells."""
+    images, energy = real
+    torch.manual_seed(0)
+    assert lateral_loss(images, images, energy, 0.85, groups=4) == 0
+    e = images.clamp_min(0).pow(1 / 0.85)
+    blurred = e.clone()
+    for axis in (1, 2):
+        blurred = 0.25 * torch.roll(blurred, 1, axis) + 0.5 * blurred + 0.25 * torch.roll(blurred, -1, axis)
+    mixed = e.clone()
+    mixed[0::2] = blurred[0::2]
+    assert shower_lateral(mixed)[:, 2].std() > 2 * shower_lateral(e)[:, 2].std()
+    torch.manual_seed(0)
+    varied = lateral_loss(mixed.pow(0.85), images, energy, 0.85, groups=4)
+    assert varied > 0.15
+    off_axis = torch.roll(e, 1, 1).pow(0.85).requires_grad_(True)
+    torch.manual_seed(0)
+    loss = lateral_loss(off_axis, images, energy, 0.85, groups=4)
+    assert loss > 3 * varied
+    loss.backward()
+    assert off_axis.grad is not None and off_axis.grad.abs().sum() > 0
+
+
 def test_count_and_res_weights_train_and_log(data_file: Path, tmp_path: Path) -> None:
     cfg = TrainConfig(**{**TINY, "max_steps": 2, "log_every": 1, "count_weight": 1.0, "res_weight": 1.0,  # type: ignore[arg-type]
                          "centroid_weight": 1.0, "occupancy_weight": 1.0,
                          "profile_weight": 1.0, "shape_weight": 1.0, "depth_weight": 1.0,
-                         "dist_statistic": "energy", "mean_statistic": "split"})
+                         "lateral_weight": 1.0, "dist_statistic": "energy", "mean_statistic": "split"})
     Trainer(cfg, data_file, tmp_path, progress=False).run()
     rows = list(csv.DictReader((tmp_path / "losses.csv").open()))
-    for term in ("g_count", "g_res", "g_cent", "g_occ", "g_prof", "g_shape", "g_depth"):
+    for term in ("g_count", "g_res", "g_cent", "g_occ", "g_prof", "g_shape", "g_depth", "g_lat"):
         assert len(rows) == 2 and all(np.isfinite(float(r[term])) and float(r[term]) > 0 for r in rows)
     assert {"count_weight", "res_weight", "centroid_weight", "occupancy_weight", "profile_weight",
-            "shape_weight", "depth_weight", "dist_statistic", "mean_statistic"} <= set(RETUNABLE)
+            "shape_weight", "depth_weight", "lateral_weight", "dist_statistic", "mean_statistic"} <= set(RETUNABLE)
     with pytest.raises(InputError, match="dist_statistic"):
         TrainConfig(dist_statistic="mmd")
     with pytest.raises(InputError, match="mean_statistic"):

@@ -66,6 +66,9 @@ def train_cmd(
     depth_weight: float = typer.Option(0.0, "--depth-weight", help="Weight of the energy-conditioned "
                                        "sliced-distance term on the layer energies, mean depth and depth spread "
                                        "of read-out showers (0: off)."),
+    lateral_weight: float = typer.Option(0.0, "--lateral-weight", help="Weight of the energy-conditioned "
+                                         "sliced-distance term on the shower's x and y barycentres and widths, read "
+                                         "out (0: off)."),
     dist_statistic: str = typer.Option("wasserstein", "--dist-statistic", help="1-D distance of the distribution "
                                        "terms (dist, centroid, occupancy, shape, depth): wasserstein (sorted values; "
                                        "with a few showers per energy group it favours narrow fakes) or energy (the "
@@ -140,8 +143,8 @@ def train_cmd(
         select=select, run_minutes=run_minutes, critic=critic, dist_weight=dist_weight, sf_weight=sf_weight,
         count_weight=count_weight, res_weight=res_weight, centroid_weight=centroid_weight,
         occupancy_weight=occupancy_weight, profile_weight=profile_weight, shape_weight=shape_weight,
-        depth_weight=depth_weight, dist_statistic=dist_statistic, mean_statistic=mean_statistic,
-        readout_threshold=readout_threshold, r1=r1,
+        depth_weight=depth_weight, lateral_weight=lateral_weight, dist_statistic=dist_statistic,
+        mean_statistic=mean_statistic, readout_threshold=readout_threshold, r1=r1,
         gen_steps=gen_steps, dead_cell_grad=dead_cell_grad,
     )
     from caloquant.train.loop import RETUNABLE

@@ -59,9 +59,9 @@ from caloquant.train.hardware import autocast, compile_module, configure_backend
 from caloquant.models.critic import shower_features, soft_cell_counts
 from caloquant.models.gan3d import ecal_sum
 from caloquant.models.layers import SurrogateReLU
-from caloquant.train.losses import (bce_logits, cell_count_loss, centroid_loss, depth_loss, layer_centroids,
-                                   layer_occupancy, mape, occupancy_loss, physics_loss, profile_loss, readout_cut,
-                                   resolution_loss, sampling_fraction_loss, shape_loss, sliced_distance)
+from caloquant.train.losses import (bce_logits, cell_count_loss, centroid_loss, depth_loss, lateral_loss,
+                                   layer_centroids, layer_occupancy, mape, occupancy_loss, physics_loss, profile_loss,
+                                   readout_cut, resolution_loss, sampling_fraction_loss, shape_loss, sliced_distance)
 from caloquant.ui import progress_bar
 from caloquant.validate import (compute_features, frechet_at_size, moments_metric, profiles_metric,
                                 sampling_fraction_mre)
@@ -75,8 +75,8 @@ SELECT_BY = {"moments": "moments_metric", "fpd": "fpd"}
 SELECT_GOALS = {"moments_metric": 0.04, "sampling_fraction_mre": 0.01, "fpd": 2.0, "cells_ratio": 1.1,
                 "resolution_ratio": 1.1}
 LOSS_FIELDS = ["step", "epoch", "showers", "seconds", "lr", "d_real", "d_fake", "g_adv", "g_aux", "g_ecal",
-               "g_phys", "g_dist", "g_sf", "g_count", "g_res", "g_cent", "g_occ", "g_prof", "g_shape", "g_depth", "r1",
-               "showers_per_s"]
+               "g_phys", "g_dist", "g_sf", "g_count", "g_res", "g_cent", "g_occ", "g_prof", "g_shape", "g_depth",
+               "g_lat", "r1", "showers_per_s"]
 METRIC_FIELDS = ["step", "epoch", "showers", "seconds", "moments_metric", "sampling_fraction_mre", "fpd", "cells_ratio",
                  "resolution_ratio", "profiles_metric"]
 RUN_FIELDS = ["run", "date", "cpu", "isa", "threads", "device", "precision", "critic", "start_step", "end_step",
@@ -415,6 +415,9 @@ class Trainer:
         if cfg.depth_weight > 0:
             terms["depth"] = (cfg.depth_weight, depth_loss(gen, b.images, b.energy, sp.xscale, sp.xpower, groups,
                                                            cfg.dist_projections, cfg.dist_statistic))
+        if cfg.lateral_weight > 0:
+            terms["lat"] = (cfg.lateral_weight, lateral_loss(gen, b.images, b.energy, sp.xpower, groups,
+                                                             cfg.dist_projections, cfg.dist_statistic))
         return terms
 
     def train_step(self, batch: Batch | TensorBatch, step: int) -> dict[str, torch.Tensor | float]:
@@ -658,7 +661,7 @@ class Trainer:
                                 "g_count": values.get("g_count", ""), "g_res": values.get("g_res", ""),
                                 "g_cent": values.get("g_cent", ""), "g_occ": values.get("g_occ", ""),
                                 "g_prof": values.get("g_prof", ""), "g_shape": values.get("g_shape", ""),
-                                "g_depth": values.get("g_depth", ""),
+                                "g_depth": values.get("g_depth", ""), "g_lat": values.get("g_lat", ""),
                                 "r1": values.get("r1", ""),
                                 "showers_per_s": round(rate, 2)})
                         if cfg.eval_every and st.step % cfg.eval_every == 0:
@@ -738,8 +741,8 @@ def _runtime_overrides(config: TrainConfig) -> dict[str, Any]:
 #: Settings a resumed run may change when asked to (``retune``): a campaign's loss curriculum and its checkpoint
 #: selection, not its identity. A new ``select`` starts the best-checkpoint race afresh.
 RETUNABLE = ("loss_weights", "dist_weight", "sf_weight", "count_weight", "res_weight", "centroid_weight",
-             "occupancy_weight", "profile_weight", "shape_weight", "depth_weight", "dist_statistic", "mean_statistic",
-             "readout_threshold", "physics_weight", "r1", "lr", "select")
+             "occupancy_weight", "profile_weight", "shape_weight", "depth_weight", "lateral_weight", "dist_statistic",
+             "mean_statistic", "readout_threshold", "physics_weight", "r1", "lr", "select")
 
 
 def goal_score(metrics: dict[str, float]) -> float:
