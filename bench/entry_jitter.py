@@ -21,7 +21,8 @@ from caloquant.data.shards import read_showers
 
 
 def shift(cells: np.ndarray, offsets: np.ndarray, axis: int) -> np.ndarray:
-    """Cells (N, X, Y, Z) moved by ``offsets`` (N,) cells along ``axis`` (1 or 2), shared bilinearly."""
+    """Cells (N, X, Y, Z) moved by ``offsets`` (N,) cells along ``axis`` (1 or 2), shared bilinearly (the window
+    wraps round at its edges, whose cells hold a negligible share of the energy)."""
     out = np.empty_like(cells)
     for i, d in enumerate(offsets):
         whole = int(np.floor(d))

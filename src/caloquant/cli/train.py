@@ -70,7 +70,8 @@ def train_cmd(
                                          "sliced-distance term on the shower's x and y barycentres and widths, read "
                                          "out (0: off)."),
     dist_statistic: str = typer.Option("wasserstein", "--dist-statistic", help="1-D distance of the distribution "
-                                       "terms (dist, centroid, occupancy, shape, depth): wasserstein (sorted values; "
+                                       "terms (dist, centroid, occupancy, shape, depth, lateral): wasserstein (sorted "
+                                       "values; "
                                        "with a few showers per energy group it favours narrow fakes) or energy (the "
                                        "unbiased energy distance)."),
     mean_statistic: str = typer.Option("absolute", "--mean-statistic", help="Gradient of the group-mean terms "

@@ -330,16 +330,24 @@ def shape_loss(fake: torch.Tensor, real: torch.Tensor, energy: torch.Tensor, xsc
 DEPTH_FLOOR_GEV = 1e-5
 
 
+def profile_moments(profile: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Energy-weighted mean position and width (square root of the variance, plus 1e-4 inside the root so its
+    gradient stays finite) of profiles (N, L) along their bins, in bins from the first: validation's 3DGAN moments
+    mu and sqrt(sigma2) of one axis."""
+    total = profile.sum(1).clamp_min(1e-9)
+    idx = torch.arange(profile.shape[1], device=profile.device, dtype=profile.dtype).view(1, -1)
+    mu = (profile * idx).sum(1) / total
+    var = (profile * (idx - mu.view(-1, 1)) ** 2).sum(1) / total
+    return mu, torch.sqrt(var + 1e-4)
+
+
 def layer_depth(energy_cells: torch.Tensor, xscale: float) -> torch.Tensor:
     """Per-shower longitudinal development (N, Z + 2) of cell energies (N, X, Y, Z) in xscale * GeV: log10 of each
     layer's energy in GeV (plus ``DEPTH_FLOOR_GEV``), and the energy-weighted mean depth and depth spread (standard
     deviation), in layers, as validation measures them (``log10_E_layer``, ``mu_z``, sqrt of ``sigma2_z``)."""
     layer = energy_cells.float().sum((1, 2)) / xscale  # (N, Z) GeV
-    total = layer.sum(1).clamp_min(1e-9)
-    idx = torch.arange(layer.shape[1], device=layer.device, dtype=layer.dtype).view(1, -1)
-    mu = (layer * idx).sum(1) / total
-    var = (layer * (idx - mu.view(-1, 1)) ** 2).sum(1) / total
-    return torch.cat([torch.log10(layer + DEPTH_FLOOR_GEV), mu.view(-1, 1), torch.sqrt(var + 1e-4).view(-1, 1)], 1)
+    mu, width = profile_moments(layer)
+    return torch.cat([torch.log10(layer + DEPTH_FLOOR_GEV), mu.view(-1, 1), width.view(-1, 1)], 1)
 
 
 #: Smallest spread the depth term standardises by (log10 GeV or layers), for layers almost always empty.
@@ -365,14 +373,8 @@ def shower_lateral(energy_cells: torch.Tensor) -> torch.Tensor:
     barycentres and widths (square roots of the variances) of the whole shower, in cells, as validation measures
     them (``mu_x``, ``mu_y`` and the square roots of ``sigma2_x``, ``sigma2_y``)."""
     e = energy_cells.float()
-    total = e.sum((1, 2, 3)).clamp_min(1e-9)
-    cols = []
-    for profile in (e.sum((2, 3)), e.sum((1, 3))):  # (N, X) and (N, Y)
-        idx = torch.arange(profile.shape[1], device=e.device, dtype=e.dtype).view(1, -1)
-        mu = (profile * idx).sum(1) / total
-        var = (profile * (idx - mu.view(-1, 1)) ** 2).sum(1) / total
-        cols += [mu, torch.sqrt(var + 1e-4)]
-    return torch.stack([cols[0], cols[2], cols[1], cols[3]], 1)
+    (mu_x, width_x), (mu_y, width_y) = profile_moments(e.sum((2, 3))), profile_moments(e.sum((1, 3)))
+    return torch.stack([mu_x, mu_y, width_x, width_y], 1)
 
 
 #: Smallest spread (cells) the lateral term standardises by: the MC's shower widths vary by about 0.05 cells.
