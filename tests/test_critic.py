@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from caloquant.geometry import CLIC_ECAL
 from caloquant.models.critic import (COUNT_THRESHOLDS_GEV, LightCritic, feature_count, shower_features,
                                      soft_cell_counts, space_to_depth)
 from caloquant.models.registry import build_discriminator, load_generator
-from caloquant.models.spec import DEFAULT_SPECS, ModelSpec
+from caloquant.models.spec import DEFAULT_SPECS, ModelSpec, shower_noise
 from caloquant.train import TrainConfig, Trainer
 from caloquant.train.data import preprocess
 from caloquant.train.hardware import count_flops
@@ -26,6 +27,7 @@ from caloquant.train.losses import (cell_count_loss, centroid_loss, depth_loss, 
                                    shape_loss, shower_lateral, sliced_distance)
 from caloquant.validate import compute_features
 from caloquant.validate.fluctuations import fluctuation_ratios
+from helpers import fresh_python
 
 TINY = dict(batch_size=4, checkpoint_every=2, eval_showers=40, chunk_size=50, threads=1, seed=5, precision="fp32",
             critic="light", dist_weight=1.0)
@@ -497,13 +499,19 @@ def test_light_training_resumes_exactly_with_r1(data_file: Path, tmp_path: Path)
 
 
 def test_resume_on_another_precision_and_thread_count(data_file: Path, tmp_path: Path) -> None:
-    """A campaign moves between machines: the next run may change precision and threads, and continues."""
+    """A campaign moves between machines: the next run may change precision and threads, and continues (resumed
+    in a fresh process, as `caloquant campaign` does: BF16 kernels are chosen at a process's first convolution)."""
     Trainer(TrainConfig(max_steps=1, **TINY), data_file, tmp_path, progress=False).run()  # type: ignore[arg-type]
-    cfg = TrainConfig(**{**TINY, "max_steps": 2, "precision": "bf16", "threads": 2, "batch_size": 4})  # type: ignore[arg-type]
-    resumed = Trainer(cfg, data_file, tmp_path, resume=True, progress=False)
-    assert resumed.precision == "bf16" and resumed.cfg.critic == "light"
-    res = resumed.run()
-    assert res.state.step == 2 and torch.isfinite(_params(resumed.G)).all()
+    code = """
+import json, sys, torch
+from caloquant.train import TrainConfig, Trainer
+resumed = Trainer(TrainConfig(**json.loads(sys.argv[1])), sys.argv[2], sys.argv[3], resume=True, progress=False)
+res = resumed.run()
+finite = all(bool(torch.isfinite(p).all()) for p in resumed.G.parameters())
+print(json.dumps([resumed.precision, resumed.cfg.critic, res.state.step, finite]))
+"""
+    cfg = json.dumps({**TINY, "max_steps": 2, "precision": "bf16", "threads": 2, "batch_size": 4})
+    assert fresh_python(code, cfg, data_file, tmp_path) == ["bf16", "light", 2, True]
     runs = list(csv.DictReader((tmp_path / "runs.csv").open()))
     assert [r["precision"] for r in runs] == ["fp32", "bf16"] and runs[1]["threads"] == "2"
 
@@ -578,6 +586,37 @@ def test_readout_threshold_trains_and_travels_with_the_checkpoint(data_file: Pat
     assert loaded.spec.cell_threshold_gev == thr
     showers = tr.generate(np.full(40, 200.0), np.full(40, np.pi / 2), seed=1)
     assert showers.max() > 0 and np.all((showers == 0) | (showers >= thr))
+
+
+def test_entry_jitter_trains_and_travels_with_the_checkpoint(data_file: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A campaign can switch the entry-point shift on between runs: the generator trains through it (gradients
+    reach its weights), its checkpoint and generation carry it, and the showers' barycentres spread by it."""
+    Trainer(TrainConfig(max_steps=1, **TINY), data_file, tmp_path, progress=False).run()  # type: ignore[arg-type]
+    tr = Trainer(TrainConfig(max_steps=3, entry_jitter=0.5, **TINY), data_file, tmp_path,  # type: ignore[arg-type]
+                 resume=True, progress=False, retune=RETUNABLE)
+    assert "entry_jitter 0.0 -> 0.5" in capsys.readouterr().out
+    assert tr.G.entry is not None and tr.G.entry.amplitude == 0.5
+    before = [p.detach().clone() for p in tr.G.parameters()]
+    tr.run()
+    assert all(torch.isfinite(p).all() for p in tr.G.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, tr.G.parameters()))
+    loaded = load_generator(str(tmp_path / "checkpoint-last.pt"))
+    assert loaded.spec.entry_jitter_cells == 0.5 and loaded.module.entry is not None
+    showers = tr.generate(np.full(200, 200.0), np.full(200, np.pi / 2), seed=1)
+    assert np.array_equal(showers, tr.generate(np.full(200, 200.0), np.full(200, np.pi / 2), seed=1))
+    tr.generator.entry = None  # the same weights without the stage
+    centred = tr.generate(np.full(200, 200.0), np.full(200, np.pi / 2), seed=1)
+    def mu_x(cells: np.ndarray) -> np.ndarray:
+        profile = cells.sum((2, 3))
+        return (profile * np.arange(profile.shape[1])).sum(1) / profile.sum(1)
+
+    moved = mu_x(showers) - mu_x(centred)
+    z = torch.from_numpy(tr.spec.latent(np.full(200, 200.0), None, shower_noise(1, np.arange(200), 200)))
+    offsets = loaded.module.entry.offsets(z)[0].numpy()
+    assert np.std(offsets) == pytest.approx(0.5 / np.sqrt(3), rel=0.2)  # uniform in +-0.5 cells
+    # the barely trained generator fills its window, whose edges lose energy: barycentres move less, in step
+    assert np.corrcoef(moved, offsets)[0, 1] > 0.95 and np.std(moved) > 0.1
 
 
 def test_held_out_evaluation_counts_only_cells_above_the_samples_readout(data_file: Path, tmp_path: Path,

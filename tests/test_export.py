@@ -43,3 +43,32 @@ def test_export_errors(checkpoint, tmp_path) -> None:
         export_openvino(path, tmp_path / "g.ir")
     with pytest.raises(ModelError, match="no caloquant model metadata"):
         read_spec(tmp_path / "missing.onnx")
+
+
+def test_entry_shift_is_exported_with_the_generator(tmp_path) -> None:
+    """A generator with an entry-point shift exports it in its graph: ONNX Runtime and OpenVINO shift each shower
+    as PyTorch does, and the spec travels with the file."""
+    ort = pytest.importorskip("onnxruntime")
+    ov = pytest.importorskip("openvino")
+    from dataclasses import replace
+
+    from caloquant.models import build_generator
+    from caloquant.models.registry import CHECKPOINT_FORMAT
+
+    spec = replace(DEFAULT_SPECS["ecal25"], entry_jitter_cells=0.5)
+    torch.manual_seed(2)
+    g = build_generator(spec).eval()
+    path = tmp_path / "jit.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "spec": spec.to_dict(), "generator": g.state_dict()}, path)
+    z = (np.random.default_rng(1).standard_normal((5, 200)) * 3).astype(np.float32)
+    with torch.no_grad():
+        ref = g(torch.from_numpy(z)).numpy()
+        plain = build_generator(DEFAULT_SPECS["ecal25"]).eval()
+        plain.load_state_dict(g.state_dict())
+        assert not np.allclose(plain(torch.from_numpy(z)).numpy(), ref, atol=1e-3)  # the shift is there
+    onnx_path = export_onnx(path, tmp_path / "jit.onnx")
+    assert np.allclose(ort.InferenceSession(str(onnx_path)).run(None, {"latent": z})[0], ref, atol=1e-5)
+    compiled = ov.Core().compile_model(str(export_openvino(path, tmp_path / "jit.xml")), "CPU",
+                                       {"INFERENCE_PRECISION_HINT": "f32"})
+    assert np.allclose(compiled(z)[0], ref, atol=1e-4)
+    assert read_spec(onnx_path)[0] == spec

@@ -13,12 +13,14 @@ from caloquant.models import (
     AngleGenerator,
     EcalEnergyDiscriminator,
     EcalEnergyGenerator,
+    ModelSpec,
     build_generator,
     count_parameters,
     load_generator,
     shower_noise,
 )
 from caloquant.models.gan3d import ecal_angle
+from caloquant.models.layers import EntryShift
 
 
 @pytest.mark.parametrize(
@@ -117,3 +119,69 @@ def test_bad_weights_give_one_line_errors(tmp_path) -> None:
         load_generator("nosuchmodel")
     g = load_generator(angle_ckpt)
     assert g.spec.arch == "angle51" and isinstance(g.module, type(build_generator(g.spec)))
+
+
+def _moved_showers(amplitude: float, n: int = 2000) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A fixed centred shower (raw representation, GeV = raw ** (1 / 0.85) / 100), its shifted copies and latents."""
+    raw = torch.zeros(n, 25, 25, 25)
+    raw[:, 11:14, 11:14, :] = 1.0
+    raw[:, 12, 12, :] = 20.0
+    z = torch.randn(n, 200, generator=torch.Generator().manual_seed(3)) * 2.5  # the ecal25 latent: noise x E/100
+    return raw, EntryShift(amplitude, 0.85, first=0)(raw, z), z
+
+
+def test_entry_shift_moves_each_shower_rigidly_by_a_uniform_offset_and_keeps_its_energy() -> None:
+    """The MC's entry point falls uniformly within a cell: the stage moves every shower's barycentre by an offset
+    uniform in +-amplitude, independent in x and y, without losing energy or changing the depth profile."""
+    from scipy import stats
+
+    raw, out, z = _moved_showers(0.5)
+    gev_in, gev_out = raw ** (1 / 0.85), out ** (1 / 0.85)
+    assert torch.allclose(gev_out.sum((1, 2, 3)), gev_in.sum((1, 2, 3)), rtol=1e-5)
+    assert torch.allclose(gev_out.sum((1, 2)), gev_in.sum((1, 2)), rtol=1e-5)  # per layer too
+    dx, dy = EntryShift(0.5, 0.85, first=0).offsets(z)
+    pos = torch.arange(25.0)
+    mu_x = (gev_out.sum((2, 3)) * pos).sum(1) / gev_out.sum((1, 2, 3)) - 12
+    mu_y = (gev_out.sum((1, 3)) * pos).sum(1) / gev_out.sum((1, 2, 3)) - 12
+    assert torch.allclose(mu_x, dx, atol=1e-4) and torch.allclose(mu_y, dy, atol=1e-4)
+    for d in (dx, dy):
+        assert stats.kstest(d.numpy() + 0.5, "uniform").pvalue > 1e-3
+    assert abs(np.corrcoef(dx.numpy(), dy.numpy())[0, 1]) < 0.1
+    # the offsets do not depend on the energy factor of the latent (ratio of two of its entries)
+    assert torch.allclose(EntryShift(0.5, 0.85, first=0).offsets(z * 4.0)[0], dx, atol=1e-6)
+    # a smaller amplitude moves less, none at all is the identity stage being absent
+    assert EntryShift(0.2, 0.85, first=0).offsets(z)[0].abs().max() <= 0.2
+    with pytest.raises(ValueError, match="amplitude"):
+        EntryShift(1.5, 0.85, first=0)
+
+
+def test_entry_shift_passes_finite_gradients_to_the_cells() -> None:
+    """Empty cells (0 ** 0.85 has an infinite slope) must not poison the gradient of the shifted shower."""
+    raw, _, z = _moved_showers(0.5, n=8)
+    raw = raw.clone().requires_grad_(True)
+    (EntryShift(0.5, 0.85, first=0)(raw, z) * torch.rand(8, 25, 25, 25)).sum().backward()
+    assert raw.grad is not None and torch.isfinite(raw.grad).all()
+    assert raw.grad[:, 12, 12].abs().min() > 0  # the core cells get gradient
+
+
+def test_spec_entry_jitter_builds_the_stage_and_round_trips() -> None:
+    spec = ModelSpec("ecal25", entry_jitter_cells=0.5)
+    assert ModelSpec.from_dict(spec.to_dict()) == spec
+    legacy = {k: v for k, v in spec.to_dict().items() if k != "entry_jitter_cells"}  # cards written before it
+    assert ModelSpec.from_dict(legacy).entry_jitter_cells == 0.0
+    with pytest.raises(ModelError, match="entry jitter"):
+        ModelSpec("ecal25", entry_jitter_cells=2.0)
+    torch.manual_seed(0)
+    plain = build_generator(DEFAULT_SPECS["ecal25"]).eval()
+    shifted = build_generator(spec).eval()
+    assert shifted.state_dict().keys() == plain.state_dict().keys()  # no parameters: checkpoints unchanged
+    shifted.load_state_dict(plain.state_dict())
+    z = torch.from_numpy(shower_noise(7, np.arange(64), 200) * 2.0)
+    with torch.no_grad():
+        a, b, again = plain(z), shifted(z), shifted(z)
+    assert torch.equal(b, again)  # deterministic per latent, so per shower seed
+    assert not torch.allclose(a, b)
+    assert torch.equal(b, EntryShift(0.5, 0.85, first=0)(a, z))  # the plain output, shifted by its own latent
+    angle = build_generator(ModelSpec("angle51", energy_range=(10, 500), angle_range_deg=(60, 120),
+                                      entry_jitter_cells=0.5))
+    assert angle.entry is not None and angle.entry.first == 2  # after E/100 and theta

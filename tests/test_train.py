@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from caloquant.models import load_generator
 from caloquant.train import TrainConfig, Trainer, train
 from caloquant.train.data import BatchStream, split_blocks
 from caloquant.train.loop import goal_score
+from helpers import fresh_python
 
 TINY = dict(batch_size=2, checkpoint_every=2, eval_showers=40, chunk_size=50, threads=1, seed=3, precision="fp32")
 
@@ -347,13 +349,24 @@ NEEDS_NATIVE_BF16 = pytest.mark.skipif(not _bf16_fast(), reason="this CPU has no
                                        "convolutions are emulated (about 40x slower than fp32), too slow here")
 
 
+#: One training step in a fresh process (``helpers.fresh_python``): config JSON, data file, output folder.
+FIRST_STEP = """
+import json, sys
+from caloquant.train import TrainConfig, Trainer
+tr = Trainer(TrainConfig(**json.loads(sys.argv[1])), sys.argv[2], sys.argv[3], progress=False)
+batch = next(iter(tr.stream.epoch(0)))
+print(json.dumps({"precision": tr.precision, "values": {k: float(v) for k, v in tr.train_step(batch, 0).items()}}))
+"""
+
+
 def _first_step(data_file: Path, tmp_path: Path, **kw: object) -> dict[str, dict[str, float]]:
-    values = {}
-    for precision in ("fp32", "bf16"):
-        tr = Trainer(_cfg(precision=precision, dropout=0.0, **kw), data_file, tmp_path / precision, progress=False)
-        assert tr.precision == precision
-        batch = next(iter(tr.stream.epoch(0)))
-        values[precision] = {k: float(v) for k, v in tr.train_step(batch, 0).items()}
+    """The first step's losses in fp32 here and in bf16 as a fresh `caloquant train` process computes them."""
+    tr = Trainer(_cfg(precision="fp32", dropout=0.0, **kw), data_file, tmp_path / "fp32", progress=False)
+    values = {"fp32": {k: float(v) for k, v in tr.train_step(next(iter(tr.stream.epoch(0))), 0).items()}}
+    cfg = json.dumps({**TINY, "precision": "bf16", "dropout": 0.0, **kw})
+    out = fresh_python(FIRST_STEP, cfg, data_file, tmp_path / "bf16")
+    assert out["precision"] == "bf16"
+    values["bf16"] = out["values"]
     return values
 
 
@@ -380,15 +393,23 @@ def test_bf16_adversarial_step_is_close_to_fp32(data_file: Path, tmp_path: Path)
 
 @NEEDS_NATIVE_BF16
 def test_bf16_resume_is_exact(data_file: Path, tmp_path: Path) -> None:
-    """bf16 kernels are deterministic on one machine, so resume is still bit for bit."""
-    straight = Trainer(_cfg(max_steps=3, precision="bf16", pretrain_steps=1), data_file, tmp_path / "a",
-                       progress=False)
-    straight.run()
-    Trainer(_cfg(max_steps=1, precision="bf16", pretrain_steps=1), data_file, tmp_path / "b", progress=False).run()
-    resumed = Trainer(_cfg(max_steps=3, precision="bf16", pretrain_steps=1), data_file, tmp_path / "b",
-                      resume=True, progress=False)
-    resumed.run()
-    assert torch.equal(_params(straight.G), _params(resumed.G))
+    """bf16 kernels are deterministic on one machine, so resume is still bit for bit (in a fresh process, as
+    `caloquant train` runs)."""
+    code = """
+import json, sys, torch
+from caloquant.train import TrainConfig, Trainer
+base, data, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+cfg = lambda steps: TrainConfig(**{**base, "max_steps": steps})
+straight = Trainer(cfg(3), data, out + "/a", progress=False)
+straight.run()
+Trainer(cfg(1), data, out + "/b", progress=False).run()
+resumed = Trainer(cfg(3), data, out + "/b", resume=True, progress=False)
+resumed.run()
+flat = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])
+print(json.dumps([straight.precision, resumed.precision, torch.equal(flat(straight.G), flat(resumed.G))]))
+"""
+    cfg = json.dumps({**TINY, "precision": "bf16", "pretrain_steps": 1})
+    assert fresh_python(code, cfg, data_file, tmp_path) == ["bf16", "bf16", True]
 
 
 def test_ema_generator_is_evaluated_and_exported(data_file: Path, tmp_path: Path) -> None:
@@ -440,3 +461,39 @@ def test_compiled_step_is_close_to_eager(data_file: Path, tmp_path: Path) -> Non
         values[compiled] = {k: float(v) for k, v in tr.train_step(batch, 0).items()}
     for key, ref in values[False].items():
         assert values[True][key] == pytest.approx(ref, rel=0.05, abs=1e-3), key
+
+
+def test_broken_bf16_kernels_fall_back_to_fp32_or_are_refused(data_file: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Where BF16 computes the networks wrong (AMX BF16 with torch 2.13 did, 110 % off), precision auto trains in
+    FP32 and says so, and an explicit bf16 is refused in one line, instead of wrecking the weights."""
+    import caloquant.train.loop as loop
+    from caloquant.errors import PrecisionError
+
+    monkeypatch.setattr(loop, "resolve_precision", lambda precision, device: "bf16")
+    monkeypatch.setattr(loop, "keep_bf16_off_amx", lambda device, precision: None)
+    monkeypatch.setattr(loop, "bf16_deviation", lambda module, *inputs: 0.9)
+    tr = Trainer(_cfg(precision="auto", max_steps=1), data_file, tmp_path / "auto", progress=False)
+    assert tr.precision == "fp32" and "training in FP32" in capsys.readouterr().out
+    with pytest.raises(PrecisionError, match="BF16 kernels on this machine compute the networks wrong"):
+        Trainer(_cfg(precision="bf16", max_steps=1), data_file, tmp_path / "bf16", progress=False)
+    monkeypatch.setattr(loop, "bf16_deviation", lambda module, *inputs: 0.004)  # BF16 rounding: kept
+    assert Trainer(_cfg(precision="bf16", max_steps=1), data_file, tmp_path / "ok", progress=False).precision == "bf16"
+
+
+def test_bf16_on_amx_caps_onednn_unless_a_cap_is_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    import caloquant.train.hardware as hw
+
+    cpu = torch.device("cpu")
+    for var in ("ONEDNN_MAX_CPU_ISA", "OV_CPU_MAX_ISA"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(hw, "cpu_info", lambda: ("Intel Xeon", {"avx512_bf16", "amx_bf16"}))
+    assert hw.keep_bf16_off_amx(cpu, "fp32") is None and "ONEDNN_MAX_CPU_ISA" not in os.environ
+    assert hw.keep_bf16_off_amx(torch.device("cuda"), "bf16") is None
+    assert hw.keep_bf16_off_amx(cpu, "bf16") == "AVX512_CORE_BF16" == os.environ["ONEDNN_MAX_CPU_ISA"]
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # the user's choice stands
+    assert hw.keep_bf16_off_amx(cpu, "bf16") is None and os.environ["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setattr(hw, "cpu_info", lambda: ("AMD EPYC", {"avx512_bf16"}))
+    assert hw.keep_bf16_off_amx(cpu, "bf16") is None and "ONEDNN_MAX_CPU_ISA" not in os.environ

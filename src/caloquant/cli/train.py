@@ -82,6 +82,10 @@ def train_cmd(
                                             "in training (what the critic and losses see; gradients pass "
                                             "straight through) and in the exported model's decoding, as the MC's "
                                             "readout threshold (half a MIP: 9.69e-5 GeV) does (0: none)."),
+    entry_jitter: float = typer.Option(0.0, "--entry-jitter", help="Cells: the generator's output ends with a "
+                                       "rigid shift of each shower in x and y, uniform within +-this and drawn "
+                                       "from its latent noise, as the MC places each entry point uniformly within "
+                                       "a cell (0.5); used in training, generation and export alike (0: none)."),
     r1: float = typer.Option(0.0, "--r1", help="R1 gradient penalty weight on real showers (light critic)."),
     dead_cell_grad: float = typer.Option(0.0, "--dead-cell-grad", help="Training only: the generator's output "
                                          "ReLU passes this fraction of the gradient to cells that are off, so "
@@ -146,6 +150,7 @@ def train_cmd(
         occupancy_weight=occupancy_weight, profile_weight=profile_weight, shape_weight=shape_weight,
         depth_weight=depth_weight, lateral_weight=lateral_weight, dist_statistic=dist_statistic,
         mean_statistic=mean_statistic, readout_threshold=readout_threshold, r1=r1,
+        entry_jitter=entry_jitter,
         gen_steps=gen_steps, dead_cell_grad=dead_cell_grad,
     )
     from caloquant.train.loop import RETUNABLE

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from caloquant.models.layers import keras_bn, pad3d, same_pad
+from caloquant.models.layers import EntryShift, keras_bn, pad3d, same_pad
 
 #: Keras LeakyReLU default slope.
 LEAKY = 0.3
@@ -40,12 +40,16 @@ def _glorot_uniform(module: nn.Module) -> nn.Module:
 
 
 class EcalEnergyGenerator(nn.Module):
-    """Fixed-angle generator, 25x25x25 output; input is the latent vector already multiplied by E/100."""
+    """Fixed-angle generator, 25x25x25 output; input is the latent vector already multiplied by E/100.
+
+    ``entry_jitter`` > 0 (cells) ends it with an ``EntryShift`` driven by latent entries 0-3 (``power``: the
+    training representation's exponent)."""
 
     latent_size = 200
 
-    def __init__(self) -> None:
+    def __init__(self, entry_jitter: float = 0.0, power: float = 0.85) -> None:
         super().__init__()
+        self.entry = EntryShift(entry_jitter, power, first=0) if entry_jitter > 0 else None
         self.dense = _glorot_uniform(nn.Linear(self.latent_size, 64 * 7 * 7))
         self.block1 = nn.Sequential(
             same_pad((6, 6, 8)),
@@ -72,16 +76,20 @@ class EcalEnergyGenerator(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         # Keras Reshape((7, 7, 8, 8)) is channels-last; permute to channels-first.
         x = self.dense(z).view(-1, 7, 7, 8, 8).permute(0, 4, 1, 2, 3)
-        return self.block3(self.block2(self.block1(x))).squeeze(1)
+        out = self.block3(self.block2(self.block1(x))).squeeze(1)
+        return out if self.entry is None else self.entry(out, z)
 
 
 class AngleGenerator(nn.Module):
-    """Variable-angle generator, 51x51x25 output; input is [E/100, theta (rad), 254 noise values]."""
+    """Variable-angle generator, 51x51x25 output; input is [E/100, theta (rad), 254 noise values].
+
+    ``entry_jitter`` > 0 (cells) ends it with an ``EntryShift`` driven by the first four noise values."""
 
     latent_size = 256
 
-    def __init__(self) -> None:
+    def __init__(self, entry_jitter: float = 0.0, power: float = 0.85) -> None:
         super().__init__()
+        self.entry = EntryShift(entry_jitter, power, first=2) if entry_jitter > 0 else None
         self.dense = _glorot_uniform(nn.Linear(self.latent_size, 5184))
 
         def block(cin: int, cout: int, kernel: tuple[int, int, int], pad: tuple[int, int, int] | None) -> list[nn.Module]:
@@ -105,7 +113,8 @@ class AngleGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.dense(z).view(-1, 9, 9, 8, 8).permute(0, 4, 1, 2, 3)
-        return self.body(x).squeeze(1)
+        out = self.body(x).squeeze(1)
+        return out if self.entry is None else self.entry(out, z)
 
 
 def ecal_sum(image: torch.Tensor, power: float) -> torch.Tensor:

@@ -1,8 +1,12 @@
-"""Building blocks shared by the 3DGAN models: Keras-faithful padding and a batch norm that can sync over ranks."""
+"""Building blocks shared by the 3DGAN models: Keras-faithful padding, a batch norm that can sync over ranks and the
+entry-point shift of the generators' output."""
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 import torch.distributed as dist
 from torch import nn
 
@@ -82,3 +86,55 @@ class SurrogateReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _ReluLeakyGrad.apply(x, self.slope)  # type: ignore[no-any-return]
+
+
+def _shift_cells(cells: torch.Tensor, offset: torch.Tensor, axis: int) -> torch.Tensor:
+    """Cells (N, X, Y, Z) moved by ``offset`` (N,) cells in (-1, 1) along ``axis`` (1 or 2), each cell's energy
+    shared linearly with its neighbour, as binning a shower moved rigidly by that much would share it if the energy
+    were spread evenly within each cell; energy moved past the window's edge is lost, as the MC's is."""
+    n = cells.shape[axis]
+    pad = (0, 0, 1, 0, 0, 0) if axis == 2 else (0, 0, 0, 0, 1, 0)
+    from_below = F.pad(cells.narrow(axis, 0, n - 1), pad)           # cell i holds cell i-1's energy
+    pad = (0, 0, 0, 1, 0, 0) if axis == 2 else (0, 0, 0, 0, 0, 1)
+    from_above = F.pad(cells.narrow(axis, 1, n - 1), pad)           # cell i holds cell i+1's energy
+    off = offset.view(-1, 1, 1, 1)
+    return cells + off.clamp_min(0) * (from_below - cells) + (-off).clamp_min(0) * (from_above - cells)
+
+
+class EntryShift(nn.Module):
+    """Output stage that moves each generated shower rigidly in x and y by up to ``amplitude`` cells.
+
+    The reference MC places every entry point uniformly within its cell (simulate.engine), most of the shower-to-
+    shower spread of its barycentre; with this stage the generator learns the centred shower and the shift is added,
+    as the detector adds it. Shower i's offsets are uniform in (-amplitude, amplitude) and come from its own latent
+    entries ``first`` .. ``first + 3``: the arctangent of the ratio of two independent standard normals, over pi, is
+    uniform on (-1/2, 1/2), and the ratio does not see the energy factor of the ecal25 latent. So the stage needs no
+    input of its own, has no parameters (checkpoints are unchanged), is exported with the generator (every runtime
+    shifts alike, deterministically per shower seed) and passes gradients to the cells. Energies are shared between
+    neighbours in GeV-proportional units (``raw ** (1 / power)``), not in the training representation.
+    """
+
+    def __init__(self, amplitude: float, power: float, first: int) -> None:
+        super().__init__()
+        if not 0.0 < amplitude <= 1.0:
+            raise ValueError(f"entry shift amplitude {amplitude!r} cells is not in (0, 1]")
+        self.amplitude, self.power, self.first = float(amplitude), float(power), int(first)
+
+    def offsets(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (x, y) offsets in cells of each shower of latent batch ``z``."""
+        z = z.float()
+        k = self.first
+        scale = 2.0 * self.amplitude / math.pi
+
+        def uniform(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            b = torch.where(b == 0, torch.full_like(b, 1e-30), b)
+            return scale * torch.atan(a / b)
+
+        return uniform(z[:, k], z[:, k + 1]), uniform(z[:, k + 2], z[:, k + 3])
+
+    def forward(self, raw: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        dx, dy = self.offsets(z)
+        cells = raw.float().clamp_min(0) ** (1.0 / self.power)
+        cells = _shift_cells(_shift_cells(cells, dx, 1), dy, 2)
+        # clamp so that the unselected branch's gradient stays finite (0 ** power has an infinite slope)
+        return torch.where(cells > 0, cells.clamp_min(1e-30) ** self.power, torch.zeros_like(cells))

@@ -32,7 +32,8 @@ CHECKPOINT_FORMAT = "caloquant-checkpoint-v1"
 def build_generator(spec: ModelSpec) -> nn.Module:
     """A freshly initialised generator of the spec's architecture."""
     gan3d = require("caloquant.models.gan3d")
-    return gan3d.EcalEnergyGenerator() if spec.arch == "ecal25" else gan3d.AngleGenerator()
+    cls = gan3d.EcalEnergyGenerator if spec.arch == "ecal25" else gan3d.AngleGenerator
+    return cls(entry_jitter=spec.entry_jitter_cells, power=spec.xpower)
 
 
 #: Adversaries ``build_discriminator`` can make: the 3DGAN reference discriminator, or the light critic.

@@ -29,6 +29,10 @@ class ModelSpec:
     #: Readout threshold (GeV) applied to decoded showers, as the detector's is to the MC: cells below it read 0.
     #: 0 (the default, and what older cards and checkpoints mean) decodes every cell.
     cell_threshold_gev: float = 0.0
+    #: Half-width (cells) of the uniform in-cell shift of each shower's entry point in x and y that the generator's
+    #: output stage adds (``models.layers.EntryShift``), as the MC's detector does. 0 (the default, and what older
+    #: cards and checkpoints mean): no shift.
+    entry_jitter_cells: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -36,6 +40,8 @@ class ModelSpec:
             raise ModelError(f"unknown architecture {self.arch!r}; expected one of {', '.join(ARCHITECTURES)}")
         if not 0.0 <= self.cell_threshold_gev < 1.0:
             raise ModelError(f"cell threshold {self.cell_threshold_gev!r} GeV is not in [0, 1)")
+        if not 0.0 <= self.entry_jitter_cells <= 1.0:
+            raise ModelError(f"entry jitter {self.entry_jitter_cells!r} cells is not in [0, 1]")
 
     @property
     def window(self) -> Window:
@@ -66,6 +72,7 @@ class ModelSpec:
                 energy_range=(float(d["energy_range"][0]), float(d["energy_range"][1])),
                 angle_range_deg=(float(d["angle_range_deg"][0]), float(d["angle_range_deg"][1])),
                 cell_threshold_gev=float(d.get("cell_threshold_gev", 0.0)),
+                entry_jitter_cells=float(d.get("entry_jitter_cells", 0.0)),
                 extra=dict(d.get("extra", {})),
             )
         except (KeyError, TypeError, ValueError, IndexError) as e:

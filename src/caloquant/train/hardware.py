@@ -6,13 +6,14 @@ Kept apart from the training loop so that the loop states *what* a step computes
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 
 from caloquant._optional import require
-from caloquant.machine import cpu_info
+from caloquant.machine import cpu_info, isa_caps
 
 #: CPU ISA flags with native BF16 arithmetic (oneDNN runs bf16 convolutions on them; elsewhere it emulates).
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -33,6 +34,48 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+#: The oneDNN ISA cap BF16 training runs under on CPUs with AMX. With torch 2.13 oneDNN's AMX BF16 kernel for a
+#: 3-D convolution of 8 input channels with a (6, 6, 8) kernel, the ecal25 generator's first, returns wrong values
+#: (relative L2 error 1.1 against FP32; Intel Xeon with AMX, 2026-12-05; ``bench/amx_bf16_repro.py``): a campaign
+#: run diverged within 3 steps. The AVX512-BF16 kernels are right, and were what every earlier CPU run used.
+AMX_BF16_CAP = "AVX512_CORE_BF16"
+#: Largest relative L2 deviation of a BF16 forward pass from FP32 that ``bf16_deviation`` callers accept: BF16
+#: rounding gives 0.3-0.6 % on the ecal25 generator, a broken kernel about 100 %.
+BF16_TOLERANCE = 0.05
+
+
+def keep_bf16_off_amx(device: torch.device, precision: str) -> str | None:
+    """For BF16 on an AMX CPU with no ISA cap chosen: cap oneDNN at ``AMX_BF16_CAP`` and return the cap.
+
+    oneDNN reads the cap when it creates its first kernel, so this must run before the process's first
+    convolution; later, the cap does nothing and ``bf16_deviation`` is what catches the fault."""
+    if device.type != "cpu" or precision != "bf16" or "amx_bf16" not in cpu_info()[1] or isa_caps():
+        return None
+    os.environ["ONEDNN_MAX_CPU_ISA"] = AMX_BF16_CAP
+    return AMX_BF16_CAP
+
+
+def bf16_deviation(module: torch.nn.Module, *inputs: torch.Tensor) -> float:
+    """Relative L2 deviation of ``module``'s BF16-autocast forward pass from its FP32 one on ``inputs`` (the first
+    output tensor, or every value of a dict output), in eval mode: a check of the kernels, not of training."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            ref = module(*inputs)
+            with torch.autocast(device_type=inputs[0].device.type, dtype=torch.bfloat16):
+                low = module(*inputs)
+    finally:
+        module.train(was_training)
+
+    def flat(out: Any) -> torch.Tensor:
+        values = out.values() if isinstance(out, dict) else [out]
+        return torch.cat([v.float().flatten() for v in values])
+
+    ref_t, low_t = flat(ref), flat(low)
+    return float((low_t - ref_t).norm() / ref_t.norm().clamp_min(1e-30))
 
 
 def configure_backends(device: torch.device) -> None:

@@ -26,7 +26,7 @@ from caloquant._atomic import OutputLock, atomic_path, write_text_atomic
 from caloquant.data.dataset import ShowerDataset
 from caloquant.data.formats import ShowerSet
 from caloquant.data.shards import read_showers
-from caloquant.errors import InputError, Interrupted, ModelError
+from caloquant.errors import InputError, Interrupted, ModelError, PrecisionError
 from caloquant.models.registry import (
     CHECKPOINT_FORMAT,
     build_discriminator,
@@ -54,8 +54,17 @@ from caloquant.train.data import (
     to_tensors,
 )
 from caloquant.train.distributed import DistContext, init_distributed
-from caloquant.machine import cpu_info
-from caloquant.train.hardware import autocast, compile_module, configure_backends, device_name, resolve_precision
+from caloquant.machine import cpu_info, isa_caps
+from caloquant.train.hardware import (
+    BF16_TOLERANCE,
+    autocast,
+    bf16_deviation,
+    compile_module,
+    configure_backends,
+    device_name,
+    keep_bf16_off_amx,
+    resolve_precision,
+)
 from caloquant.models.critic import shower_features, soft_cell_counts
 from caloquant.models.gan3d import ecal_sum
 from caloquant.models.layers import SurrogateReLU
@@ -104,7 +113,8 @@ class TrainResult:
 def _spec_for(config: TrainConfig) -> ModelSpec:
     base = DEFAULT_SPECS[config.arch]
     return ModelSpec(base.arch, xscale=config.xscale, xpower=config.xpower, energy_range=base.energy_range,
-                     angle_range_deg=base.angle_range_deg, cell_threshold_gev=config.readout_threshold)
+                     angle_range_deg=base.angle_range_deg, cell_threshold_gev=config.readout_threshold,
+                     entry_jitter_cells=config.entry_jitter)
 
 
 def weighted_sum(terms: dict[str, tuple[float, torch.Tensor]]) -> torch.Tensor:
@@ -167,6 +177,7 @@ class Trainer:
         dev = self.ctx.device
         configure_backends(dev)
         self.precision = resolve_precision(config.precision, dev)
+        self.isa_cap = keep_bf16_off_amx(dev, self.precision)
         self._amp = autocast(dev, self.precision)
         self.resident = ResidentStream(self.stream, dev) if self._fits_on_device() else None
 
@@ -190,6 +201,7 @@ class Trainer:
         self.state = TrainState()
         if ckpt is not None:
             self._restore(ckpt)
+        self._check_bf16()
         # compiled callables share parameters with the modules, which stay the objects that are saved
         self._g = compile_module(self.G, dev) if config.compile else self.G
         self._d = compile_module(self.D, dev) if config.compile else self.D
@@ -198,6 +210,38 @@ class Trainer:
             self._trim_logs()
 
     # -- set-up ----------------------------------------------------------------------------------------
+
+    def _check_bf16(self) -> None:
+        """Train in BF16 only where this machine's BF16 kernels compute the generator and the critic right.
+
+        A fixed small batch (its own random stream: the training's is untouched) goes through both networks in
+        BF16 and FP32. Beyond ``BF16_TOLERANCE``, precision ``auto`` falls back to FP32 with a warning and an
+        explicit ``bf16`` is refused: a broken kernel (AMX BF16, ``train.hardware.AMX_BF16_CAP``) would
+        otherwise wreck the weights within a few steps."""
+        if self.precision != "bf16":
+            return
+        dev, n = self.ctx.device, 4
+        rng = torch.Generator().manual_seed(0)
+        energy = torch.linspace(0.1, 5.0, n).to(dev)
+        theta = torch.full((n,), math.pi / 2, device=dev)
+        b = TensorBatch(torch.zeros(n, *self.spec.window.shape, device=dev), energy, theta, torch.zeros(n, device=dev))
+        latent = self._latent(torch.randn(n, self.spec.noise_size, generator=rng).to(dev), b)
+        with torch.no_grad():
+            images = self.G.eval()(latent).float()
+        self.G.train()
+        worst = max(bf16_deviation(self.G, latent),
+                    bf16_deviation(self.D, images, energy, theta) if self.light else bf16_deviation(self.D, images))
+        if worst <= BF16_TOLERANCE:
+            return
+        why = (f"BF16 kernels on this machine compute the networks wrong ({worst:.0%} off FP32 on a fixed batch; "
+               f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset')})")
+        if self.cfg.precision == "bf16":
+            raise PrecisionError(f"{why}: train with --precision fp32, or start a fresh process with "
+                                 "ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16")
+        if self.ctx.is_main:
+            print(f"caloquant: warning: {why}; training in FP32", flush=True)
+        self.precision = "fp32"
+        self._amp = autocast(dev, "fp32")
 
     def _fits_on_device(self) -> bool:
         """Whether to hold the training rows resident: on, off, or auto (under half the free memory)."""
@@ -572,9 +616,11 @@ class Trainer:
         cpu, flags = cpu_info()
         gb = self.cfg.batch_size * self.ctx.world_size
         shown = ("avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni", "avx512f", "avx2")
+        caps = [f"cap={c}" for c in sorted(set(isa_caps().values()))]  # e.g. BF16 kept off AMX
         self._log("runs.csv", RUN_FIELDS, {
             "run": previous + 1, "date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu,
-            "isa": " ".join(f for f in shown if f in flags), "threads": torch.get_num_threads(),
+            "isa": " ".join([*(f for f in shown if f in flags), *caps]),
+            "threads": torch.get_num_threads(),
             "device": device_name(self.ctx.device) if self.ctx.device.type == "cuda" else "cpu",
             "precision": self.precision, "critic": self.cfg.critic, "start_step": start_step,
             "end_step": self.state.step, "showers": self.state.step * gb, "minutes": round(seconds / 60, 1),
@@ -742,7 +788,7 @@ def _runtime_overrides(config: TrainConfig) -> dict[str, Any]:
 #: selection, not its identity. A new ``select`` starts the best-checkpoint race afresh.
 RETUNABLE = ("loss_weights", "dist_weight", "sf_weight", "count_weight", "res_weight", "centroid_weight",
              "occupancy_weight", "profile_weight", "shape_weight", "depth_weight", "lateral_weight", "dist_statistic",
-             "mean_statistic", "readout_threshold", "physics_weight", "r1", "lr", "select")
+             "mean_statistic", "readout_threshold", "entry_jitter", "physics_weight", "r1", "lr", "select")
 
 
 def goal_score(metrics: dict[str, float]) -> float:
