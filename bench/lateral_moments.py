@@ -8,6 +8,9 @@ window's central cell. Prints, for every sample, the 16/50/84 % quantiles of mu_
 3DGAN moments, cells and cells^2) per reference energy quartile, and above ``--min-energy`` the standard deviation
 of mu_x, the mean sigma2_x by |mu_x - centre| and their correlation. A generator that shifts no shower but spreads
 some reads a narrow barycentre, a wide width and a weak correlation (docs/training.md, seventeenth ablation).
+A third table gives, by the same offset bins, the fraction of the x profile's energy in the central column and in
+its two neighbours: how much energy moves to the neighbour as the entry point moves within its cell (the MC's
+central fraction falls from 0.75 to 0.49; docs/training.md, eighteenth ablation).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 
 import numpy as np
 
+from caloquant.data import read_showers
 from caloquant.validate.features import ShowerFeatures, as_features
 
 #: |mu_x - centre| bins (cells) of the width-by-offset table.
@@ -42,6 +46,23 @@ def offset_row(name: str, f: ShowerFeatures, min_energy: float) -> str:
     return f"| {name} | {m[:, 0].std():.3f} | {cells} | {np.corrcoef(offset, m[:, 3])[0, 1]:.2f} |"
 
 
+def column_row(name: str, path: str, min_energy: float) -> str:
+    """Markdown row: central-column and neighbour fractions of the x profile per |mu_x - centre| bin."""
+    showers = read_showers(path)
+    keep = showers.energy > min_energy
+    profile = showers.ecal[keep].sum((2, 3), dtype=np.float64)
+    centre = (profile.shape[1] - 1) // 2
+    total = profile.sum(1)
+    offset = np.abs((profile * np.arange(profile.shape[1])).sum(1) / total - centre)
+    central = profile[:, centre] / total
+    sides = (profile[:, centre - 1] + profile[:, centre + 1]) / total
+    cells = []
+    for a, b in zip(OFFSET_EDGES[:-1], OFFSET_EDGES[1:]):
+        m = (offset >= a) & (offset < b)
+        cells.append(f"{central[m].mean():.3f} / {sides[m].mean():.3f}" if m.any() else "-")
+    return f"| {name} | {' | '.join(cells)} |"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("reference")
@@ -60,6 +81,11 @@ def main() -> None:
     print(f"| sample | std mu_x | {bins} | corr(offset, sigma2_x) |\n|---|---|---|---|---|---|---|---|")
     for name, f in samples.items():
         print(offset_row(name, f, args.min_energy))
+    print(f"\nabove {args.min_energy:g} GeV, x-profile energy fraction in the central column / its two neighbours by "
+          "|mu_x - centre|:\n")
+    print(f"| sample | {bins} |\n|---|---|---|---|---|")
+    for name in samples:
+        print(column_row(name, name, args.min_energy))
 
 
 if __name__ == "__main__":
