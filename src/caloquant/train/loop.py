@@ -177,7 +177,7 @@ class Trainer:
         dev = self.ctx.device
         configure_backends(dev)
         self.precision = resolve_precision(config.precision, dev)
-        self.isa_cap = keep_bf16_off_amx(dev, self.precision)
+        keep_bf16_off_amx(dev, self.precision)  # before the first convolution: oneDNN reads its cap once
         self._amp = autocast(dev, self.precision)
         self.resident = ResidentStream(self.stream, dev) if self._fits_on_device() else None
 
