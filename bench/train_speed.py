@@ -65,13 +65,14 @@ class Setting:
     lateral_weight: float = 0.0
     dist_statistic: str = "wasserstein"
     mean_statistic: str = "absolute"
+    entry_jitter: float = 0.0
 
     def loss_terms(self) -> dict[str, Any]:
         """The ``TrainConfig`` settings that choose the critic and the generator's loss terms."""
         return {name: getattr(self, name) for name in (
             "critic", "dist_weight", "gen_steps", "sf_weight", "count_weight", "res_weight", "centroid_weight",
             "profile_weight", "occupancy_weight", "shape_weight", "depth_weight", "lateral_weight", "dist_statistic",
-            "mean_statistic")}
+            "mean_statistic", "entry_jitter")}
 
 
 #: the loss terms of the ecal25 campaign from run 9: light critic, distribution, energy-scale, cell-count,
@@ -106,6 +107,9 @@ SETTINGS = {
     "campaign19": Setting("campaign19", "auto", "auto", 10, fast_backends=True, **_CAMPAIGN19),
     "campaign21": Setting("campaign21", "auto", "auto", 10, fast_backends=True, **_CAMPAIGN19,
                           mean_statistic="split"),
+    # from run 26: the entry-point shift as the generator's last stage
+    "campaign26": Setting("campaign26", "auto", "auto", 10, fast_backends=True, **_CAMPAIGN19,
+                          mean_statistic="split", entry_jitter=0.35),
 }
 
 
