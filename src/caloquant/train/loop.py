@@ -56,6 +56,7 @@ from caloquant.train.data import (
 from caloquant.train.distributed import DistContext, init_distributed
 from caloquant.machine import cpu_info, isa_caps
 from caloquant.train.hardware import (
+    AMX_BF16_CAP,
     BF16_TOLERANCE,
     autocast,
     bf16_deviation,
@@ -237,7 +238,7 @@ class Trainer:
                f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset')})")
         if self.cfg.precision == "bf16":
             raise PrecisionError(f"{why}: train with --precision fp32, or start a fresh process with "
-                                 "ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16")
+                                 f"ONEDNN_MAX_CPU_ISA={AMX_BF16_CAP}")
         if self.ctx.is_main:
             print(f"caloquant: warning: {why}; training in FP32", flush=True)
         self.precision = "fp32"
