@@ -482,6 +482,18 @@ def test_broken_bf16_kernels_fall_back_to_fp32_or_are_refused(data_file: Path, t
     assert Trainer(_cfg(precision="bf16", max_steps=1), data_file, tmp_path / "ok", progress=False).precision == "bf16"
 
 
+def test_auto_precision_is_bf16_only_where_it_is_native_and_faster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto: bf16 on AVX512-BF16 CPUs; fp32 on AMX CPUs (BF16 must run capped there, slower than FP32) and on
+    CPUs without native BF16 (emulated, about 40x slower); an explicit choice always stands."""
+    import caloquant.train.hardware as hw
+
+    cpu = torch.device("cpu")
+    for flags, expected in (({"avx512_bf16"}, "bf16"), ({"avx512_bf16", "amx_bf16"}, "fp32"), ({"avx2"}, "fp32")):
+        monkeypatch.setattr(hw, "cpu_info", lambda flags=flags: ("CPU", flags))
+        assert hw.resolve_precision("auto", cpu) == expected, flags
+        assert hw.resolve_precision("bf16", cpu) == "bf16" and hw.resolve_precision("fp32", cpu) == "fp32"
+
+
 def test_bf16_on_amx_caps_onednn_unless_a_cap_is_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
     import caloquant.train.hardware as hw
 

@@ -28,12 +28,14 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """fp32 or bf16 for ``device``: auto picks bf16 on CUDA with BF16 support and on CPUs with native BF16."""
+    """fp32 or bf16 for ``device``: auto picks bf16 on CUDA with BF16 support and on CPUs with native BF16 but
+    no AMX. On AMX CPUs BF16 must run under ``AMX_BF16_CAP``, where the campaign's step took 1.27x as long as in
+    FP32 (Intel Xeon with AMX, idle, 2026-12-05: 20.86 against 26.41 showers/s; docs/benchmarks.md)."""
     if precision != "auto":
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_native_bf16() else "fp32"
+    return "bf16" if cpu_has_native_bf16() and "amx_bf16" not in cpu_info()[1] else "fp32"
 
 
 #: The oneDNN ISA cap BF16 training runs under on CPUs with AMX. With torch 2.13 oneDNN's AMX BF16 kernel for a
