@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from caloquant.data import ShowerSet
-from caloquant.machine import ISA_CAP_VARS
 from caloquant.simulate import simulate
 from helpers import make_checkpoint
-
-
-@pytest.fixture(autouse=True)
-def _isa_caps_stay_as_they_were() -> Iterator[None]:
-    """A BF16 trainer on an AMX CPU sets ONEDNN_MAX_CPU_ISA for its process (train.hardware.keep_bf16_off_amx);
-    later tests must not see it as the user's cap (test_isa_caps would skip every cap) nor pass it on."""
-    before = {v: os.environ.get(v) for v in ISA_CAP_VARS}
-    yield
-    for var, value in before.items():
-        if value is None:
-            os.environ.pop(var, None)
-        else:
-            os.environ[var] = value
 
 
 @pytest.fixture(scope="session")

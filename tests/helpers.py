@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import h5py
 import numpy as np
@@ -75,14 +70,3 @@ def read_h5(*paths: Path, keys: tuple[str, ...] = ("ECAL", "energy", "theta")) -
                 out[k].append(f[k][()])
     return {k: np.concatenate(v) for k, v in out.items()}
 
-
-def fresh_python(code: str, *args: object) -> Any:
-    """Run ``code`` (with ``args`` as sys.argv[1:]) in a fresh interpreter and return the JSON of its last line.
-
-    For BF16 training: oneDNN fixes its kernels, and so the ISA cap the trainer sets on AMX CPUs
-    (``train.hardware.keep_bf16_off_amx``), at a process's first convolution, which in a test session has
-    long passed."""
-    run = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
-                         timeout=600, env={**os.environ, "PYTHONPATH": str(SRC)})
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
-    return json.loads(run.stdout.strip().splitlines()[-1])

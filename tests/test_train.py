@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -21,7 +20,6 @@ from caloquant.models import load_generator
 from caloquant.train import TrainConfig, Trainer, train
 from caloquant.train.data import BatchStream, split_blocks
 from caloquant.train.loop import goal_score
-from helpers import fresh_python
 
 TINY = dict(batch_size=2, checkpoint_every=2, eval_showers=40, chunk_size=50, threads=1, seed=3, precision="fp32")
 
@@ -349,24 +347,13 @@ NEEDS_NATIVE_BF16 = pytest.mark.skipif(not _bf16_fast(), reason="this CPU has no
                                        "convolutions are emulated (about 40x slower than fp32), too slow here")
 
 
-#: One training step in a fresh process (``helpers.fresh_python``): config JSON, data file, output folder.
-FIRST_STEP = """
-import json, sys
-from caloquant.train import TrainConfig, Trainer
-tr = Trainer(TrainConfig(**json.loads(sys.argv[1])), sys.argv[2], sys.argv[3], progress=False)
-batch = next(iter(tr.stream.epoch(0)))
-print(json.dumps({"precision": tr.precision, "values": {k: float(v) for k, v in tr.train_step(batch, 0).items()}}))
-"""
-
-
 def _first_step(data_file: Path, tmp_path: Path, **kw: object) -> dict[str, dict[str, float]]:
-    """The first step's losses in fp32 here and in bf16 as a fresh `caloquant train` process computes them."""
-    tr = Trainer(_cfg(precision="fp32", dropout=0.0, **kw), data_file, tmp_path / "fp32", progress=False)
-    values = {"fp32": {k: float(v) for k, v in tr.train_step(next(iter(tr.stream.epoch(0))), 0).items()}}
-    cfg = json.dumps({**TINY, "precision": "bf16", "dropout": 0.0, **kw})
-    out = fresh_python(FIRST_STEP, cfg, data_file, tmp_path / "bf16")
-    assert out["precision"] == "bf16"
-    values["bf16"] = out["values"]
+    values = {}
+    for precision in ("fp32", "bf16"):
+        tr = Trainer(_cfg(precision=precision, dropout=0.0, **kw), data_file, tmp_path / precision, progress=False)
+        assert tr.precision == precision
+        batch = next(iter(tr.stream.epoch(0)))
+        values[precision] = {k: float(v) for k, v in tr.train_step(batch, 0).items()}
     return values
 
 
@@ -393,23 +380,15 @@ def test_bf16_adversarial_step_is_close_to_fp32(data_file: Path, tmp_path: Path)
 
 @NEEDS_NATIVE_BF16
 def test_bf16_resume_is_exact(data_file: Path, tmp_path: Path) -> None:
-    """bf16 kernels are deterministic on one machine, so resume is still bit for bit (in a fresh process, as
-    `caloquant train` runs)."""
-    code = """
-import json, sys, torch
-from caloquant.train import TrainConfig, Trainer
-base, data, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
-cfg = lambda steps: TrainConfig(**{**base, "max_steps": steps})
-straight = Trainer(cfg(3), data, out + "/a", progress=False)
-straight.run()
-Trainer(cfg(1), data, out + "/b", progress=False).run()
-resumed = Trainer(cfg(3), data, out + "/b", resume=True, progress=False)
-resumed.run()
-flat = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])
-print(json.dumps([straight.precision, resumed.precision, torch.equal(flat(straight.G), flat(resumed.G))]))
-"""
-    cfg = json.dumps({**TINY, "precision": "bf16", "pretrain_steps": 1})
-    assert fresh_python(code, cfg, data_file, tmp_path) == ["bf16", "bf16", True]
+    """bf16 kernels are deterministic on one machine, so resume is still bit for bit."""
+    straight = Trainer(_cfg(max_steps=3, precision="bf16", pretrain_steps=1), data_file, tmp_path / "a",
+                       progress=False)
+    straight.run()
+    Trainer(_cfg(max_steps=1, precision="bf16", pretrain_steps=1), data_file, tmp_path / "b", progress=False).run()
+    resumed = Trainer(_cfg(max_steps=3, precision="bf16", pretrain_steps=1), data_file, tmp_path / "b",
+                      resume=True, progress=False)
+    resumed.run()
+    assert resumed.precision == "bf16" and torch.equal(_params(straight.G), _params(resumed.G))
 
 
 def test_ema_generator_is_evaluated_and_exported(data_file: Path, tmp_path: Path) -> None:
@@ -472,7 +451,6 @@ def test_broken_bf16_kernels_fall_back_to_fp32_or_are_refused(data_file: Path, t
     from caloquant.errors import PrecisionError
 
     monkeypatch.setattr(loop, "resolve_precision", lambda precision, device: "bf16")
-    monkeypatch.setattr(loop, "keep_bf16_off_amx", lambda device, precision: None)
     monkeypatch.setattr(loop, "bf16_deviation", lambda module, *inputs: 0.9)
     tr = Trainer(_cfg(precision="auto", max_steps=1), data_file, tmp_path / "auto", progress=False)
     assert tr.precision == "fp32" and "training in FP32" in capsys.readouterr().out
@@ -482,30 +460,84 @@ def test_broken_bf16_kernels_fall_back_to_fp32_or_are_refused(data_file: Path, t
     assert Trainer(_cfg(precision="bf16", max_steps=1), data_file, tmp_path / "ok", progress=False).precision == "bf16"
 
 
-def test_auto_precision_is_bf16_only_where_it_is_native_and_faster(monkeypatch: pytest.MonkeyPatch) -> None:
-    """auto: bf16 on AVX512-BF16 CPUs; fp32 on AMX CPUs (BF16 must run capped there, slower than FP32) and on
-    CPUs without native BF16 (emulated, about 40x slower); an explicit choice always stands."""
+def test_auto_precision_is_bf16_only_where_it_is_native(monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto: bf16 on CPUs with AVX512-BF16 or AMX, fp32 where BF16 is emulated (about 40x slower); an explicit
+    choice always stands."""
     import caloquant.train.hardware as hw
 
     cpu = torch.device("cpu")
-    for flags, expected in (({"avx512_bf16"}, "bf16"), ({"avx512_bf16", "amx_bf16"}, "fp32"), ({"avx2"}, "fp32")):
+    for flags, expected in (({"avx512_bf16"}, "bf16"), ({"avx512_bf16", "amx_bf16"}, "bf16"), ({"avx2"}, "fp32")):
         monkeypatch.setattr(hw, "cpu_info", lambda flags=flags: ("CPU", flags))
         assert hw.resolve_precision("auto", cpu) == expected, flags
         assert hw.resolve_precision("bf16", cpu) == "bf16" and hw.resolve_precision("fp32", cpu) == "fp32"
 
 
-def test_bf16_on_amx_caps_onednn_unless_a_cap_is_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+class _WrongInBF16(torch.nn.Conv3d):
+    """A convolution computed as oneDNN's AMX BF16 kernel for 8 input channels did (torch 2.13): about 100 % off
+    under BF16 autocast, right in FP32."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        return -y if torch.is_autocast_enabled(x.device.type) else y
+
+
+def test_channel_padded_conv_computes_the_same_with_the_same_parameters() -> None:
+    from caloquant.models.layers import ChannelPaddedConv3d
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(8, 6, (3, 2, 4), padding=(1, 0, 2))
+    twin = ChannelPaddedConv3d.replacing(conv)
+    assert twin.weight is conv.weight and twin.bias is conv.bias and twin.padded_channels == 16
+    assert list(twin.state_dict()) == list(conv.state_dict())
+    x = torch.randn(2, 8, 5, 6, 7, requires_grad=True)
+    y_ref, y = conv(x), twin(x)
+    assert torch.allclose(y, y_ref, atol=1e-5)
+    g_ref = torch.autograd.grad(y_ref.square().sum(), [x, conv.weight])
+    g = torch.autograd.grad(y.square().sum(), [x, conv.weight])
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-4) for a, b in zip(g, g_ref, strict=True))
+    with pytest.raises(ValueError, match="cannot pad"):
+        ChannelPaddedConv3d.replacing(torch.nn.Conv3d(32, 4, 1), 16)
+
+
+def test_a_convolution_wrong_in_bf16_is_computed_padded_and_right() -> None:
+    """repair_bf16_convs finds the convolution that BF16 gets wrong, forward or backward, at the shape it runs,
+    and swaps in its padded twin: the optimizer's parameters and the checkpoint's keys stay as they were."""
+    import caloquant.train.hardware as hw
+    from caloquant.models.layers import ChannelPaddedConv3d
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 8, 3), torch.nn.ReLU(), _WrongInBF16(8, 4, 3), torch.nn.Flatten())
+    params, keys = list(net.parameters()), list(net.state_dict())
+    x = torch.rand(4, 1, 9, 9, 9)
+    assert hw.bf16_deviation(net, x) > 1
+    assert hw.repair_bf16_convs(net, x) == (["2"], [])
+    assert isinstance(net[2], ChannelPaddedConv3d) and not isinstance(net[0], ChannelPaddedConv3d)
+    assert all(a is b for a, b in zip(net.parameters(), params, strict=True)) and list(net.state_dict()) == keys
+    assert hw.bf16_deviation(net, x) < hw.BF16_TOLERANCE
+    assert hw.repair_bf16_convs(net, x) == ([], [])  # nothing left to repair
+
+
+def test_a_convolution_wrong_even_padded_is_left_and_named(monkeypatch: pytest.MonkeyPatch) -> None:
     import caloquant.train.hardware as hw
 
-    cpu = torch.device("cpu")
-    for var in ("ONEDNN_MAX_CPU_ISA", "OV_CPU_MAX_ISA"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(hw, "cpu_info", lambda: ("Intel Xeon", {"avx512_bf16", "amx_bf16"}))
-    assert hw.keep_bf16_off_amx(cpu, "fp32") is None and "ONEDNN_MAX_CPU_ISA" not in os.environ
-    assert hw.keep_bf16_off_amx(torch.device("cuda"), "bf16") is None
-    assert hw.keep_bf16_off_amx(cpu, "bf16") == "AVX512_CORE_BF16" == os.environ["ONEDNN_MAX_CPU_ISA"]
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # the user's choice stands
-    assert hw.keep_bf16_off_amx(cpu, "bf16") is None and os.environ["ONEDNN_MAX_CPU_ISA"] == "AVX2"
-    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
-    monkeypatch.setattr(hw, "cpu_info", lambda: ("AMD EPYC", {"avx512_bf16"}))
-    assert hw.keep_bf16_off_amx(cpu, "bf16") is None and "ONEDNN_MAX_CPU_ISA" not in os.environ
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 8, 3), torch.nn.ReLU(), torch.nn.Conv3d(8, 4, 3))
+    monkeypatch.setattr(hw, "_conv_bf16_deviation", lambda conv, shape: 1.0)
+    assert hw.repair_bf16_convs(net, torch.rand(2, 1, 7, 7, 7)) == ([], ["0", "2"])
+    assert all(type(m) is torch.nn.Conv3d for m in (net[0], net[2]))
+
+
+@NEEDS_NATIVE_BF16
+def test_the_generators_run_right_in_bf16_on_this_machine() -> None:
+    """On every machine: after repair, both generators in BF16 agree with FP32 (on AMX CPUs with torch 2.13 their
+    first 8-channel convolution is repaired; elsewhere nothing is)."""
+    from caloquant.models.registry import build_generator
+    from caloquant.models.spec import ModelSpec
+    from caloquant.train.hardware import BF16_TOLERANCE, bf16_deviation, repair_bf16_convs
+
+    for arch in ("ecal25", "angle51"):
+        torch.manual_seed(0)
+        spec = ModelSpec(arch=arch)
+        gen = build_generator(spec)
+        z = torch.randn(2, spec.latent_size)
+        fixed, wrong = repair_bf16_convs(gen, z)
+        assert not wrong and bf16_deviation(gen, z) < BF16_TOLERANCE, (arch, fixed)

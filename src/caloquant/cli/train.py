@@ -100,7 +100,7 @@ def train_cmd(
     chunk: int = typer.Option(1000, "--chunk", help="Rows per read block (the unit of shuffling and sharding)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     precision: str = typer.Option("auto", "--precision", help="fp32, bf16 (autocast) or auto: bf16 on CUDA and on "
-                                  "CPUs with AVX512-BF16 but no AMX, fp32 elsewhere."),
+                                  "CPUs with native BF16 (AVX512-BF16, AMX), fp32 elsewhere."),
     resident: str = typer.Option("auto", "--resident", help="Hold the training rows on the device: on, off, or "
                                  "auto (when they take under half its free memory)."),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the generator and discriminator."),
@@ -189,7 +189,7 @@ def campaign_cmd(
     threads: int = typer.Option(0, "--threads", help="CPU threads (0: PyTorch default)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     precision: str = typer.Option("auto", "--precision", help="fp32, bf16 or auto (bf16 on CUDA and on CPUs "
-                                  "with AVX512-BF16 but no AMX)."),
+                                  "with native BF16)."),
     eval_every: int | None = typer.Option(None, "--eval-every", help="Steps between held-out evaluations (default: "
                                           "campaign.json's; raise it where steps are fast, as on a GPU)."),
     checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints "

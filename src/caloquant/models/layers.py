@@ -46,6 +46,36 @@ class GlobalBatchNorm3d(nn.BatchNorm3d):
         return y * self.weight.view(shape) + self.bias.view(shape)
 
 
+class ChannelPaddedConv3d(nn.Conv3d):
+    """A Conv3d that computes with its input channels zero-padded to ``padded_channels``: the same parameters
+    and the same result, through a different kernel.
+
+    oneDNN's AMX BF16 kernel for 8 input channels with a (6, 6, 8) kernel (the ecal25 generator's first
+    convolution) is about 110 % off FP32 in torch 2.13 and OpenVINO 2026.4, while its 16-channel kernel is
+    right; ``train.hardware.repair_bf16_convs`` swaps this in where a check finds a convolution wrong."""
+
+    def __init__(self, *args: object, padded_channels: int = 16, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]  # nn.Conv3d's own signature
+        self.padded_channels = padded_channels
+
+    @classmethod
+    def replacing(cls, conv: nn.Conv3d, padded_channels: int = 16) -> ChannelPaddedConv3d:
+        """A padded twin of ``conv`` that shares its parameter tensors (optimizers and checkpoints see no change)."""
+        if conv.groups != 1 or conv.padding_mode != "zeros" or padded_channels < conv.in_channels:
+            raise ValueError(f"cannot pad {conv} to {padded_channels} input channels")
+        twin = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                   dilation=conv.dilation, bias=conv.bias is not None, padded_channels=padded_channels,
+                   device=conv.weight.device, dtype=conv.weight.dtype)
+        twin.weight = conv.weight
+        twin.bias = conv.bias
+        return twin.train(conv.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        extra = self.padded_channels - self.in_channels
+        return F.conv3d(F.pad(x, (0, 0, 0, 0, 0, 0, 0, extra)), F.pad(self.weight, (0, 0, 0, 0, 0, 0, 0, extra)),
+                        self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
 def pad3d(x: int, y: int, z: int) -> nn.ConstantPad3d:
     """Keras ZeroPadding3D((x, y, z)) for tensors laid out (N, C, X, Y, Z)."""
     return nn.ConstantPad3d((z, z, y, y, x, x), 0.0)

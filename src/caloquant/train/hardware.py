@@ -6,14 +6,14 @@ Kept apart from the training loop so that the loop states *what* a step computes
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 
 from caloquant._optional import require
-from caloquant.machine import cpu_info, isa_caps
+from caloquant.machine import cpu_info
+from caloquant.models.layers import ChannelPaddedConv3d
 
 #: CPU ISA flags with native BF16 arithmetic (oneDNN runs bf16 convolutions on them; elsewhere it emulates).
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -28,35 +28,84 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """fp32 or bf16 for ``device``: auto picks bf16 on CUDA with BF16 support and on CPUs with native BF16 but
-    no AMX. On AMX CPUs BF16 must run under ``AMX_BF16_CAP``, where the campaign's step took 1.27x as long as in
-    FP32 (Intel Xeon with AMX, idle, 2026-12-05: 20.86 against 26.41 showers/s; docs/benchmarks.md)."""
+    """fp32 or bf16 for ``device``: auto picks bf16 on CUDA with BF16 support and on CPUs with native BF16."""
     if precision != "auto":
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_native_bf16() and "amx_bf16" not in cpu_info()[1] else "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
-#: The oneDNN ISA cap BF16 training runs under on CPUs with AMX. With torch 2.13 oneDNN's AMX BF16 kernel for a
-#: 3-D convolution of 8 input channels with a (6, 6, 8) kernel, the ecal25 generator's first, returns wrong values
-#: (relative L2 error 1.1 against FP32; Intel Xeon with AMX, 2026-12-05; ``bench/amx_bf16_repro.py``): a campaign
-#: run diverged within 3 steps. The AVX512-BF16 kernels are right, and were what every earlier CPU run used.
+#: The oneDNN ISA cap below AMX, named in the refusal of BF16 training where even repaired kernels are wrong.
 AMX_BF16_CAP = "AVX512_CORE_BF16"
-#: Largest relative L2 deviation of a BF16 forward pass from FP32 that ``bf16_deviation`` callers accept: BF16
-#: rounding gives 0.3-0.6 % on the ecal25 generator, a broken kernel about 100 %.
+#: Largest relative L2 deviation of a BF16 computation from FP32 that ``bf16_deviation`` and
+#: ``repair_bf16_convs`` accept: BF16 rounding gives 0.3-1.5 % on the ecal25 networks, a broken kernel about 100 %.
 BF16_TOLERANCE = 0.05
 
 
-def keep_bf16_off_amx(device: torch.device, precision: str) -> str | None:
-    """For BF16 on an AMX CPU with no ISA cap chosen: cap oneDNN at ``AMX_BF16_CAP`` and return the cap.
+def _conv_bf16_deviation(conv: torch.nn.Conv3d, shape: torch.Size) -> float:
+    """Worst relative L2 deviation from FP32 of ``conv``'s BF16 output, input gradient and weight gradient on a
+    fixed random input of ``shape``: the forward kernel and both backward ones."""
+    dev = conv.weight.device
+    x0 = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dev)
+    was_training = conv.training
+    conv.eval()
+    try:
+        runs = []
+        for low in (False, True):
+            x = x0.clone().requires_grad_(True)
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=low):
+                y = conv(x)
+            r = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(dev)
+            runs.append([y.detach().float(), *torch.autograd.grad((y.float() * r).sum(), [x, conv.weight])])
+    finally:
+        conv.train(was_training)
+    return max(float((low - ref).norm() / ref.norm().clamp_min(1e-30)) for ref, low in zip(*runs, strict=True))
 
-    oneDNN reads the cap when it creates its first kernel, so this must run before the process's first
-    convolution; later, the cap does nothing and ``bf16_deviation`` is what catches the fault."""
-    if device.type != "cpu" or precision != "bf16" or "amx_bf16" not in cpu_info()[1] or isa_caps():
-        return None
-    os.environ["ONEDNN_MAX_CPU_ISA"] = AMX_BF16_CAP
-    return AMX_BF16_CAP
+
+def repair_bf16_convs(module: torch.nn.Module, *inputs: torch.Tensor) -> tuple[list[str], list[str]]:
+    """Check every 3-D convolution of ``module`` in BF16 against FP32 at the input shape it sees on ``inputs``, and
+    swap those that are wrong for ``ChannelPaddedConv3d`` (same parameters, 16 input channels for the kernel).
+
+    oneDNN's AMX BF16 kernel for 8 input channels and a (6, 6, 8) kernel is about 110 % off in torch 2.13 (Intel
+    Xeon with AMX, 2026-12-05; ``bench/amx_bf16_repro.py``) and its 16-channel kernel right, so padding keeps
+    AMX's speed where capping oneDNN below AMX made the campaign's step 1.27x slower than FP32. Returns (the
+    names of repaired convolutions, the names of those still wrong after padding, left as they were)."""
+    convs = {name: conv for name, conv in module.named_modules() if isinstance(conv, torch.nn.Conv3d)}
+    shapes: dict[str, torch.Size] = {}
+
+    def record(name: str) -> Callable[[torch.nn.Module, tuple[torch.Tensor, ...]], None]:
+        def hook(conv: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            shapes.setdefault(name, args[0].shape)
+        return hook
+
+    hooks = [conv.register_forward_pre_hook(record(name)) for name, conv in convs.items()]
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            module(*inputs)
+    finally:
+        module.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    repaired, wrong = [], []
+    for name, shape in shapes.items():
+        conv = convs[name]
+        if _conv_bf16_deviation(conv, shape) <= BF16_TOLERANCE:
+            continue
+        padded_to = 16 * (int(conv.in_channels) // 16 + 1)
+        if not name or isinstance(conv, ChannelPaddedConv3d) or conv.groups != 1 or conv.padding_mode != "zeros":
+            wrong.append(name)
+            continue
+        twin = ChannelPaddedConv3d.replacing(conv, padded_to)
+        if _conv_bf16_deviation(twin, shape) <= BF16_TOLERANCE:
+            parent, _, leaf = name.rpartition(".")
+            setattr(module.get_submodule(parent), leaf, twin)
+            repaired.append(name)
+        else:
+            wrong.append(name)
+    return repaired, wrong
 
 
 def bf16_deviation(module: torch.nn.Module, *inputs: torch.Tensor) -> float:

@@ -63,7 +63,7 @@ from caloquant.train.hardware import (
     compile_module,
     configure_backends,
     device_name,
-    keep_bf16_off_amx,
+    repair_bf16_convs,
     resolve_precision,
 )
 from caloquant.models.critic import shower_features, soft_cell_counts
@@ -178,7 +178,6 @@ class Trainer:
         dev = self.ctx.device
         configure_backends(dev)
         self.precision = resolve_precision(config.precision, dev)
-        keep_bf16_off_amx(dev, self.precision)  # before the first convolution: oneDNN reads its cap once
         self._amp = autocast(dev, self.precision)
         self.resident = ResidentStream(self.stream, dev) if self._fits_on_device() else None
 
@@ -215,10 +214,12 @@ class Trainer:
     def _check_bf16(self) -> None:
         """Train in BF16 only where this machine's BF16 kernels compute the generator and the critic right.
 
-        A fixed small batch (its own random stream: the training's is untouched) goes through both networks in
-        BF16 and FP32. Beyond ``BF16_TOLERANCE``, precision ``auto`` falls back to FP32 with a warning and an
-        explicit ``bf16`` is refused: a broken kernel (AMX BF16, ``train.hardware.AMX_BF16_CAP``) would
-        otherwise wreck the weights within a few steps."""
+        A fixed small batch (its own random stream: the training's is untouched) goes through both networks.
+        First every convolution is checked on its own, forward and backward, and one that is wrong is swapped for
+        a channel-padded twin with the same parameters (``train.hardware.repair_bf16_convs``: AMX BF16 got the
+        ecal25 generator's first one 110 % wrong); then the whole networks in BF16 against FP32. Beyond
+        ``BF16_TOLERANCE``, precision ``auto`` falls back to FP32 with a warning and an explicit ``bf16`` is
+        refused: a broken kernel would otherwise wreck the weights within a few steps."""
         if self.precision != "bf16":
             return
         dev, n = self.ctx.device, 4
@@ -230,11 +231,19 @@ class Trainer:
         with torch.no_grad():
             images = self.G.eval()(latent).float()
         self.G.train()
-        worst = max(bf16_deviation(self.G, latent),
-                    bf16_deviation(self.D, images, energy, theta) if self.light else bf16_deviation(self.D, images))
-        if worst <= BF16_TOLERANCE:
+        d_inputs = (images, energy, theta) if self.light else (images,)
+        g_fixed, g_wrong = repair_bf16_convs(self.G, latent)
+        d_fixed, d_wrong = repair_bf16_convs(self.D, *d_inputs)
+        repaired = [f"generator.{n}" for n in g_fixed] + [f"critic.{n}" for n in d_fixed]
+        wrong = [f"generator.{n}" for n in g_wrong] + [f"critic.{n}" for n in d_wrong]
+        if repaired and self.ctx.is_main:
+            print(f"caloquant: BF16 kernels wrong for {', '.join(repaired)} on this machine; computing them with "
+                  "zero-padded input channels (same result, right kernel)", flush=True)
+        worst = max(bf16_deviation(self.G, latent), bf16_deviation(self.D, *d_inputs))
+        if worst <= BF16_TOLERANCE and not wrong:
             return
-        why = (f"BF16 kernels on this machine compute the networks wrong ({worst:.0%} off FP32 on a fixed batch; "
+        why = (f"BF16 kernels on this machine compute the networks wrong ({worst:.0%} off FP32 on a fixed batch"
+               f"{'; wrong even padded: ' + ', '.join(wrong) if wrong else ''}; "
                f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset')})")
         if self.cfg.precision == "bf16":
             raise PrecisionError(f"{why}: train with --precision fp32, or start a fresh process with "
