@@ -4,7 +4,8 @@ Each convolution runs on a fixed random input in FP32 and under CPU BF16 autocas
 the BF16 output is printed with a verdict (BF16 rounding gives 0.3 %; over ``--tolerance`` counts as wrong). On an
 Intel Xeon with AMX and torch 2.13 (2026-12-05) the generator's first convolution (8 input channels, kernel
 6x6x8) came out 110 % off while every other shape was right; under ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16`` all
-agree. The trainer applies that cap itself on AMX CPUs (``caloquant.train.hardware.keep_bf16_off_amx``).
+agree, and so does the same convolution with 16 input channels: the trainer computes a convolution that BF16
+gets wrong with zero-padded input channels (``caloquant.models.bf16.repair_bf16_convs``).
 
     python bench/amx_bf16_repro.py                                     # this machine as it is
     ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 python bench/amx_bf16_repro.py  # capped below AMX

@@ -72,3 +72,32 @@ def test_entry_shift_is_exported_with_the_generator(tmp_path) -> None:
                                        {"INFERENCE_PRECISION_HINT": "f32"})
     assert np.allclose(compiled(z)[0], ref, atol=1e-4)
     assert read_spec(onnx_path)[0] == spec
+
+
+def test_padded_convolution_exports_the_same_function(checkpoint, tmp_path) -> None:
+    """A convolution exported on zero-padded input channels (for runtimes whose BF16 kernel for the plain one is
+    wrong: AMX) computes what the plain export does, in ONNX Runtime and OpenVINO; the file says which it padded,
+    and the model in memory is left as it was."""
+    ort = pytest.importorskip("onnxruntime")
+    ov = pytest.importorskip("openvino")
+    import onnx
+
+    from caloquant.export.files import read_meta
+
+    path, g = checkpoint
+    z = np.random.default_rng(3).standard_normal((6, 200)).astype(np.float32) * 2
+    with torch.no_grad():
+        ref = g(torch.from_numpy(z)).numpy()
+    padded = export_onnx(path, tmp_path / "pad.onnx", padded=["block1.1"])
+    graph = onnx.load(str(padded)).graph
+    conv_inputs = {i.name: i for i in graph.initializer}
+    first_conv = next(n for n in graph.node if n.op_type == "Conv")
+    assert conv_inputs[first_conv.input[1]].dims[1] == 16  # 8 input channels computed as 16
+    assert np.allclose(ort.InferenceSession(str(padded)).run(None, {"latent": z})[0], ref, atol=1e-5)
+    compiled = ov.Core().compile_model(ov.convert_model(str(padded)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    assert np.allclose(compiled(z)[0], ref, atol=1e-5)
+    assert read_meta(padded)["padded_convs"] == ["block1.1"]
+    assert "padded_convs" not in read_meta(export_onnx(path, tmp_path / "plain.onnx"))
+    assert type(g.block1[1]) is torch.nn.Conv3d
+    with pytest.raises(ValueError, match="not a plain 3-D convolution"):
+        export_onnx(path, tmp_path / "bad.onnx", padded=["block1.2"])

@@ -40,9 +40,19 @@ class HalvedReducedPrecision(SoundReducedPrecision):
         return super().submit(latent, lambda raw: done(raw if isinstance(raw, BaseException) else 0.5 * raw))
 
 
+@pytest.fixture(autouse=True)
+def _plain_export(monkeypatch):
+    """The same export on every machine (no convolution padded for this CPU's BF16 kernels, runtime.generator):
+    these tests are about the check, and their engines compute in FP32 anyway."""
+    monkeypatch.setattr(generator_module, "_wrong_bf16_convs", lambda gen: [])
+
+
 @pytest.fixture
-def broken(monkeypatch):
+def broken(monkeypatch, tmp_path):
+    """The broken engine, with a cache of its own: a pass of the real engine cached by another test module (same
+    weights, same machine) must not vouch for it, whatever order the tests run in."""
     monkeypatch.setattr(generator_module, "OpenVINOEngine", HalvedReducedPrecision)
+    monkeypatch.setenv("CALOQUANT_CACHE_DIR", str(tmp_path / "cache"))
 
 
 @pytest.mark.isa

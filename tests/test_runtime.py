@@ -62,6 +62,25 @@ def test_bf16_hint_is_close_to_fp32_or_refused(ckpt, reference) -> None:
 
 
 @pytest.mark.isa
+def test_bf16_exports_the_convolutions_this_cpu_gets_wrong_padded(ckpt, reference, model_cache, monkeypatch) -> None:
+    """Where PyTorch's BF16 check finds a convolution wrong (AMX: the first, 8 input channels), OpenVINO BF16 runs
+    an export with that convolution on zero-padded input channels, checked against FP32 like any BF16 model."""
+    import caloquant.runtime.generator as rg
+
+    wrong_bf16_convs = rg._wrong_bf16_convs
+    found = wrong_bf16_convs(load_generator(ckpt))
+    assert set(found) <= {"block1.1"}  # on AMX with torch 2.13 exactly this one; elsewhere none
+    monkeypatch.setattr(rg, "_wrong_bf16_convs", lambda gen: ["block1.1"])  # what AMX finds, on any CPU
+    gen = open_generator(ckpt, precision="bf16", batch=8)
+    assert gen.check is not None and gen.check.passed
+    assert any(p.name.endswith("-xml-pad-block1.1") for p in (model_cache / "export").iterdir())
+    total, ref_total = gen.generate(ENERGIES, seed=5).ecal.sum((1, 2, 3)), reference.ecal.sum((1, 2, 3))
+    assert np.allclose(total, ref_total, rtol=0.05)  # the tolerance of the test above
+    monkeypatch.setattr(rg, "cpu_has_native_bf16", lambda: False)
+    assert wrong_bf16_convs(load_generator(ckpt)) == []  # emulated BF16: nothing to check or pad
+
+
+@pytest.mark.isa
 def test_streams_bitwise_and_batch_within_rounding(ckpt) -> None:
     one = open_generator(ckpt, batch=4, streams=1).generate(ENERGIES, seed=2)
     two = open_generator(ckpt, batch=4, streams=2).generate(ENERGIES, seed=2)

@@ -338,7 +338,7 @@ def test_losses_are_read_back_only_when_logged(data_file: Path, tmp_path: Path) 
 
 
 def _bf16_fast() -> bool:
-    from caloquant.train.hardware import cpu_has_native_bf16
+    from caloquant.machine import cpu_has_native_bf16
 
     return cpu_has_native_bf16()
 
@@ -461,15 +461,20 @@ def test_broken_bf16_kernels_fall_back_to_fp32_or_are_refused(data_file: Path, t
 
 
 def test_auto_precision_is_bf16_only_where_it_is_native(monkeypatch: pytest.MonkeyPatch) -> None:
-    """auto: bf16 on CPUs with AVX512-BF16 or AMX, fp32 where BF16 is emulated (about 40x slower); an explicit
-    choice always stands."""
+    """auto: bf16 on CPUs with AVX512-BF16 or AMX, fp32 where BF16 is emulated (about 40x slower), also under an
+    ISA cap below BF16; an explicit choice always stands."""
+    import caloquant.machine as machine
     import caloquant.train.hardware as hw
 
     cpu = torch.device("cpu")
     for flags, expected in (({"avx512_bf16"}, "bf16"), ({"avx512_bf16", "amx_bf16"}, "bf16"), ({"avx2"}, "fp32")):
-        monkeypatch.setattr(hw, "cpu_info", lambda flags=flags: ("CPU", flags))
+        monkeypatch.setattr(machine, "cpu_info", lambda flags=flags: ("CPU", flags))
         assert hw.resolve_precision("auto", cpu) == expected, flags
         assert hw.resolve_precision("bf16", cpu) == "bf16" and hw.resolve_precision("fp32", cpu) == "fp32"
+    monkeypatch.setattr(machine, "cpu_info", lambda: ("CPU", {"avx512_bf16", "amx_bf16"}))
+    for cap, expected in (("AVX2", "fp32"), ("AVX512_CORE_VNNI", "fp32"), ("AVX512_CORE_BF16", "bf16")):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)  # a cap below BF16 makes it emulated
+        assert hw.resolve_precision("auto", cpu) == expected, cap
 
 
 class _WrongInBF16(torch.nn.Conv3d):
@@ -502,7 +507,7 @@ def test_channel_padded_conv_computes_the_same_with_the_same_parameters() -> Non
 def test_a_convolution_wrong_in_bf16_is_computed_padded_and_right() -> None:
     """repair_bf16_convs finds the convolution that BF16 gets wrong, forward or backward, at the shape it runs,
     and swaps in its padded twin: the optimizer's parameters and the checkpoint's keys stay as they were."""
-    import caloquant.train.hardware as hw
+    import caloquant.models.bf16 as hw
     from caloquant.models.layers import ChannelPaddedConv3d
 
     torch.manual_seed(0)
@@ -518,7 +523,7 @@ def test_a_convolution_wrong_in_bf16_is_computed_padded_and_right() -> None:
 
 
 def test_a_convolution_wrong_even_padded_is_left_and_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    import caloquant.train.hardware as hw
+    import caloquant.models.bf16 as hw
 
     net = torch.nn.Sequential(torch.nn.Conv3d(1, 8, 3), torch.nn.ReLU(), torch.nn.Conv3d(8, 4, 3))
     monkeypatch.setattr(hw, "_conv_bf16_deviation", lambda conv, shape: 1.0)
@@ -532,7 +537,7 @@ def test_the_generators_run_right_in_bf16_on_this_machine() -> None:
     first 8-channel convolution is repaired; elsewhere nothing is)."""
     from caloquant.models.registry import build_generator
     from caloquant.models.spec import ModelSpec
-    from caloquant.train.hardware import BF16_TOLERANCE, bf16_deviation, repair_bf16_convs
+    from caloquant.models.bf16 import BF16_TOLERANCE, bf16_deviation, repair_bf16_convs
 
     for arch in ("ecal25", "angle51"):
         torch.manual_seed(0)

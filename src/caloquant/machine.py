@@ -23,6 +23,8 @@ ISA_CAP_FLAGS = {
     "AVX512_CORE_AMX": ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx512_bf16", "amx_tile",
                         "amx_bf16", "amx_int8"),
 }
+#: CPU ISA flags with native BF16 arithmetic (oneDNN runs bf16 convolutions on them; elsewhere it emulates).
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 PACKAGES = ("caloquant", "numpy", "numba", "torch", "openvino", "nncf", "onnxruntime", "onnx", "scikit-learn")
 
 
@@ -38,6 +40,14 @@ def cpu_info() -> tuple[str, set[str]]:
                 flags = set(line.split(":", 1)[1].split())
                 break
     return model, flags
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes BF16 natively (AVX512-BF16 or AMX-BF16) and no ISA cap in the environment
+    holds oneDNN below it (under ``ONEDNN_MAX_CPU_ISA=AVX2`` BF16 is emulated, about 40x slower)."""
+    caps = [c for c in isa_caps().values() if c in ISA_CAP_FLAGS]
+    return (any(f in cpu_info()[1] for f in NATIVE_BF16_FLAGS)
+            and all("avx512_bf16" in ISA_CAP_FLAGS[c] for c in caps))
 
 
 def isa_caps() -> dict[str, str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from caloquant import __version__
@@ -63,13 +63,15 @@ def cached(entry: Path, build: Callable[[Path], object]) -> Path:
     return entry
 
 
-def exported(gen: LoadedGenerator, suffix: str) -> Path:
+def exported(gen: LoadedGenerator, suffix: str, padded: Sequence[str] = ()) -> Path:
     """The generator exported to ONNX (``.onnx``) or IR (``.xml``, converted from the cached ONNX), cached under
-    its sha256 and the caloquant version."""
-    entry = cache_dir() / "export" / f"{gen.sha256}-{__version__}-{suffix[1:]}"
+    its sha256 and the caloquant version; ``padded``: convolutions exported on zero-padded input channels."""
+    variant = f"-pad-{'+'.join(padded)}" if padded else ""
+    entry = cache_dir() / "export" / f"{gen.sha256}-{__version__}-{suffix[1:]}{variant}"
     if suffix == ".onnx":
-        return cached(entry, lambda d: onnx.export_onnx(gen, d / "model.onnx")) / "model.onnx"
-    return cached(entry, lambda d: onnx.onnx_to_openvino(exported(gen, ".onnx"), gen, d / "model.xml")) / "model.xml"
+        return cached(entry, lambda d: onnx.export_onnx(gen, d / "model.onnx", padded)) / "model.onnx"
+    return cached(entry, lambda d: onnx.onnx_to_openvino(exported(gen, ".onnx", padded), gen,
+                                                         d / "model.xml")) / "model.xml"
 
 
 def int8_entry(gen: LoadedGenerator) -> tuple[Path, Path]:

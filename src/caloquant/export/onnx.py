@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
+from collections.abc import Sequence
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,12 +30,21 @@ def generator_meta(gen: LoadedGenerator, **extra: Any) -> dict[str, Any]:
     return model_meta(gen.spec, gen.source, gen.sha256, **{TUNING_FIELD: gen.tuning}, **extra)
 
 
-def export_onnx(model: LoadedGenerator | str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
-    """Write the generator as ONNX with a dynamic batch axis; returns the path. Spec goes to ``<out>.spec.json``."""
+def export_onnx(model: LoadedGenerator | str | os.PathLike[str], out: str | os.PathLike[str],
+                padded: Sequence[str] = ()) -> Path:
+    """Write the generator as ONNX with a dynamic batch axis; returns the path. Spec goes to ``<out>.spec.json``.
+
+    ``padded`` names convolutions to export computed on zero-padded input channels (``models.bf16.pad_convs``):
+    the same function through another kernel, for runtimes whose BF16 kernel for the plain one is wrong."""
     torch = require("torch")
     gen = _as_loaded(model)
     out = check_writable(out)
-    module = gen.module.eval()
+    module = gen.module
+    if padded:
+        from caloquant.models.bf16 import pad_convs  # needs torch, like the export itself
+
+        module = pad_convs(copy.deepcopy(module), padded)
+    module.eval()
     dummy = torch.zeros(2, gen.spec.latent_size)
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -42,7 +53,7 @@ def export_onnx(model: LoadedGenerator | str | os.PathLike[str], out: str | os.P
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             opset_version=OPSET, dynamo=False, do_constant_folding=True,
         )
-    write_sidecar(out, generator_meta(gen))
+    write_sidecar(out, generator_meta(gen, **({"padded_convs": list(padded)} if padded else {})))
     return out
 
 

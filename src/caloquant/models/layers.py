@@ -52,7 +52,7 @@ class ChannelPaddedConv3d(nn.Conv3d):
 
     oneDNN's AMX BF16 kernel for 8 input channels with a (6, 6, 8) kernel (the ecal25 generator's first
     convolution) is about 110 % off FP32 in torch 2.13 and OpenVINO 2026.4, while its 16-channel kernel is
-    right; ``train.hardware.repair_bf16_convs`` swaps this in where a check finds a convolution wrong."""
+    right; ``models.bf16.repair_bf16_convs`` swaps this in where a check finds a convolution wrong."""
 
     def __init__(self, *args: object, padded_channels: int = 16, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]  # nn.Conv3d's own signature
@@ -72,8 +72,10 @@ class ChannelPaddedConv3d(nn.Conv3d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         extra = self.padded_channels - self.in_channels
-        return F.conv3d(F.pad(x, (0, 0, 0, 0, 0, 0, 0, extra)), F.pad(self.weight, (0, 0, 0, 0, 0, 0, 0, extra)),
-                        self.bias, self.stride, self.padding, self.dilation, self.groups)
+        w = self.weight
+        zeros = w.new_zeros(w.shape[0], extra, *w.shape[2:])  # a constant of known shape: ONNX export needs it
+        return F.conv3d(F.pad(x, (0, 0, 0, 0, 0, 0, 0, extra)), torch.cat([w, zeros], 1), self.bias, self.stride,
+                        self.padding, self.dilation, self.groups)
 
 
 def pad3d(x: int, y: int, z: int) -> nn.ConstantPad3d:

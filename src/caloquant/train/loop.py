@@ -55,15 +55,13 @@ from caloquant.train.data import (
 )
 from caloquant.train.distributed import DistContext, init_distributed
 from caloquant.machine import cpu_info, isa_caps
+from caloquant.models.bf16 import BF16_TOLERANCE, bf16_deviation, repair_bf16_convs
 from caloquant.train.hardware import (
     AMX_BF16_CAP,
-    BF16_TOLERANCE,
     autocast,
-    bf16_deviation,
     compile_module,
     configure_backends,
     device_name,
-    repair_bf16_convs,
     resolve_precision,
 )
 from caloquant.models.critic import shower_features, soft_cell_counts
@@ -216,7 +214,7 @@ class Trainer:
 
         A fixed small batch (its own random stream: the training's is untouched) goes through both networks.
         First every convolution is checked on its own, forward and backward, and one that is wrong is swapped for
-        a channel-padded twin with the same parameters (``train.hardware.repair_bf16_convs``: AMX BF16 got the
+        a channel-padded twin with the same parameters (``models.bf16.repair_bf16_convs``: AMX BF16 got the
         ecal25 generator's first one 110 % wrong); then the whole networks in BF16 against FP32. Beyond
         ``BF16_TOLERANCE``, precision ``auto`` falls back to FP32 with a warning and an explicit ``bf16`` is
         refused: a broken kernel would otherwise wreck the weights within a few steps."""
@@ -626,7 +624,7 @@ class Trainer:
         cpu, flags = cpu_info()
         gb = self.cfg.batch_size * self.ctx.world_size
         shown = ("avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni", "avx512f", "avx2")
-        caps = [f"cap={c}" for c in sorted(set(isa_caps().values()))]  # e.g. BF16 kept off AMX
+        caps = [f"cap={c}" for c in sorted(set(isa_caps().values()))]  # a user's ONEDNN_MAX_CPU_ISA / OV_CPU_MAX_ISA
         self._log("runs.csv", RUN_FIELDS, {
             "run": previous + 1, "date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu,
             "isa": " ".join([*(f for f in shown if f in flags), *caps]),
