@@ -110,7 +110,7 @@ SETTINGS = {
     # from run 26: the entry-point shift as the generator's last stage
     "campaign26": Setting("campaign26", "auto", "auto", 10, fast_backends=True, **_CAMPAIGN19,
                           mean_statistic="split", entry_jitter=0.35),
-    # the same step in BF16 whatever auto picks (on AMX CPUs set ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 first)
+    # the same step in BF16 whatever auto picks
     "campaign26-bf16": Setting("campaign26-bf16", "bf16", "auto", 10, fast_backends=True, **_CAMPAIGN19,
                                mean_statistic="split", entry_jitter=0.35),
 }

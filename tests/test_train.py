@@ -451,6 +451,7 @@ def test_broken_bf16_kernels_fall_back_to_fp32_or_are_refused(data_file: Path, t
     from caloquant.errors import PrecisionError
 
     monkeypatch.setattr(loop, "resolve_precision", lambda precision, device: "bf16")
+    monkeypatch.setattr(loop, "repair_bf16_convs", lambda module, *inputs: ([], []))  # this machine's own: below
     monkeypatch.setattr(loop, "bf16_deviation", lambda module, *inputs: 0.9)
     tr = Trainer(_cfg(precision="auto", max_steps=1), data_file, tmp_path / "auto", progress=False)
     assert tr.precision == "fp32" and "training in FP32" in capsys.readouterr().out
@@ -458,6 +459,27 @@ def test_broken_bf16_kernels_fall_back_to_fp32_or_are_refused(data_file: Path, t
         Trainer(_cfg(precision="bf16", max_steps=1), data_file, tmp_path / "bf16", progress=False)
     monkeypatch.setattr(loop, "bf16_deviation", lambda module, *inputs: 0.004)  # BF16 rounding: kept
     assert Trainer(_cfg(precision="bf16", max_steps=1), data_file, tmp_path / "ok", progress=False).precision == "bf16"
+    # a convolution still wrong when padded: not trained in BF16 even where the whole-network check passes
+    monkeypatch.setattr(loop, "repair_bf16_convs", lambda module, *inputs: ([], ["block1.1"]))
+    tr = Trainer(_cfg(precision="auto", max_steps=1), data_file, tmp_path / "still", progress=False)
+    out = capsys.readouterr().out
+    assert tr.precision == "fp32" and "wrong even padded: generator.block1.1" in out
+
+
+@NEEDS_NATIVE_BF16
+def test_bf16_trainer_repairs_what_this_machine_gets_wrong(data_file: Path, tmp_path: Path) -> None:
+    """On this machine a BF16 trainer's generator agrees with FP32: on AMX with torch 2.13 its first convolution
+    is computed padded (and said so), elsewhere nothing is swapped; the critic the same."""
+    from caloquant.models.bf16 import BF16_TOLERANCE, bf16_deviation
+    from caloquant.models.layers import ChannelPaddedConv3d
+
+    tr = Trainer(_cfg(precision="bf16", max_steps=1), data_file, tmp_path, progress=False)
+    assert tr.precision == "bf16"
+    padded = [n for n, m in tr.G.named_modules() if isinstance(m, ChannelPaddedConv3d)]
+    assert set(padded) <= {"block1.1"}
+    z = torch.randn(4, tr.spec.latent_size, generator=torch.Generator().manual_seed(0))
+    assert bf16_deviation(tr.G, z) < BF16_TOLERANCE
+    assert not any(isinstance(m, ChannelPaddedConv3d) for m in tr.D.modules())
 
 
 def test_auto_precision_is_bf16_only_where_it_is_native(monkeypatch: pytest.MonkeyPatch) -> None:

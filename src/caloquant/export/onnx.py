@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
-from collections.abc import Sequence
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 

@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 
 from caloquant._atomic import sha256_file
+from caloquant._optional import require
 from caloquant.data.formats import ShowerSet
 from caloquant.choices import EngineName, Precision
 from caloquant.errors import GeometryMismatchError, InputError, ModelError, PrecisionError
 from caloquant.export.cache import exported, int8_entry, is_complete
 from caloquant.export.files import read_meta, read_model, read_spec
-from caloquant._optional import require
 from caloquant.machine import cpu_count, cpu_has_native_bf16, isa_change_note
 from caloquant.models.registry import LoadedGenerator, load_generator
 from caloquant.models.spec import ModelSpec, shower_noise
@@ -190,7 +190,7 @@ def _wrong_bf16_convs(gen: LoadedGenerator) -> list[str]:
     kernels OpenVINO's CPU plugin shares), to export on zero-padded input channels; none where BF16 is emulated.
 
     On an Intel Xeon with AMX (2026-12-05) the ecal25 generator's first convolution came out 104 % off in OpenVINO
-    BF16; exported padded it is 0.4 % off and BF16 runs 2.1x FP32 (docs/deployment.md)."""
+    BF16; exported padded it is 0.4 % off and BF16 runs 3.9x OpenVINO FP32 (docs/benchmarks.md)."""
     if not cpu_has_native_bf16():
         return []
     torch = require("torch")
