@@ -41,9 +41,7 @@ def export_onnx(model: LoadedGenerator | str | os.PathLike[str], out: str | os.P
     out = check_writable(out)
     module = gen.module
     if padded:
-        from caloquant.models.bf16 import pad_convs  # needs torch, like the export itself
-
-        module = pad_convs(copy.deepcopy(module), padded)
+        module = require("caloquant.models.bf16").pad_convs(copy.deepcopy(module), padded)
     module.eval()
     dummy = torch.zeros(2, gen.spec.latent_size)
     with atomic_path(out) as tmp, warnings.catch_warnings():

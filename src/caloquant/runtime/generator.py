@@ -193,12 +193,11 @@ def _wrong_bf16_convs(gen: LoadedGenerator) -> list[str]:
     BF16; exported padded it is 0.4 % off and BF16 runs 3.9x OpenVINO FP32 (docs/benchmarks.md)."""
     if not cpu_has_native_bf16():
         return []
-    torch = require("torch")
-    from caloquant.models.bf16 import repair_bf16_convs
-
+    torch, bf16 = require("torch"), require("caloquant.models.bf16")
     energies = check_inputs(gen.spec.energy_range)[::4]
     noise = shower_noise(CHECK_SEED, np.arange(len(energies)), gen.spec.noise_size)
-    repaired, _ = repair_bf16_convs(copy.deepcopy(gen.module), torch.from_numpy(gen.spec.latent(energies, None, noise)))
+    repaired, _ = bf16.repair_bf16_convs(copy.deepcopy(gen.module),
+                                         torch.from_numpy(gen.spec.latent(energies, None, noise)))
     if repaired:
         log.warning("caloquant: BF16 kernels wrong for %s on this CPU; exporting with zero-padded input channels "
                     "(the same function through another kernel)", ", ".join(repaired))
