@@ -489,6 +489,8 @@ def test_auto_precision_is_bf16_only_where_it_is_native(monkeypatch: pytest.Monk
     import caloquant.train.hardware as hw
 
     cpu = torch.device("cpu")
+    for var in machine.ISA_CAP_VARS:  # the flags decide first; caps are set below
+        monkeypatch.delenv(var, raising=False)
     for flags, expected in (({"avx512_bf16"}, "bf16"), ({"avx512_bf16", "amx_bf16"}, "bf16"), ({"avx2"}, "fp32")):
         monkeypatch.setattr(machine, "cpu_info", lambda flags=flags: ("CPU", flags))
         assert hw.resolve_precision("auto", cpu) == expected, flags
