@@ -13,7 +13,8 @@ from caloquant.errors import DataFormatError, InputError
 from caloquant.train.campaign import load_campaign, run_campaign
 
 CONFIG = {"batch_size": 4, "chunk_size": 40, "eval_showers": 40, "eval_every": 1, "threads": 1, "seed": 2,
-          "precision": "fp32", "critic": "light", "dist_weight": 1.0, "ema_decay": 0.5, "resident": "off"}
+          "precision": "fp32", "critic": "light", "dist_weight": 1.0, "ema_decay": 0.5, "resident": "off",
+          "bn_calibration": 8}
 
 
 def _campaign(folder: Path, **config: object) -> Path:

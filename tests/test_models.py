@@ -15,6 +15,7 @@ from caloquant.models import (
     EcalEnergyGenerator,
     ModelSpec,
     build_generator,
+    calibrate_batchnorm,
     count_parameters,
     load_generator,
     shower_noise,
@@ -185,3 +186,28 @@ def test_spec_entry_jitter_builds_the_stage_and_round_trips() -> None:
     angle = build_generator(ModelSpec("angle51", energy_range=(10, 500), angle_range_deg=(60, 120),
                                       entry_jitter_cells=0.5))
     assert angle.entry is not None and angle.entry.first == 2  # after E/100 and theta
+
+
+def test_calibrate_batchnorm_averages_the_training_batch_statistics() -> None:
+    """Precise BN: running statistics become the plain average of the train-mode batch statistics over the
+    calibration showers, whatever they were before; momentum and mode come back; the same seed, the same result."""
+    spec = DEFAULT_SPECS["ecal25"]
+    torch.manual_seed(0)
+    gen = build_generator(spec).eval()
+    norms = [m for m in gen.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    seen: list[list[torch.Tensor]] = [[] for _ in norms]
+    for i, m in enumerate(norms):
+        m.running_mean.fill_(5.0)
+        m.running_var.fill_(10.0)
+        m.register_forward_hook(lambda mod, args, out, i=i: seen[i].append(args[0].detach()))
+    calibrate_batchnorm(gen, spec, 6, seed=4, batch=4)  # two whole batches of 4
+    assert not gen.training and all(m.momentum == 0.01 for m in norms)
+    for m, batches in zip(norms, seen):
+        assert len(batches) == 2 and all(len(b) == 4 for b in batches)
+        mean = torch.stack([b.mean((0, 2, 3, 4)) for b in batches]).mean(0)
+        var = torch.stack([b.var((0, 2, 3, 4), unbiased=True) for b in batches]).mean(0)
+        torch.testing.assert_close(m.running_mean, mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(m.running_var, var, rtol=1e-4, atol=1e-5)
+    first = {k: v.clone() for k, v in gen.state_dict().items()}
+    calibrate_batchnorm(gen, spec, 6, seed=4, batch=4)
+    assert all(torch.equal(first[k], v) for k, v in gen.state_dict().items() if v.is_floating_point())

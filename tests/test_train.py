@@ -404,6 +404,28 @@ def test_ema_generator_is_evaluated_and_exported(data_file: Path, tmp_path: Path
     assert res.state.best_metric == pytest.approx(float(fpd))
 
 
+def test_ema_batchnorm_statistics_are_recomputed_for_the_average(data_file: Path, tmp_path: Path) -> None:
+    """The saved moving average carries BatchNorm statistics of its own weights, not the live generator's; the
+    training itself (and so an exact resume) is unchanged by it."""
+    calibrated = Trainer(_cfg(max_steps=2, ema_decay=0.5, bn_calibration=8), data_file, tmp_path / "on",
+                         progress=False)
+    calibrated.run()
+    plain = Trainer(_cfg(max_steps=2, ema_decay=0.5, bn_calibration=0), data_file, tmp_path / "off", progress=False)
+    plain.run()
+    assert torch.equal(_params(calibrated.G), _params(plain.G))
+    on = torch.load(tmp_path / "on" / "checkpoint-last.pt", weights_only=True)["generator_ema"]
+    off = torch.load(tmp_path / "off" / "checkpoint-last.pt", weights_only=True)
+    stats = [k for k in on if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(off["generator_ema"][k], off["generator"][k]) for k in stats)
+    assert all(not torch.equal(on[k], off["generator_ema"][k]) for k in stats)
+    # bench/calibrate_bn.py brings the uncalibrated checkpoint to the calibrated one's state
+    script = Path(__file__).parents[1] / "bench" / "calibrate_bn.py"
+    subprocess.run([sys.executable, str(script), str(tmp_path / "off" / "checkpoint-last.pt"), "-o",
+                    str(tmp_path / "cal.pt"), "--showers", "8"], check=True, capture_output=True)
+    cal = torch.load(tmp_path / "cal.pt", weights_only=True)["generator_ema"]
+    assert all(torch.allclose(cal[k], on[k]) for k in stats)
+
+
 def test_init_generator_and_lr_scaling(data_file: Path, tmp_path: Path) -> None:
     first = train(_cfg(max_steps=1), data_file, tmp_path / "a", progress=False)
     src = first.out_dir / "generator-best.pt"

@@ -106,6 +106,9 @@ def train_cmd(
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the generator and discriminator."),
     ema: float = typer.Option(0.0, "--ema", help="Decay of a moving average of the generator weights, which is "
                               "then evaluated and exported (0: off; e.g. 0.999)."),
+    bn_calibration: int = typer.Option(1024, "--bn-calibration", help="With --ema: showers over which the "
+                                       "average's BatchNorm statistics are recomputed before it is evaluated or "
+                                       "saved (0: keep the trained generator's)."),
     init_generator: str = typer.Option("", "--init-generator", help="Start the generator from these weights "
                                        "(shipped name or .pt) and fine-tune; the discriminator starts fresh."),
     reference_batch: int = typer.Option(0, "--reference-batch", help="Global batch at which --lr applies; larger "
@@ -144,7 +147,8 @@ def train_cmd(
         max_steps=max_steps, max_minutes=max_minutes, physics_weight=physics_weight, pretrain_steps=pretrain_steps,
         checkpoint_every=checkpoint_every, eval_every=eval_every, eval_showers=eval_showers, chunk_size=chunk,
         device=device, threads=threads, seed=seed, precision=precision, resident=resident, compile=compile_,
-        ema_decay=ema, init_generator=init_generator, reference_batch=reference_batch, log_every=log_every,
+        ema_decay=ema, bn_calibration=bn_calibration, init_generator=init_generator, reference_batch=reference_batch,
+        log_every=log_every,
         select=select, run_minutes=run_minutes, critic=critic, dist_weight=dist_weight, sf_weight=sf_weight,
         count_weight=count_weight, res_weight=res_weight, centroid_weight=centroid_weight,
         occupancy_weight=occupancy_weight, profile_weight=profile_weight, shape_weight=shape_weight,

@@ -25,8 +25,11 @@ class GlobalBatchNorm3d(nn.BatchNorm3d):
     with gloo on CPU as well, and makes N ranks of batch B compute the same statistics as one rank of N*B.
     """
 
+    sync = True  #: False while ``models.registry.calibrate_batchnorm`` recomputes statistics on one rank
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        if not (self.training and self.sync and dist.is_available() and dist.is_initialized()
+                and dist.get_world_size() > 1):
             return super().forward(x)
         all_reduce = require("torch.distributed.nn.functional").all_reduce
         dims = [0, 2, 3, 4]

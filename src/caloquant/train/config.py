@@ -29,6 +29,7 @@ _RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "ecal_cut": (0, INF, False, True), "xscale": (0, INF, True, True), "xpower": (0, 10, True, False),
     "max_minutes": (0, INF, False, True), "run_minutes": (0, INF, False, True),
     "holdout_fraction": (0, 1, False, True), "ema_decay": (0, 1, False, True),
+    "bn_calibration": (0, 1e8, False, False),
     "physics_weight": (0, INF, False, True), "dist_weight": (0, INF, False, True),
     "sf_weight": (0, INF, False, True), "count_weight": (0, INF, False, True),
     "res_weight": (0, INF, False, True), "centroid_weight": (0, INF, False, True), "r1": (0, INF, False, True),
@@ -39,7 +40,7 @@ _RANGES: dict[str, tuple[float, float, bool, bool]] = {
 }
 _INTEGERS = {"batch_size", "gen_steps", "epochs", "chunk_size", "mix_blocks", "physics_groups", "log_every",
              "checkpoint_every", "eval_showers", "warmup_steps", "pretrain_steps", "max_steps", "eval_every",
-             "reference_batch", "dist_projections", "threads", "seed"}
+             "reference_batch", "dist_projections", "threads", "seed", "bn_calibration"}
 
 
 @dataclass
@@ -82,6 +83,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the generator and discriminator
     log_every: int = 10  # steps between loss read-backs (the only host syncs of the step loop)
     ema_decay: float = 0.0  # exponential moving average of the generator (0: off); evaluated and exported
+    bn_calibration: int = 1024  # with ema_decay: showers over which the EMA's BatchNorm statistics are recomputed
     select: str = "moments"  # held-out metric that picks the best checkpoint: moments, fpd or goals
     init_generator: str = ""  # start the generator from these weights (shipped name or .pt); D starts fresh
     critic: str = "reference"  # reference: the 3DGAN discriminator; light: LightCritic with the fast schedule

@@ -31,6 +31,7 @@ from caloquant.models.registry import (
     CHECKPOINT_FORMAT,
     build_discriminator,
     build_generator,
+    calibrate_batchnorm,
     load_generator,
     load_state,
     safe_load,
@@ -196,6 +197,7 @@ class Trainer:
         self.opt_g = make_optimizer(config, self.G)
         self.opt_d = make_optimizer(config, self.D)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if config.ema_decay > 0 else None
+        self._calibrated_step = -1  # the step at which G_ema's BatchNorm statistics were last recomputed
         self.state = TrainState()
         if ckpt is not None:
             self._restore(ckpt)
@@ -307,6 +309,7 @@ class Trainer:
         threshold: generated cells below it would not be read out.
         """
         assert self.val is not None
+        self._calibrate_ema()
         fake = ShowerSet(self.generate(self.val.energy, self.val.theta, seed=self.cfg.seed + 1_000_003),
                          self.val.energy, self.val.theta)
         if self._val_features is None:
@@ -368,6 +371,16 @@ class Trainer:
         with self._amp():
             images = self._g(self._latent(noise, b)).float()
         return readout_cut(images, self.spec.raw_threshold) if self.spec.cell_threshold_gev > 0 else images
+
+    def _calibrate_ema(self) -> None:
+        """Recompute the EMA generator's BatchNorm statistics for its averaged weights (``calibrate_batchnorm``),
+        once per step, before it is evaluated or saved. The next ``_update_ema`` copies the live generator's
+        statistics again, so what training does is unchanged and a resumed run matches an uninterrupted one."""
+        if self.G_ema is None or self.cfg.bn_calibration <= 0 or self._calibrated_step == self.state.step:
+            return
+        calibrate_batchnorm(self.G_ema, self.spec, self.cfg.bn_calibration, seed=self.cfg.seed + 2_000_003,
+                            batch=self.cfg.batch_size, device=self.ctx.device)
+        self._calibrated_step = self.state.step
 
     def _update_ema(self) -> None:
         if self.G_ema is None:
@@ -556,6 +569,7 @@ class Trainer:
         progress: a third of the size, small enough to keep a campaign in the repository."""
         if not self.ctx.is_main:
             return None
+        self._calibrate_ema()
         payload = {
             "format": CHECKPOINT_FORMAT, "spec": self.spec.to_dict(), "config": self.cfg.to_dict(),
             "state": vars(self.state).copy(), "torch_version": str(torch.__version__),
@@ -796,7 +810,8 @@ def _runtime_overrides(config: TrainConfig) -> dict[str, Any]:
 #: selection, not its identity. A new ``select`` starts the best-checkpoint race afresh.
 RETUNABLE = ("loss_weights", "dist_weight", "sf_weight", "count_weight", "res_weight", "centroid_weight",
              "occupancy_weight", "profile_weight", "shape_weight", "depth_weight", "lateral_weight", "dist_statistic",
-             "mean_statistic", "readout_threshold", "entry_jitter", "physics_weight", "r1", "lr", "select")
+             "mean_statistic", "readout_threshold", "entry_jitter", "physics_weight", "r1", "lr", "select",
+             "bn_calibration")
 
 
 def goal_score(metrics: dict[str, float]) -> float:
