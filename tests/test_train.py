@@ -21,7 +21,8 @@ from caloquant.train import TrainConfig, Trainer, train
 from caloquant.train.data import BatchStream, split_blocks
 from caloquant.train.loop import goal_score
 
-TINY = dict(batch_size=2, checkpoint_every=2, eval_showers=40, chunk_size=50, threads=1, seed=3, precision="fp32")
+TINY = dict(batch_size=2, checkpoint_every=2, eval_showers=40, chunk_size=50, threads=1, seed=3, precision="fp32",
+            bn_calibration=8)
 
 
 def _cfg(**kw: object) -> TrainConfig:
@@ -407,7 +408,7 @@ def test_ema_generator_is_evaluated_and_exported(data_file: Path, tmp_path: Path
 def test_ema_batchnorm_statistics_are_recomputed_for_the_average(data_file: Path, tmp_path: Path) -> None:
     """The saved moving average carries BatchNorm statistics of its own weights, not the live generator's; the
     training itself (and so an exact resume) is unchanged by it."""
-    calibrated = Trainer(_cfg(max_steps=2, ema_decay=0.5, bn_calibration=8), data_file, tmp_path / "on",
+    calibrated = Trainer(_cfg(max_steps=2, ema_decay=0.5), data_file, tmp_path / "on",
                          progress=False)
     calibrated.run()
     plain = Trainer(_cfg(max_steps=2, ema_decay=0.5, bn_calibration=0), data_file, tmp_path / "off", progress=False)
