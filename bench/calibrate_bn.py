@@ -23,6 +23,7 @@ from caloquant._atomic import atomic_path
 from caloquant.models import build_generator, calibrate_batchnorm
 from caloquant.models.registry import CHECKPOINT_FORMAT, load_state, safe_load
 from caloquant.models.spec import ModelSpec
+from caloquant.train.loop import BN_CALIBRATION_SEED
 
 
 def main() -> None:
@@ -30,7 +31,7 @@ def main() -> None:
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("-o", "--output", type=Path, required=True)
     ap.add_argument("--showers", type=int, default=1024)
-    ap.add_argument("--seed", type=int, default=None, help="default: the training seed + 2000003, as the trainer")
+    ap.add_argument("--seed", type=int, default=None, help="default: as the trainer draws them")
     args = ap.parse_args()
     ckpt = safe_load(args.checkpoint)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
@@ -39,7 +40,7 @@ def main() -> None:
     spec = ModelSpec.from_dict(ckpt["spec"])
     gen = build_generator(spec)
     load_state(gen, ckpt[key], str(args.checkpoint))
-    seed = ckpt["config"]["seed"] + 2_000_003 if args.seed is None else args.seed
+    seed = ckpt["config"]["seed"] + BN_CALIBRATION_SEED if args.seed is None else args.seed
     calibrate_batchnorm(gen, spec, args.showers, seed=seed, batch=ckpt["config"]["batch_size"])
     ckpt[key] = gen.state_dict()
     with atomic_path(args.output) as tmp:

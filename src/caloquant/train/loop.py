@@ -378,8 +378,8 @@ class Trainer:
         statistics again, so what training does is unchanged and a resumed run matches an uninterrupted one."""
         if self.G_ema is None or self.cfg.bn_calibration <= 0 or self._calibrated_step == self.state.step:
             return
-        calibrate_batchnorm(self.G_ema, self.spec, self.cfg.bn_calibration, seed=self.cfg.seed + 2_000_003,
-                            batch=self.cfg.batch_size, device=self.ctx.device)
+        calibrate_batchnorm(self.G_ema, self.spec, self.cfg.bn_calibration,
+                            seed=self.cfg.seed + BN_CALIBRATION_SEED, batch=self.cfg.batch_size, device=self.ctx.device)
         self._calibrated_step = self.state.step
 
     def _update_ema(self) -> None:
@@ -797,6 +797,9 @@ def make_optimizer(config: TrainConfig, module: torch.nn.Module) -> torch.optim.
 
 
 #: Settings every resumed run takes from its caller: budgets, device, threads; never the model or the data order.
+#: The calibration showers' seed is the training seed plus this (``bench/calibrate_bn.py`` draws the same ones).
+BN_CALIBRATION_SEED = 2_000_003
+
 RUNTIME = ("epochs", "max_steps", "max_minutes", "run_minutes", "device", "threads", "checkpoint_every", "eval_every",
            "precision", "resident", "compile", "log_every")
 
