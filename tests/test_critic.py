@@ -20,10 +20,11 @@ from caloquant.train import TrainConfig, Trainer
 from caloquant.train.data import preprocess
 from caloquant.train.hardware import count_flops
 from caloquant.train.loop import RETUNABLE, readout_floor
-from caloquant.train.losses import (cell_count_loss, centroid_loss, depth_loss, lateral_loss, layer_centroids,
-                                   layer_depth, layer_occupancy, layer_shapes, mean_abs_error, occupancy_loss,
-                                   physics_loss, profile_loss, readout_cut, resolution_loss, sampling_fraction_loss,
-                                   shape_loss, shower_lateral, sliced_distance)
+from caloquant.train.losses import (SPECTRUM_EDGES_GEV, cell_count_loss, cell_spectrum, centroid_loss, depth_loss,
+                                   lateral_loss, layer_centroids, layer_depth, layer_occupancy, layer_shapes,
+                                   mean_abs_error, occupancy_loss, physics_loss, profile_loss, readout_cut,
+                                   resolution_loss, sampling_fraction_loss, shape_loss, shower_lateral,
+                                   sliced_distance, spectrum_loss)
 from caloquant.validate import compute_features
 from caloquant.validate.fluctuations import fluctuation_ratios
 
@@ -431,17 +432,49 @@ def test_lateral_loss_sees_widths_that_vary_too_much(real: tuple[torch.Tensor, t
     assert off_axis.grad is not None and off_axis.grad.abs().sum() > 0
 
 
+def test_cell_spectrum_counts_the_cells_validation_histograms(mc_small: ShowerSet) -> None:
+    """The soft quarter-decade spectrum of MC showers holds the cells a hard histogram counts: per bin within
+    20 % where a bin has a few cells a shower, and the same total between the outer edges within 2 %."""
+    showers = mc_small[:32]
+    cells = np.asarray(showers.ecal, dtype=np.float32).reshape(32, -1)
+    soft = cell_spectrum(torch.from_numpy((100.0 * cells) ** 0.85), 100.0, 0.85).numpy().mean(0)
+    hard = np.stack([np.histogram(c, SPECTRUM_EDGES_GEV)[0] for c in cells]).mean(0)
+    assert soft.shape == (len(SPECTRUM_EDGES_GEV) - 1,)
+    busy = hard > 3
+    assert busy.sum() >= 8
+    np.testing.assert_allclose(soft[busy], hard[busy], rtol=0.2)
+    assert abs(soft.sum() / hard.sum() - 1) < 0.02
+
+
+def test_spectrum_loss_sees_cells_off_the_peak(real: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Zero for the real batch; every cell twice as hot (the spectrum a quarter decade up) or smeared by a factor
+    of two either way (the peak filled out) costs it, and the gradient of the scale points back to the reals."""
+    images, energy = real
+    spec = cell_spectrum(images, 100.0, 0.85)
+    assert spectrum_loss(spec, spec, energy, groups=4) == 0
+    scale = torch.tensor(2.0, requires_grad=True)
+    hot = cell_spectrum(images * scale ** 0.85, 100.0, 0.85)
+    loss = spectrum_loss(hot, spec, energy, groups=4)
+    assert loss > 0.2
+    loss.backward()
+    assert scale.grad is not None and scale.grad > 0
+    smear = torch.where(torch.rand(images.shape, generator=torch.Generator().manual_seed(1)) < 0.5, 0.5, 2.0)
+    assert spectrum_loss(cell_spectrum(images * smear ** 0.85, 100.0, 0.85), spec, energy, groups=4) > 0.05
+
+
 def test_count_and_res_weights_train_and_log(data_file: Path, tmp_path: Path) -> None:
     cfg = TrainConfig(**{**TINY, "max_steps": 2, "log_every": 1, "count_weight": 1.0, "res_weight": 1.0,  # type: ignore[arg-type]
                          "centroid_weight": 1.0, "occupancy_weight": 1.0,
                          "profile_weight": 1.0, "shape_weight": 1.0, "depth_weight": 1.0,
-                         "lateral_weight": 1.0, "dist_statistic": "energy", "mean_statistic": "split"})
+                         "lateral_weight": 1.0, "spectrum_weight": 1.0, "dist_statistic": "energy",
+                         "mean_statistic": "split"})
     Trainer(cfg, data_file, tmp_path, progress=False).run()
     rows = list(csv.DictReader((tmp_path / "losses.csv").open()))
-    for term in ("g_count", "g_res", "g_cent", "g_occ", "g_prof", "g_shape", "g_depth", "g_lat"):
+    for term in ("g_count", "g_res", "g_cent", "g_occ", "g_prof", "g_shape", "g_depth", "g_lat", "g_spec"):
         assert len(rows) == 2 and all(np.isfinite(float(r[term])) and float(r[term]) > 0 for r in rows)
     assert {"count_weight", "res_weight", "centroid_weight", "occupancy_weight", "profile_weight",
-            "shape_weight", "depth_weight", "lateral_weight", "dist_statistic", "mean_statistic"} <= set(RETUNABLE)
+            "shape_weight", "depth_weight", "lateral_weight", "spectrum_weight", "dist_statistic",
+            "mean_statistic"} <= set(RETUNABLE)
     with pytest.raises(InputError, match="dist_statistic"):
         TrainConfig(dist_statistic="mmd")
     with pytest.raises(InputError, match="mean_statistic"):

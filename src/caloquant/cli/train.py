@@ -69,6 +69,9 @@ def train_cmd(
     lateral_weight: float = typer.Option(0.0, "--lateral-weight", help="Weight of the energy-conditioned "
                                          "sliced-distance term on the shower's x and y barycentres and widths, read "
                                          "out (0: off)."),
+    spectrum_weight: float = typer.Option(0.0, "--spectrum-weight", help="Weight of the energy-conditioned term on "
+                                          "the mean cell-energy spectrum in quarter-decade bins (log counts; 0: "
+                                          "off)."),
     dist_statistic: str = typer.Option("wasserstein", "--dist-statistic", help="1-D distance of the distribution "
                                        "terms (dist, centroid, occupancy, shape, depth, lateral): wasserstein (sorted "
                                        "values; "
@@ -152,7 +155,8 @@ def train_cmd(
         select=select, run_minutes=run_minutes, critic=critic, dist_weight=dist_weight, sf_weight=sf_weight,
         count_weight=count_weight, res_weight=res_weight, centroid_weight=centroid_weight,
         occupancy_weight=occupancy_weight, profile_weight=profile_weight, shape_weight=shape_weight,
-        depth_weight=depth_weight, lateral_weight=lateral_weight, dist_statistic=dist_statistic,
+        depth_weight=depth_weight, lateral_weight=lateral_weight, spectrum_weight=spectrum_weight,
+        dist_statistic=dist_statistic,
         mean_statistic=mean_statistic, readout_threshold=readout_threshold, r1=r1,
         entry_jitter=entry_jitter,
         gen_steps=gen_steps, dead_cell_grad=dead_cell_grad,

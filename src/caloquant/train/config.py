@@ -36,7 +36,8 @@ _RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "readout_threshold": (0, 1, False, True), "occupancy_weight": (0, INF, False, True),
     "dead_cell_grad": (0, 1, False, False), "profile_weight": (0, INF, False, True),
     "shape_weight": (0, INF, False, True), "depth_weight": (0, INF, False, True),
-    "lateral_weight": (0, INF, False, True), "entry_jitter": (0, 1, False, False),
+    "lateral_weight": (0, INF, False, True), "spectrum_weight": (0, INF, False, True),
+    "entry_jitter": (0, 1, False, False),
 }
 _INTEGERS = {"batch_size", "gen_steps", "epochs", "chunk_size", "mix_blocks", "physics_groups", "log_every",
              "checkpoint_every", "eval_showers", "warmup_steps", "pretrain_steps", "max_steps", "eval_every",
@@ -97,6 +98,7 @@ class TrainConfig:
     shape_weight: float = 0.0  # distribution term on the per-layer widths and radii of read-out cells (0: off)
     depth_weight: float = 0.0  # distribution term on the layer energies, mean depth and depth spread, read out (0: off)
     lateral_weight: float = 0.0  # distribution term on the shower's x, y barycentres and widths, read out (0: off)
+    spectrum_weight: float = 0.0  # energy-conditioned log term on the mean cell spectrum, quarter-decade bins (0: off)
     readout_threshold: float = 0.0  # GeV: generated cells below it read 0 in training and generation (0: none)
     entry_jitter: float = 0.0  # cells: the generator's output is shifted per shower uniformly within +-this (0: none)
     dist_projections: int = 32  # random projections of that term (besides one per feature)

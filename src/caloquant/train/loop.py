@@ -68,9 +68,10 @@ from caloquant.train.hardware import (
 from caloquant.models.critic import shower_features, soft_cell_counts
 from caloquant.models.gan3d import ecal_sum
 from caloquant.models.layers import SurrogateReLU
-from caloquant.train.losses import (bce_logits, cell_count_loss, centroid_loss, depth_loss, lateral_loss,
-                                   layer_centroids, layer_occupancy, mape, occupancy_loss, physics_loss, profile_loss,
-                                   readout_cut, resolution_loss, sampling_fraction_loss, shape_loss, sliced_distance)
+from caloquant.train.losses import (bce_logits, cell_count_loss, cell_spectrum, centroid_loss, depth_loss,
+                                   lateral_loss, layer_centroids, layer_occupancy, mape, occupancy_loss, physics_loss,
+                                   profile_loss, readout_cut, resolution_loss, sampling_fraction_loss, shape_loss,
+                                   sliced_distance, spectrum_loss)
 from caloquant.ui import progress_bar
 from caloquant.validate import (compute_features, frechet_at_size, moments_metric, profiles_metric,
                                 sampling_fraction_mre)
@@ -85,7 +86,7 @@ SELECT_GOALS = {"moments_metric": 0.04, "sampling_fraction_mre": 0.01, "fpd": 2.
                 "resolution_ratio": 1.1}
 LOSS_FIELDS = ["step", "epoch", "showers", "seconds", "lr", "d_real", "d_fake", "g_adv", "g_aux", "g_ecal",
                "g_phys", "g_dist", "g_sf", "g_count", "g_res", "g_cent", "g_occ", "g_prof", "g_shape", "g_depth",
-               "g_lat", "r1", "showers_per_s"]
+               "g_lat", "g_spec", "r1", "showers_per_s"]
 METRIC_FIELDS = ["step", "epoch", "showers", "seconds", "moments_metric", "sampling_fraction_mre", "fpd", "cells_ratio",
                  "resolution_ratio", "profiles_metric"]
 RUN_FIELDS = ["run", "date", "cpu", "isa", "threads", "device", "precision", "critic", "start_step", "end_step",
@@ -431,6 +432,8 @@ class Trainer:
             real["centroids"] = layer_centroids(b.images, sp.xscale, sp.xpower)
         if cfg.occupancy_weight > 0:
             real["occupancy"] = layer_occupancy(b.images, sp.xscale, sp.xpower)
+        if cfg.spectrum_weight > 0:
+            real["spectrum"] = cell_spectrum(b.images, sp.xscale, sp.xpower)
         return real
 
     def generator_terms(self, gen: torch.Tensor, b: TensorBatch, real: dict[str, torch.Tensor],
@@ -471,6 +474,9 @@ class Trainer:
             terms["occ"] = (cfg.occupancy_weight, occupancy_loss(
                 layer_occupancy(gen, sp.xscale, sp.xpower), real["occupancy"], b.energy, groups,
                 cfg.dist_projections, cfg.dist_statistic))
+        if "spectrum" in real:
+            terms["spec"] = (cfg.spectrum_weight, spectrum_loss(cell_spectrum(gen, sp.xscale, sp.xpower),
+                                                                real["spectrum"], b.energy, groups, cfg.mean_statistic))
         if cfg.profile_weight > 0:
             terms["prof"] = (cfg.profile_weight, profile_loss(gen, b.images, b.energy, sp.xpower, groups,
                                                               cfg.mean_statistic))
@@ -730,7 +736,7 @@ class Trainer:
                                 "g_cent": values.get("g_cent", ""), "g_occ": values.get("g_occ", ""),
                                 "g_prof": values.get("g_prof", ""), "g_shape": values.get("g_shape", ""),
                                 "g_depth": values.get("g_depth", ""), "g_lat": values.get("g_lat", ""),
-                                "r1": values.get("r1", ""),
+                                "g_spec": values.get("g_spec", ""), "r1": values.get("r1", ""),
                                 "showers_per_s": round(rate, 2)})
                         if cfg.eval_every and st.step % cfg.eval_every == 0:
                             last_metrics = self._eval_and_select() or last_metrics
@@ -814,7 +820,7 @@ def _runtime_overrides(config: TrainConfig) -> dict[str, Any]:
 RETUNABLE = ("loss_weights", "dist_weight", "sf_weight", "count_weight", "res_weight", "centroid_weight",
              "occupancy_weight", "profile_weight", "shape_weight", "depth_weight", "lateral_weight", "dist_statistic",
              "mean_statistic", "readout_threshold", "entry_jitter", "physics_weight", "r1", "lr", "select",
-             "bn_calibration")
+             "bn_calibration", "spectrum_weight")
 
 
 def goal_score(metrics: dict[str, float]) -> float:

@@ -247,6 +247,35 @@ def occupancy_loss(fake_occupancy: torch.Tensor, real_occupancy: torch.Tensor, e
                            statistic)
 
 
+#: Edges (GeV) of the cell-spectrum term's soft bins: quarter decades from the MC's readout threshold (9.7e-5 GeV)
+#: to 3 GeV, which hold the MC's single-particle peak at 0.3-0.5 MeV and its hottest cells.
+SPECTRUM_EDGES_GEV = tuple(10.0 ** (-4 + k / 4) for k in range(19))
+#: Steepness of each soft bin edge per unit of ln(E): 10-90 % within +-0.06 decades of the edge.
+SPECTRUM_STEEPNESS = 16.0
+
+
+def cell_spectrum(images: torch.Tensor, xscale: float, xpower: float) -> torch.Tensor:
+    """Soft per-shower cell-energy spectrum (N, len(SPECTRUM_EDGES_GEV) - 1) of showers in the training
+    representation: the number of cells in each quarter-decade bin, each edge a sigmoid in ln(E) (fp32)."""
+    x = images.float().flatten(1).clamp_min(1e-12)
+    above = torch.stack([torch.sigmoid(SPECTRUM_STEEPNESS / xpower * torch.log(x / (xscale * t) ** xpower)).sum(1)
+                         for t in SPECTRUM_EDGES_GEV], 1)
+    return above[:, :-1] - above[:, 1:]
+
+
+def spectrum_loss(fake_spectrum: torch.Tensor, real_spectrum: torch.Tensor, energy: torch.Tensor, groups: int,
+                  statistic: str = "absolute") -> torch.Tensor:
+    """Mismatch of the energy-conditioned mean cell spectra (``cell_spectrum``): in each energy group,
+    |ln(1 + <n_fake>) - ln(1 + <n_real>)| per bin, averaged over bins and groups. The count term's thresholds are
+    a decade apart and the distribution term reads only the hottest cells, so neither sees what validation's cell
+    spectrum does: the MC's peak of cells at 0.3-0.5 MeV (one or two particles crossing the silicon), where the
+    step-51500 generator put 0.35-0.45x the MC's cells and 6-9x at the readout threshold instead."""
+    order, parts = energy_groups(energy, groups)
+    f, r = fake_spectrum.float()[order], real_spectrum.float()[order]
+    return torch.stack([mean_abs_error(f[idx], torch.log1p(r[idx].mean(0)), lambda m, t: torch.log1p(m) - t,
+                                       statistic).mean() for idx in parts]).mean()
+
+
 #: Floor added to every mean profile bin in ``profile_loss``, as a fraction of the real batch's faintest cell: a
 #: bin that no real shower of a group reaches compares against a tenth of a read-out cell, not against zero.
 PROFILE_FLOOR_FRACTION = 0.1
