@@ -44,7 +44,7 @@ class HalvedReducedPrecision(SoundReducedPrecision):
 def _plain_export(monkeypatch):
     """The same export on every machine (no convolution padded for this CPU's BF16 kernels, runtime.generator):
     these tests are about the check, and their engines compute in FP32 anyway."""
-    monkeypatch.setattr(generator_module, "_wrong_bf16_convs", lambda gen: [])
+    monkeypatch.setattr(generator_module, "bf16_padding", lambda gen: [])
 
 
 @pytest.fixture

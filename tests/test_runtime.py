@@ -65,19 +65,41 @@ def test_bf16_hint_is_close_to_fp32_or_refused(ckpt, reference) -> None:
 def test_bf16_exports_the_convolutions_this_cpu_gets_wrong_padded(ckpt, reference, model_cache, monkeypatch) -> None:
     """Where PyTorch's BF16 check finds a convolution wrong (AMX: the first, 8 input channels), OpenVINO BF16 runs
     an export with that convolution on zero-padded input channels, checked against FP32 like any BF16 model."""
+    import caloquant.export.cache as cache
     import caloquant.runtime.generator as rg
 
-    wrong_bf16_convs = rg._wrong_bf16_convs
-    found = wrong_bf16_convs(load_generator(ckpt))
+    found = cache.bf16_padding(load_generator(ckpt))
     assert set(found) <= {"block1.1"}  # on AMX with torch 2.13 exactly this one; elsewhere none
-    monkeypatch.setattr(rg, "_wrong_bf16_convs", lambda gen: ["block1.1"])  # what AMX finds, on any CPU
+    monkeypatch.setattr(rg, "bf16_padding", lambda gen: ["block1.1"])  # what AMX finds, on any CPU
     gen = open_generator(ckpt, precision="bf16", batch=8)
     assert gen.check is not None and gen.check.passed
     assert any(p.name.endswith("-xml-pad-block1.1") for p in (model_cache / "export").iterdir())
     total, ref_total = gen.generate(ENERGIES, seed=5).ecal.sum((1, 2, 3)), reference.ecal.sum((1, 2, 3))
     assert np.allclose(total, ref_total, rtol=0.05)  # the tolerance of the test above
-    monkeypatch.setattr(rg, "cpu_has_native_bf16", lambda: False)
-    assert wrong_bf16_convs(load_generator(ckpt)) == []  # emulated BF16: nothing to check or pad
+    monkeypatch.setattr(cache, "cpu_has_native_bf16", lambda: False)
+    assert cache.bf16_padding(load_generator(ckpt)) == []  # emulated BF16: nothing to check or pad
+
+
+@pytest.mark.isa
+def test_quantize_tunes_the_export_that_bf16_runs(ckpt, reference, model_cache, monkeypatch) -> None:
+    """Where this CPU's BF16 kernels are wrong, the tuner's model is the padded export, so its BF16-fallback
+    candidates run what `--precision bf16` runs; in FP32 it computes the plain export's showers, and its layers
+    keep their names, so a recipe tuned on either applies to both."""
+    import caloquant.quantize.source as qs
+
+    monkeypatch.setattr(qs, "bf16_padding", lambda gen: [])  # a CPU whose BF16 is right, or emulated
+    plain = qs.resolve(load_generator(ckpt))
+    monkeypatch.setattr(qs, "bf16_padding", lambda gen: ["block1.1"])  # what AMX finds, on any CPU
+    padded = qs.resolve(load_generator(ckpt))
+    assert padded.path.parent.name.endswith("-xml-pad-block1.1") and "-pad-" not in plain.path.parent.name
+    out = open_generator(ckpt, precision=str(padded.path), batch=8).generate(ENERGIES, seed=5)
+    assert np.allclose(out.ecal, reference.ecal, rtol=1e-4, atol=1e-6)
+
+    def layers(model) -> list[str]:
+        return [op.get_friendly_name() for op in model.get_ordered_ops()
+                if op.get_type_name() in ("Convolution", "MatMul", "ConvolutionBackpropData")]
+
+    assert layers(padded.model) == layers(plain.model) and len(layers(plain.model)) >= 4
 
 
 @pytest.mark.isa

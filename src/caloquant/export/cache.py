@@ -3,18 +3,27 @@ on every use, so that one set of weights is exported once per machine and caloqu
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from caloquant import __version__
 from caloquant._atomic import sha256_file
+from caloquant._optional import require
 from caloquant.errors import ModelError
 from caloquant.export import onnx
+from caloquant.machine import cpu_has_native_bf16
 from caloquant.models.registry import LoadedGenerator, shipped_recipe
+from caloquant.models.spec import shower_noise
 from caloquant.ui import warn
+
+log = logging.getLogger("caloquant")
 
 #: File in every cache entry listing the sha256 of its other files.
 MANIFEST = "sha256.json"
@@ -72,6 +81,27 @@ def exported(gen: LoadedGenerator, suffix: str, padded: Sequence[str] = ()) -> P
         return cached(entry, lambda d: onnx.export_onnx(gen, d / "model.onnx", padded)) / "model.onnx"
     return cached(entry, lambda d: onnx.onnx_to_openvino(exported(gen, ".onnx", padded), gen,
                                                          d / "model.xml")) / "model.xml"
+
+
+def bf16_padding(gen: LoadedGenerator) -> list[str]:
+    """The generator's convolutions that this CPU's oneDNN computes wrong in BF16 (checked in PyTorch, whose
+    kernels OpenVINO's CPU plugin shares), to pass as ``padded`` to ``exported`` wherever the export may run in
+    BF16 (the runtime's BF16, the tuner's BF16 fallback); none where BF16 is emulated. The padded export computes
+    the same function and keeps every layer's name, so recipes apply to either.
+
+    On an Intel Xeon with AMX (2026-12-05) the ecal25 generator's first convolution came out 104 % off in OpenVINO
+    BF16; exported padded it is 0.4 % off and BF16 runs 3.9x OpenVINO FP32 (docs/benchmarks.md)."""
+    if not cpu_has_native_bf16():
+        return []
+    torch, bf16 = require("torch"), require("caloquant.models.bf16")
+    energies = np.geomspace(*gen.spec.energy_range, 4)  # shapes are what the check needs, not these values
+    noise = shower_noise(0, np.arange(len(energies)), gen.spec.noise_size)
+    repaired, _ = bf16.repair_bf16_convs(copy.deepcopy(gen.module),
+                                         torch.from_numpy(gen.spec.latent(energies, None, noise)))
+    if repaired:
+        log.warning("caloquant: BF16 kernels wrong for %s on this CPU; exporting with zero-padded input channels "
+                    "(the same function through another kernel)", ", ".join(repaired))
+    return repaired
 
 
 def int8_entry(gen: LoadedGenerator) -> tuple[Path, Path]:

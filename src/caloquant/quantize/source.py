@@ -11,7 +11,7 @@ from typing import Any
 
 from caloquant._atomic import sha256_file
 from caloquant.errors import ModelError
-from caloquant.export.cache import exported
+from caloquant.export.cache import bf16_padding, exported
 from caloquant.export.files import read_model, read_spec
 from caloquant.models.card import card_tuning
 from caloquant.models.registry import LoadedGenerator, load_generator
@@ -36,7 +36,9 @@ class ResolvedModel:
 
 def resolve(model: str | os.PathLike[str] | LoadedGenerator | ResolvedModel) -> ResolvedModel:
     """ONNX/.xml paths are read as they are; a generator (loaded, or a name or checkpoint to load) is exported to
-    IR through the model cache. A ``ResolvedModel`` is returned as it is."""
+    IR through the model cache, with the convolutions this CPU's BF16 kernels get wrong on zero-padded input
+    channels (``export.cache.bf16_padding``: the tuner's BF16 fallback runs what the runtime's BF16 runs; same
+    function, same layer names). A ``ResolvedModel`` is returned as it is."""
     if isinstance(model, ResolvedModel):
         return model
     if isinstance(model, LoadedGenerator):
@@ -52,5 +54,5 @@ def resolve(model: str | os.PathLike[str] | LoadedGenerator | ResolvedModel) -> 
             return ResolvedModel(read_model(p), p, sha256_file(p), str(p), str(p), spec,
                                  tuning=card_tuning(meta, str(p)))
         gen, name = load_generator(model), str(model)
-    xml = exported(gen, ".xml")
+    xml = exported(gen, ".xml", bf16_padding(gen))
     return ResolvedModel(read_model(xml), xml, gen.sha256, gen.source, name, gen.spec, gen, gen.tuning)

@@ -6,7 +6,6 @@ a shower does not depend on the stream count, and depends on the batch size only
 
 from __future__ import annotations
 
-import copy
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -17,17 +16,16 @@ from typing import Any
 import numpy as np
 
 from caloquant._atomic import sha256_file
-from caloquant._optional import require
 from caloquant.data.formats import ShowerSet
 from caloquant.choices import EngineName, Precision
 from caloquant.errors import GeometryMismatchError, InputError, ModelError, PrecisionError
-from caloquant.export.cache import exported, int8_entry, is_complete
+from caloquant.export.cache import bf16_padding, exported, int8_entry, is_complete
 from caloquant.export.files import read_meta, read_model, read_spec
-from caloquant.machine import cpu_count, cpu_has_native_bf16, isa_change_note
+from caloquant.machine import cpu_count, isa_change_note
 from caloquant.models.registry import LoadedGenerator, load_generator
 from caloquant.models.spec import ModelSpec, shower_noise
 from caloquant.runtime.engines import Done, Engine, OnnxRuntimeEngine, OpenVINOEngine, TorchEngine
-from caloquant.runtime.precision_check import CHECK_SEED, PrecisionCheck, check_inputs, guard, log
+from caloquant.runtime.precision_check import PrecisionCheck, guard, log
 
 #: The precision words (``caloquant.choices.Precision``); anything else given as a precision is a model path.
 PRECISIONS = Precision.words()
@@ -185,25 +183,6 @@ def resolve_streams(streams: int | str) -> int | None:
     return k
 
 
-def _wrong_bf16_convs(gen: LoadedGenerator) -> list[str]:
-    """The generator's convolutions that this CPU's oneDNN computes wrong in BF16 (checked in PyTorch, whose
-    kernels OpenVINO's CPU plugin shares), to export on zero-padded input channels; none where BF16 is emulated.
-
-    On an Intel Xeon with AMX (2026-12-05) the ecal25 generator's first convolution came out 104 % off in OpenVINO
-    BF16; exported padded it is 0.4 % off and BF16 runs 3.9x OpenVINO FP32 (docs/benchmarks.md)."""
-    if not cpu_has_native_bf16():
-        return []
-    torch, bf16 = require("torch"), require("caloquant.models.bf16")
-    energies = check_inputs(gen.spec.energy_range)[::4]
-    noise = shower_noise(CHECK_SEED, np.arange(len(energies)), gen.spec.noise_size)
-    repaired, _ = bf16.repair_bf16_convs(copy.deepcopy(gen.module),
-                                         torch.from_numpy(gen.spec.latent(energies, None, noise)))
-    if repaired:
-        log.warning("caloquant: BF16 kernels wrong for %s on this CPU; exporting with zero-padded input channels "
-                    "(the same function through another kernel)", ", ".join(repaired))
-    return repaired
-
-
 def open_generator(model: str | os.PathLike[str] | LoadedGenerator, *, engine: EngineName | str = EngineName.OPENVINO,
                    precision: Precision | str | os.PathLike[str] = Precision.FP32, batch: int | str = "auto",
                    streams: int | str = "auto", fallback_fp32: bool = False, check: bool = True) -> Generator:
@@ -238,7 +217,7 @@ def open_generator(model: str | os.PathLike[str] | LoadedGenerator, *, engine: E
     elif word == Precision.INT8:
         compiled, precision_sha, note = _shipped_int8(gen)
     else:
-        padded = _wrong_bf16_convs(gen) if word == Precision.BF16 else []
+        padded = bf16_padding(gen) if word == Precision.BF16 else []
         compiled = exported(gen, ".xml", padded)
     if engine == EngineName.OPENVINO:
         eng: Engine = OpenVINOEngine(compiled, gen.spec, batch=b, streams=k, precision=word)
