@@ -222,6 +222,28 @@ def test_broken_bf16_candidate_fails_the_physics_judgement(cnn_onnx, monkeypatch
     assert result.accepted and result.best.fallback == "fp32"
 
 
+def test_bf16_fallback_skips_a_set_that_keeps_a_wrong_bf16_layer_out_of_int8() -> None:
+    """Where this CPU computes a layer wrong in BF16 (AMX: the ecal25 generator's first convolution), the BF16
+    fallback of the best set is tried only if that layer runs in INT8 there; otherwise it is skipped, with a line."""
+    from types import SimpleNamespace
+
+    from caloquant.quantize.tuner import Candidate, LayerReport, _bf16_fallback
+
+    def passing(i: int, int8: list[str]) -> Candidate:
+        return Candidate(i, "search", int8, {}, 1.0, 0.0, 0.0, 0.0, 0.0, True, 100.0, 1.0)
+
+    tried: list[tuple[tuple[str, ...], str, Fallback]] = []
+    logs: list[str] = []
+    run = SimpleNamespace(history=[passing(0, []), passing(1, ["a"])], budget_left=lambda: True, log=logs.append,
+                          evaluate=lambda int8, cal, kind, fallback: tried.append((tuple(int8), kind, fallback)))
+    reports = {n: LayerReport(n, 2.0, 1.0, 1.0, 1.0) for n in ("a", "b")}  # BF16 pays on both
+    _bf16_fallback(run, reports, forced=True, wrong=["b"])  # "b" would run in BF16: not even when forced
+    assert not tried and logs == ["BF16 fallback not tried: this CPU's BF16 kernel is wrong for b, which the best "
+                                  "set keeps out of INT8"]
+    _bf16_fallback(run, reports, forced=False, wrong=["a"])  # "a" runs in INT8 in the best set
+    assert tried == [(("a",), "bf16-fallback", Fallback.BF16)]
+
+
 def test_fp32_is_kept_when_no_int8_mix_is_faster(cnn_onnx, monkeypatch) -> None:
     """The tuner keeps the fastest model that passes, FP32 included: where INT8 does not pay (measured
     throughput falls with every quantized layer here), the answer is the unquantized model, not a slower mix."""

@@ -166,11 +166,32 @@ def _memoized_patterns(cache: dict[Any, Any]) -> Iterator[None]:
         PatternsManager.get_full_hw_pattern_graph, PatternsManager.get_full_ignored_pattern_graph = hw, ignored
 
 
+def _fed_ops(node: Any, depth: int = 6) -> list[Any]:
+    """The ops a FakeQuantize ``node`` feeds, looking through pass-through ops (a layer's input quantizer may sit
+    before a Reshape or Transpose)."""
+    out = []
+    for t in node.output(0).get_target_inputs():
+        op = t.get_node()
+        out += _fed_ops(op, depth - 1) if depth > 0 and op.get_type_name() in _PASS_THROUGH else [op]
+    return out
+
+
+def _other_quantized_ops(model: Any) -> list[str]:
+    """Names of the ops other than layers whose inputs NNCF quantized in ``model`` (OpenVINO's CPU configuration
+    quantizes Interpolate inputs, for one), in execution order."""
+    names = {op.get_friendly_name() for fq in model.get_ordered_ops() if fq.get_type_name() == "FakeQuantize"
+             for op in _fed_ops(fq) if op.get_type_name() not in QUANTIZABLE_TYPES}
+    return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_friendly_name() in names]
+
+
 class Quantizer:
     """Builds INT8/FP32 mixes of one FP32 model from calibration statistics collected once per statistic point.
 
     ``layers`` are the layers candidates choose from; ``skipped`` maps every other convolution/MatMul to why it
-    cannot be quantized. ``fresh`` counts the builds that fell back to a fresh NNCF calibration.
+    cannot be quantized. ``fresh`` counts the builds that fell back to a fresh NNCF calibration. ``unlisted``: the
+    other ops NNCF would quantize (the ecal25 generator's Resize ops); they stay in floating point in every build,
+    so a candidate quantizes exactly its layers (with them, "the dense layer alone in INT8" also quantized both
+    upsamplings, which cost 2-3 % of the low-energy showers' visible energy on its own).
     """
 
     def __init__(self, model: Any, calibration: Sequence[np.ndarray]) -> None:
@@ -189,7 +210,10 @@ class Quantizer:
         self.fresh = 0
         self.layers = found
         self.skipped: dict[str, str] = {}
-        placed = int8_layers(self.build(found, Calibration()))
+        self.unlisted: list[str] = []
+        full = self.build(found, Calibration())
+        placed = int8_layers(full)
+        self.unlisted = _other_quantized_ops(full)
         self.skipped = {n: NO_QUANTIZER if _real_inputs(model, n) else INTEGER for n in found if n not in placed}
         self.layers = [n for n in found if n in placed]
         if not self.layers:
@@ -202,7 +226,7 @@ class Quantizer:
             raise InputError(f"not quantizable layers of this model: {', '.join(unknown[:5])}")
         if not int8:
             return self.model.clone()
-        ignored = [n for n in quantizable_layers(self.model) if n not in int8]
+        ignored = [n for n in quantizable_layers(self.model) if n not in int8] + self.unlisted
         if nncf_internals_known():
             try:
                 with _memoized_patterns(self._patterns):

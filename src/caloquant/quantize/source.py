@@ -16,6 +16,7 @@ from caloquant.export.files import read_model, read_spec
 from caloquant.models.card import card_tuning
 from caloquant.models.registry import LoadedGenerator, load_generator
 from caloquant.models.spec import ModelSpec
+from caloquant.quantize.openvino_backend import quantizable_layers
 
 
 @dataclass
@@ -32,13 +33,13 @@ class ResolvedModel:
     spec: ModelSpec | None = None
     generator: LoadedGenerator | None = None
     tuning: str = "none"
+    bf16_wrong: tuple[str, ...] = ()  #: layers this CPU computes wrong in BF16 (``export.cache.bf16_padding``)
 
 
 def resolve(model: str | os.PathLike[str] | LoadedGenerator | ResolvedModel) -> ResolvedModel:
     """ONNX/.xml paths are read as they are; a generator (loaded, or a name or checkpoint to load) is exported to
-    IR through the model cache, with the convolutions this CPU's BF16 kernels get wrong on zero-padded input
-    channels (``export.cache.bf16_padding``: the tuner's BF16 fallback runs what the runtime's BF16 runs; same
-    function, same layer names). A ``ResolvedModel`` is returned as it is."""
+    IR through the model cache, and the layers this CPU computes wrong in BF16 are named (``bf16_wrong``). A
+    ``ResolvedModel`` is returned as it is."""
     if isinstance(model, ResolvedModel):
         return model
     if isinstance(model, LoadedGenerator):
@@ -54,5 +55,18 @@ def resolve(model: str | os.PathLike[str] | LoadedGenerator | ResolvedModel) -> 
             return ResolvedModel(read_model(p), p, sha256_file(p), str(p), str(p), spec,
                                  tuning=card_tuning(meta, str(p)))
         gen, name = load_generator(model), str(model)
-    xml = exported(gen, ".xml", bf16_padding(gen))
-    return ResolvedModel(read_model(xml), xml, gen.sha256, gen.source, name, gen.spec, gen, gen.tuning)
+    xml = exported(gen, ".xml")
+    ov_model = read_model(xml)
+    wrong = tuple(ir_layer(quantizable_layers(ov_model), m) for m in bf16_padding(gen))
+    return ResolvedModel(ov_model, xml, gen.sha256, gen.source, name, gen.spec, gen, gen.tuning, wrong)
+
+
+def ir_layer(layers: list[str], module: str) -> str:
+    """The IR layer (of ``layers``) that exports the PyTorch module named ``module`` (``block1.1`` ->
+    ``/block1/block1.1/Conv/WithoutBiases``: the ONNX exporter names nodes by the module path)."""
+    parts = module.split(".")
+    prefix = "/" + "/".join(".".join(parts[:i + 1]) for i in range(len(parts))) + "/"
+    found = [n for n in layers if n.startswith(prefix)]
+    if len(found) != 1:
+        raise ModelError(f"module {module} exports to {len(found)} layers of the IR, not one")
+    return found[0]

@@ -245,11 +245,13 @@ def check_options(batch: int, max_candidates: int, max_minutes: float) -> None:
 def tune(model: Any, calibration: Sequence[np.ndarray], evaluator: Evaluator, *, criterion: Criterion | None = None,
          batch: int = 128, objective: str = "throughput", max_candidates: int = 12, max_minutes: float = 10.0,
          n_boot: int = 200, variants: Sequence[Calibration] = VARIANTS, timing_seconds: float = 2.0,
-         bf16: bool | None = None, log: Callable[[str], None] = lambda _: None) -> TuneResult:
+         bf16: bool | None = None, bf16_wrong: Sequence[str] = (),
+         log: Callable[[str], None] = lambda _: None) -> TuneResult:
     """Find the fastest INT8/BF16/FP32 mix of ``model`` (ov.Model, ONNX or IR path) that passes ``criterion``.
 
     ``bf16``: also try the best passing INT8 set with its non-INT8 computation in BF16 (default: when the CPU
-    runs BF16 natively and the measured per-layer BF16 times beat FP32 on the fallback layers).
+    runs BF16 natively and the measured per-layer BF16 times beat FP32 on the fallback layers), unless the set
+    leaves out of INT8 a layer of ``bf16_wrong`` (layers this CPU's BF16 kernels compute wrong).
 
     Raises AccuracyNotReachedError (carrying this result as ``.result``) when no candidate passes.
     """
@@ -313,7 +315,7 @@ def tune(model: Any, calibration: Sequence[np.ndarray], evaluator: Evaluator, *,
         stop = _search(run, searched, reports, cal, ref, allowed, variants)
     run.reserved = 0
     if try_bf16:
-        _bf16_fallback(run, reports, forced=bf16 is True)
+        _bf16_fallback(run, reports, forced=bf16 is True, wrong=bf16_wrong)
     best = _best(run.history)
     accepted = best is not None
     if best is None:
@@ -336,14 +338,20 @@ def tune(model: Any, calibration: Sequence[np.ndarray], evaluator: Evaluator, *,
     return result
 
 
-def _bf16_fallback(run: _Run, reports: dict[str, LayerReport], *, forced: bool) -> None:
-    """Try the best passing INT8 set with every non-INT8 op in BF16, when the measured layer times say it pays.
+def _bf16_fallback(run: _Run, reports: dict[str, LayerReport], *, forced: bool, wrong: Sequence[str] = ()) -> None:
+    """Try the best passing INT8 set with every non-INT8 op in BF16, when the measured layer times say it pays
+    and no layer it leaves out of INT8 is one this CPU computes wrong in BF16 (``wrong``).
 
     OpenVINO's CPU plugin takes one inference precision per compiled model, so BF16 covers the FP32 fallback
     layers and the ops between layers (batch norms, activations, upsampling) together.
     """
     best = _best(run.history)
     if best is None or not run.budget_left():
+        return
+    broken = [n for n in wrong if n not in best.int8]
+    if broken:
+        run.log(f"BF16 fallback not tried: this CPU's BF16 kernel is wrong for {', '.join(broken)}, which the best "
+                "set keeps out of INT8")
         return
     fallback = [r for n, r in reports.items() if n not in best.int8]
     saving = sum(r.t_fp32 - r.t_bf16 for r in fallback)

@@ -174,7 +174,7 @@ def _quantize(model: str | os.PathLike[str] | LoadedGenerator | ResolvedModel, o
     failure: AccuracyNotReachedError | None = None
     try:
         result = tune(src.model, gan_calibration(src.spec, GAN_CALIBRATION), ev, criterion=criterion, batch=batch,
-                      max_candidates=max_candidates, max_minutes=max_minutes, log=log)
+                      max_candidates=max_candidates, max_minutes=max_minutes, bf16_wrong=src.bf16_wrong, log=log)
     except AccuracyNotReachedError as e:
         failure, result = e, e.result
     context: dict[str, Any] = {"evaluation showers": evaluation.n_showers,
