@@ -159,7 +159,7 @@ def test_cached_statistics_match_a_fresh_calibration_and_fall_back_to_it(zoo, mo
     x = _inputs("encoder", 16, 3)
     cal = Calibration("percentile", True, True)
     n = attention[1]  # Q.K^T alone: the single-layer build issue 19 crashed on
-    fresh = _outputs(q._fresh([m for m in q.layers if m != n] + q.unlisted, cal), x)
+    fresh = _outputs(q._fresh(q._view("tensor"), [m for m in q.layers if m != n] + q.unlisted, cal), x)
     assert np.array_equal(_outputs(q.build([n], cal), x), fresh) and q.fresh == 0
 
     def broken(*_: object) -> None:

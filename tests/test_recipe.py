@@ -30,6 +30,14 @@ def test_a_real_recipe_reads_typed_and_writes_back_unchanged() -> None:
     assert r.machine is None and r.to_json() == json.dumps(_shipped(), indent=2)
 
 
+def test_per_sample_scale_travels_with_the_recipe() -> None:
+    doc = _shipped()
+    doc["calibration"]["scale"] = "sample"
+    r = Recipe.from_dict(doc)
+    assert r.calibration == Calibration("percentile", True, True, "sample") and r.calibration.label.endswith("/sample")
+    assert Recipe.from_dict(r.to_dict()) == r and r.to_dict()["calibration"]["scale"] == "sample"
+
+
 def test_older_recipe_without_fallback_tools_or_machine_reads_as_fp32() -> None:
     doc = {k: v for k, v in _shipped().items() if k not in ("fallback", "tools", "tuning", "machine")}
     doc["precision"] = dict.fromkeys(doc["precision"], "int8")
@@ -51,6 +59,8 @@ def test_older_recipe_without_fallback_tools_or_machine_reads_as_fp32() -> None:
     (lambda d: d["calibration"].update(per_channel="yes"),
      "r.json: calibration.per_channel: expected true|false, got 'yes'"),
     (lambda d: d["calibration"].update(step=2), "r.json: calibration.step: unknown field"),
+    (lambda d: d["calibration"].update(scale="channel"),
+     "r.json: calibration.scale: expected tensor|sample, got 'channel'"),
     (lambda d: d.update(calibration_data=None), "r.json: calibration_data: expected an object, got None"),
     (lambda d: d.update(format="v0"), "r.json: not a caloquant quantization recipe"),
 ])

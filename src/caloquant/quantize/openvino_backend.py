@@ -29,25 +29,37 @@ RANGES = ("minmax", "mean_minmax", "percentile", "mse")
 NNCF_INTERNALS = ((3, 4), (3, 5))
 
 
+#: How a layer's input activations are scaled for INT8: one range per tensor (NNCF's), or per sample
+#: (``scale_inputs_per_sample``).
+SCALES = ("tensor", "sample")
+
+
 @dataclass(frozen=True)
 class Calibration:
-    """One calibration variant: activation range estimator, weight granularity and bias correction."""
+    """One calibration variant: activation range estimator, weight granularity, bias correction, and whether
+    each layer's input is first divided by its own per-sample maximum (``scale`` sample)."""
 
     range: str = "minmax"
     per_channel: bool = True
     bias_correction: bool = False
+    scale: str = "tensor"
 
     def __post_init__(self) -> None:
         if self.range not in RANGES:
             raise InputError(f"unknown range estimator {self.range!r}; choose one of {', '.join(RANGES)}")
+        if self.scale not in SCALES:
+            raise InputError(f"unknown activation scale {self.scale!r}; choose one of {', '.join(SCALES)}")
 
     @property
     def label(self) -> str:
-        """Short name, e.g. 'minmax/pc' or 'percentile/pc+bc'."""
-        return f"{self.range}/{'pc' if self.per_channel else 'pt'}{'+bc' if self.bias_correction else ''}"
+        """Short name, e.g. 'minmax/pc', 'percentile/pc+bc' or 'minmax/pc/sample'."""
+        return (f"{self.range}/{'pc' if self.per_channel else 'pt'}{'+bc' if self.bias_correction else ''}"
+                f"{'/sample' if self.scale == 'sample' else ''}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Its fields; ``scale`` only when per sample, so recipes of one range per tensor read as before."""
+        d = asdict(self)
+        return d if self.scale != "tensor" else {k: v for k, v in d.items() if k != "scale"}
 
 
 def nncf_internals_known() -> bool:
@@ -166,13 +178,49 @@ def _memoized_patterns(cache: dict[Any, Any]) -> Iterator[None]:
         PatternsManager.get_full_hw_pattern_graph, PatternsManager.get_full_ignored_pattern_graph = hw, ignored
 
 
+def scale_inputs_per_sample(model: Any) -> Any:
+    """A copy of ``model`` in which every layer computes ``layer(x / s) * s``, s the per-sample maximum of |x| (a
+    layer is linear in its activation input; biases are separate ops in OpenVINO models): the same function in
+    FP32, while an INT8 build quantizes x / s, whose range is [-1, 1] for every sample.
+
+    With one range per tensor a generator's activations, which scale with the primary energy over a 50x range,
+    are resolved coarsely at low energies: on the shipped ecal25 (2026-12-06, docs/quantization.md) full INT8 put
+    the lowest-energy showers' visible energy 70 % high; per-sample scaled, 0.9 % low. Layers whose activation
+    input has another rank than their output, or is a constant, are left as they are; names are kept."""
+    ops = require("openvino.opset13")
+    m = model.clone()
+    for op in m.get_ordered_ops():
+        if op.get_type_name() not in QUANTIZABLE_TYPES:
+            continue
+        x = op.input(0).get_source_output()
+        shape = x.get_partial_shape()
+        if (x.get_node().get_type_name() == "Constant" or not x.get_element_type().is_real() or shape.rank.is_dynamic
+                or shape.rank.get_length() < 2 or op.get_output_partial_shape(0).rank != shape.rank):
+            continue
+        name, consumers = op.get_friendly_name(), list(op.output(0).get_target_inputs())
+        absmax = ops.reduce_max(ops.abs(x), np.arange(1, shape.rank.get_length()), keep_dims=True)
+        scale = ops.maximum(absmax, np.array(1e-30, dtype=np.float32))
+        scaled = ops.divide(x, scale)
+        op.input(0).replace_source_output(scaled.output(0))
+        rescaled = ops.multiply(op.output(0), scale)
+        for node, role in ((absmax, "absmax"), (scale, "scale"), (scaled, "scaled"), (rescaled, "rescaled")):
+            node.set_friendly_name(f"{name}/per_sample/{role}")
+        for c in consumers:
+            c.replace_source_output(rescaled.output(0))
+    m.validate_nodes_and_infer_types()
+    return m
+
+
+#: Ops that only move values: a layer's input quantizer may sit before them.
+_LAYOUT = ("Reshape", "Transpose", "Squeeze", "Unsqueeze")
+
+
 def _fed_ops(node: Any, depth: int = 6) -> list[Any]:
-    """The ops a FakeQuantize ``node`` feeds, looking through pass-through ops (a layer's input quantizer may sit
-    before a Reshape or Transpose)."""
+    """The ops a FakeQuantize ``node`` feeds, looking through layout changes."""
     out = []
     for t in node.output(0).get_target_inputs():
         op = t.get_node()
-        out += _fed_ops(op, depth - 1) if depth > 0 and op.get_type_name() in _PASS_THROUGH else [op]
+        out += _fed_ops(op, depth - 1) if depth > 0 and op.get_type_name() in _LAYOUT else [op]
     return out
 
 
@@ -184,6 +232,17 @@ def _other_quantized_ops(model: Any) -> list[str]:
     return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_friendly_name() in names]
 
 
+@dataclass
+class _View:
+    """One form of the model the Quantizer builds from (plain, or per-sample scaled), with its NNCF graph and the
+    non-layer ops NNCF would quantize in it."""
+
+    model: Any
+    graph: Any
+    unlisted: list[str]
+    full: Any = None  #: the build with every layer in INT8 and nothing else kept out
+
+
 class Quantizer:
     """Builds INT8/FP32 mixes of one FP32 model from calibration statistics collected once per statistic point.
 
@@ -191,11 +250,11 @@ class Quantizer:
     cannot be quantized. ``fresh`` counts the builds that fell back to a fresh NNCF calibration. ``unlisted``: the
     other ops NNCF would quantize (the ecal25 generator's Resize ops); they stay in floating point in every build,
     so a candidate quantizes exactly its layers (with them, "the dense layer alone in INT8" also quantized both
-    upsamplings, which cost 2-3 % of the low-energy showers' visible energy on its own).
+    upsamplings, which cost 2-3 % of the low-energy showers' visible energy on its own). A calibration with
+    ``scale`` sample builds from ``scale_inputs_per_sample(model)``; the FP32 build is always the model itself.
     """
 
     def __init__(self, model: Any, calibration: Sequence[np.ndarray]) -> None:
-        GraphConverter = require("nncf.openvino.graph.nncf_graph_builder").GraphConverter
         _quiet_nncf()
         self.model = model
         found = quantizable_layers(model)
@@ -204,39 +263,55 @@ class Quantizer:
         self.calibration = [as_input(x) for x in calibration]
         if not self.calibration:
             raise InputError("calibration data is empty")
-        self.graph = GraphConverter.create_nncf_graph(model)
         self._stats: dict[Calibration, dict[tuple[Any, ...], Any]] = {}
         self._patterns: dict[Any, Any] = {}
+        self._views: dict[str, _View] = {}
         self.fresh = 0
         self.layers = found
         self.skipped: dict[str, str] = {}
-        self.unlisted: list[str] = []
-        full = self.build(found, Calibration())
-        placed = int8_layers(full)
-        self.unlisted = _other_quantized_ops(full)
+        placed = int8_layers(self._view("tensor").full)
         self.skipped = {n: NO_QUANTIZER if _real_inputs(model, n) else INTEGER for n in found if n not in placed}
         self.layers = [n for n in found if n in placed]
         if not self.layers:
             raise ModelError(f"no layer of the model can be quantized: {NO_QUANTIZER}")
 
+    @property
+    def unlisted(self) -> list[str]:
+        """The non-layer ops NNCF would quantize in the plain model, kept in floating point."""
+        return self._view("tensor").unlisted
+
+    def _view(self, scale: str) -> _View:
+        """The model form of activation scale ``scale``, made (with one full build to find its unlisted ops) once."""
+        if scale not in self._views:
+            GraphConverter = require("nncf.openvino.graph.nncf_graph_builder").GraphConverter
+            model = self.model if scale == "tensor" else scale_inputs_per_sample(self.model)
+            view = self._views[scale] = _View(model, GraphConverter.create_nncf_graph(model), [])
+            view.full = self._build(view, quantizable_layers(self.model), Calibration(scale=scale))
+            view.unlisted = _other_quantized_ops(view.full)
+        return self._views[scale]
+
     def build(self, int8: Sequence[str], cal: Calibration) -> Any:
-        """A new ov.Model with the layers in ``int8`` quantized (``cal`` ranges) and every other layer in FP32."""
+        """A new ov.Model with the layers in ``int8`` quantized (``cal`` ranges and scale) and every other layer in
+        FP32."""
         unknown = sorted(set(int8) - set(self.layers))
         if unknown:
             raise InputError(f"not quantizable layers of this model: {', '.join(unknown[:5])}")
         if not int8:
             return self.model.clone()
-        ignored = [n for n in quantizable_layers(self.model) if n not in int8] + self.unlisted
+        return self._build(self._view(cal.scale), int8, cal)
+
+    def _build(self, view: _View, int8: Sequence[str], cal: Calibration) -> Any:
+        ignored = [n for n in quantizable_layers(view.model) if n not in int8] + view.unlisted
         if nncf_internals_known():
             try:
                 with _memoized_patterns(self._patterns):
-                    return self._cached(ignored, cal)
+                    return self._cached(view, ignored, cal)
             except Exception as e:  # noqa: BLE001 - NNCF internals: any failure means "calibrate afresh"
                 logging.getLogger(__name__).info("cached statistics failed (%s); calibrating afresh", e)
         self.fresh += 1
-        return self._fresh(ignored, cal)
+        return self._fresh(view, ignored, cal)
 
-    def _cached(self, ignored: Sequence[str], cal: Calibration) -> Any:
+    def _cached(self, view: _View, ignored: Sequence[str], cal: Calibration) -> Any:
         """PTQ applied with cached statistics; points no earlier build needed are collected now (NNCF 3.4)."""
         nncf = require("nncf")
         points = require("nncf.common.tensor_statistics.statistic_point")
@@ -251,7 +326,7 @@ class Quantizer:
         roles = {a._algorithm_key: f"{i}/{type(a).__name__}" for i, a in enumerate(steps[0])}
         cache = self._stats.setdefault(cal, {})
         wanted = []  # (cache key, target point, algorithm key, collector) of every statistic the build needs
-        for points in alg.get_statistic_points(self.model, self.graph).values():
+        for points in alg.get_statistic_points(view.model, view.graph).values():
             for point in points:
                 for algo, collectors in point.algorithm_to_tensor_collectors.items():
                     wanted += [((roles[algo], point.target_point, frozenset(c.aggregators)), point.target_point,
@@ -263,24 +338,24 @@ class Quantizer:
                 todo.add_statistic_point(StatisticPoint(tp, c, algo))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                collect_statistics(todo, self.model, self.graph, nncf.Dataset(self.calibration))
+                collect_statistics(todo, view.model, view.graph, nncf.Dataset(self.calibration))
             cache.update({key: c for key, (_, _, c) in missing.items()})
         stats = StatisticPointsContainer()
         for key, tp, algo, _ in wanted:
             stats.add_statistic_point(StatisticPoint(tp, cache[key], algo))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            q = alg.apply(self.model.clone(), self.graph, statistic_points=stats)
+            q = alg.apply(view.model.clone(), view.graph, statistic_points=stats)
         compress(q)
         return q
 
-    def _fresh(self, ignored: Sequence[str], cal: Calibration) -> Any:
+    def _fresh(self, view: _View, ignored: Sequence[str], cal: Calibration) -> Any:
         """PTQ through NNCF's supported API, calibrating afresh (one-line ModelError when NNCF fails)."""
         nncf = require("nncf")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return nncf.quantize(self.model, nncf.Dataset(self.calibration), subset_size=len(self.calibration),
+                return nncf.quantize(view.model, nncf.Dataset(self.calibration), subset_size=len(self.calibration),
                                      fast_bias_correction=True,
                                      ignored_scope=_scope(ignored), advanced_parameters=_advanced(cal))
         except Exception as e:  # noqa: BLE001 - NNCF raises many types, often with multi-line text

@@ -20,7 +20,7 @@ from caloquant.export.files import set_inference_precision
 from caloquant.machine import isa_change_note, isa_identity
 from caloquant.models.registry import LoadedGenerator
 from caloquant.quantize.evaluators import calibration_inputs
-from caloquant.quantize.openvino_backend import RANGES, Calibration, Quantizer
+from caloquant.quantize.openvino_backend import RANGES, SCALES, Calibration, Quantizer
 from caloquant.quantize.source import ResolvedModel, resolve
 
 FORMAT = "caloquant-quant-recipe-v1"
@@ -126,9 +126,12 @@ def _object(value: Any, path: str) -> dict[str, Any]:
 def _calibration(doc: dict[str, Any]) -> Calibration:
     unknown = sorted(set(doc) - {f.name for f in fields(Calibration)})
     if unknown:
-        raise DataFormatError(f"calibration.{unknown[0]}: unknown field (expected range, per_channel, bias_correction)")
+        raise DataFormatError(f"calibration.{unknown[0]}: unknown field (expected range, per_channel, bias_correction, "
+                              "scale)")
     if "range" in doc and doc["range"] not in RANGES:
         raise DataFormatError(_expected("calibration.range", "|".join(RANGES), doc["range"]))
+    if "scale" in doc and doc["scale"] not in SCALES:
+        raise DataFormatError(_expected("calibration.scale", "|".join(SCALES), doc["scale"]))
     for key in ("per_channel", "bias_correction"):
         if key in doc and not isinstance(doc[key], bool):
             raise DataFormatError(_expected(f"calibration.{key}", "true|false", doc[key]))

@@ -31,8 +31,10 @@ from caloquant.validate.metrics import bootstrap_counts
 
 #: Plain min/max ranges, per-channel weights, no bias correction: the TFLite-style full-INT8 baseline.
 BASELINE_CALIBRATION = Calibration("minmax", True, False)
-#: Further calibration variants, tried when full INT8 fails or to save a layer from fallback.
-VARIANTS = (Calibration("percentile", True, True), Calibration("mse", True, True), Calibration("minmax", True, True))
+#: Further calibration variants, tried when full INT8 fails or to save a layer from fallback; per-sample activation
+#: scaling first (a generator's activations scale with the primary energy: docs/quantization.md).
+VARIANTS = (Calibration("minmax", True, False, "sample"), Calibration("percentile", True, True),
+            Calibration("mse", True, True), Calibration("minmax", True, True))
 
 
 @dataclass
