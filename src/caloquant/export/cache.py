@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -22,8 +21,6 @@ from caloquant.machine import cpu_has_native_bf16
 from caloquant.models.registry import LoadedGenerator, shipped_recipe
 from caloquant.models.spec import shower_noise
 from caloquant.ui import warn
-
-log = logging.getLogger("caloquant")
 
 #: File in every cache entry listing the sha256 of its other files.
 MANIFEST = "sha256.json"
@@ -84,10 +81,10 @@ def exported(gen: LoadedGenerator, suffix: str, padded: Sequence[str] = ()) -> P
 
 
 def bf16_padding(gen: LoadedGenerator) -> list[str]:
-    """The generator's convolutions that this CPU's oneDNN computes wrong in BF16 (checked in PyTorch, whose
-    kernels OpenVINO's CPU plugin shares), to pass as ``padded`` to ``exported`` wherever the export may run in
-    BF16 (the runtime's BF16, the tuner's BF16 fallback); none where BF16 is emulated. The padded export computes
-    the same function and keeps every layer's name, so recipes apply to either.
+    """The generator's convolutions (module names) that this CPU's oneDNN computes wrong in BF16 (checked in
+    PyTorch, whose kernels OpenVINO's CPU plugin shares); none where BF16 is emulated. The runtime's BF16 passes
+    them as ``padded`` to ``exported`` (the same function, every layer's name kept); the tuner keeps them out of
+    its BF16 fallback (``quantize.source.ResolvedModel.bf16_wrong``).
 
     On an Intel Xeon with AMX (2026-12-05) the ecal25 generator's first convolution came out 104 % off in OpenVINO
     BF16; exported padded it is 0.4 % off and BF16 runs 3.9x OpenVINO FP32 (docs/benchmarks.md)."""
@@ -98,9 +95,6 @@ def bf16_padding(gen: LoadedGenerator) -> list[str]:
     noise = shower_noise(0, np.arange(len(energies)), gen.spec.noise_size)
     repaired, _ = bf16.repair_bf16_convs(copy.deepcopy(gen.module),
                                          torch.from_numpy(gen.spec.latent(energies, None, noise)))
-    if repaired:
-        log.warning("caloquant: BF16 kernels wrong for %s on this CPU; exporting with zero-padded input channels "
-                    "(the same function through another kernel)", ", ".join(repaired))
     return repaired
 
 

@@ -218,6 +218,9 @@ def open_generator(model: str | os.PathLike[str] | LoadedGenerator, *, engine: E
         compiled, precision_sha, note = _shipped_int8(gen)
     else:
         padded = bf16_padding(gen) if word == Precision.BF16 else []
+        if padded:
+            log.warning("caloquant: BF16 kernels wrong for %s on this CPU; exporting with zero-padded input channels "
+                        "(the same function through another kernel)", ", ".join(padded))
         compiled = exported(gen, ".xml", padded)
     if engine == EngineName.OPENVINO:
         eng: Engine = OpenVINOEngine(compiled, gen.spec, batch=b, streams=k, precision=word)
