@@ -104,8 +104,10 @@ def _ptq(cal: Calibration, subset_size: int, ignored: Sequence[str]) -> Any:
                                     ignored_scope=_scope(ignored), advanced_parameters=_advanced(cal))
 
 
+#: Ops that only move values: a layer's input quantizer may sit before them.
+_LAYOUT = ("Reshape", "Transpose", "Squeeze", "Unsqueeze")
 #: Ops a quantized input may pass through on its way to a layer (weight decompression, layout changes).
-_PASS_THROUGH = ("Convert", "Multiply", "Subtract", "Reshape", "Transpose", "Squeeze", "Unsqueeze")
+_PASS_THROUGH = ("Convert", "Multiply", "Subtract", *_LAYOUT)
 #: Why a layer that NNCF leaves in floating point is skipped (no quantizer placed; integer inputs).
 NO_QUANTIZER = "NNCF places no quantizer on its inputs (a pattern it keeps in floating point)"
 INTEGER = "integer inputs (INT8 quantization applies to floating-point layers)"
@@ -209,10 +211,6 @@ def scale_inputs_per_sample(model: Any) -> Any:
             c.replace_source_output(rescaled.output(0))
     m.validate_nodes_and_infer_types()
     return m
-
-
-#: Ops that only move values: a layer's input quantizer may sit before them.
-_LAYOUT = ("Reshape", "Transpose", "Squeeze", "Unsqueeze")
 
 
 def _fed_ops(node: Any, depth: int = 6) -> list[Any]:
