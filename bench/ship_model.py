@@ -12,7 +12,9 @@ from the run's exported card when it records one; sources that are given must ag
         [--n 10000] [--checkpoint CKPT.pt --why "chosen against 10k independent MC"] [--readout-threshold GEV]
 
 ``--readout-threshold`` ships the model decoding through the MC's readout threshold (cells below it read 0 in
-every engine; the card's spec records it), as the MC does; the card's figures are measured so.
+every engine; the card's spec records it), as the MC does; the card's figures are measured so. ``--cell-map MC.h5``
+also fits the generator's cell map (``caloquant cellmap``; models.cellmap) on those MC showers, independent of the
+comparison sample, and ships the model decoding through it.
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ import numpy as np
 import torch
 
 from caloquant._atomic import atomic_path, write_text_atomic
-from caloquant.data import ShowerSet
+from caloquant.data import ShowerSet, read_showers
 from caloquant.errors import CaloquantError
 from caloquant.machine import describe_machine
 from caloquant.models import load_generator, sample_showers, sha256_file
 from caloquant.models.card import TUNING_FIELD, card_tuning, training_tuning, tuning_name
 from caloquant.models.registry import safe_load
 from caloquant.simulate import load_tuning, simulate
+from caloquant.train.cellmap import fit_generator_map
 from caloquant.validate import MetricOptions, validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +63,8 @@ def main() -> None:
     ap.add_argument("--why", default="", help="How --checkpoint was chosen (recorded in the card).")
     ap.add_argument("--readout-threshold", type=float, help="GeV: the shipped model decodes through this readout "
                     "threshold (its card's spec; the MC's: 9.68864e-05), judged so too (default: the generator's own)")
+    ap.add_argument("--cell-map", type=Path, help="MC showers (HDF5) to fit the cell map on; needs a readout "
+                    "threshold (the model's or --readout-threshold)")
     args = ap.parse_args()
 
     try:
@@ -69,6 +74,15 @@ def main() -> None:
         raise SystemExit(f"error: {e}") from None
     gen = load_generator(source)
     spec = gen.spec if args.readout_threshold is None else replace(gen.spec, cell_threshold_gev=args.readout_threshold)
+    fit = None
+    if args.cell_map is not None:
+        try:
+            fit = fit_generator_map(replace(gen, spec=spec), read_showers(args.cell_map))
+        except CaloquantError as e:
+            raise SystemExit(f"error: {e}") from None
+        spec = fit.spec
+        print(f"cell map fitted on {args.cell_map}: read-out cells per shower {fit.cells_generated:.0f} -> "
+              f"{fit.cells_mapped:.0f} (MC {fit.cells_reference:.0f})")
     ref = simulate(args.n, args.energy, seed=args.seed, tuning=load_tuning(tuning))
     fake = ShowerSet(sample_showers(gen.module, spec, ref.energy, np.degrees(ref.theta), seed=args.seed + 1),
                      ref.energy, ref.theta)
@@ -107,6 +121,10 @@ def main() -> None:
             "training": training,
             "validation": {"reference": f"reference MC (GFlash tuning {tuning}), {args.n} showers, {args.energy} "
                                         f"GeV, seed {args.seed}", "metrics": metrics}}
+    if fit is not None:
+        card["cell_map_fit"] = {"mc": f"{args.cell_map} ({fit.showers} generated showers)", "cells_per_shower": {
+            "generated": round(fit.cells_generated, 1), "mapped": round(fit.cells_mapped, 1),
+            "mc": round(fit.cells_reference, 1)}}
     write_text_atomic(weights / f"{args.name}.json", json.dumps(card, indent=2) + "\n")
 
     from caloquant.plotting import figures

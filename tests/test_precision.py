@@ -11,6 +11,7 @@ from caloquant.cli import main
 from caloquant.errors import PrecisionError
 from caloquant.export import cache_dir
 from caloquant.machine import isa_identity
+from caloquant.models import load_generator
 from caloquant.quantize.openvino_backend import Calibration
 from caloquant.quantize.recipe import Recipe, replay_note
 from caloquant.runtime import generator as generator_module
@@ -88,8 +89,8 @@ def test_pass_is_cached_per_machine_and_isa_cap(ckpt, monkeypatch, tmp_path) -> 
     monkeypatch.setenv("CALOQUANT_CACHE_DIR", str(tmp_path))  # its pass must not vouch for the real engine later
     gen = open_generator(ckpt, precision="bf16", batch=8)
     assert gen.check is not None and gen.check.passed and gen.check.deviation <= precision_check.TOLERANCE
-    identity = {"model_sha256": gen.model_sha256, "precision": "bf16", "precision_sha256": "",
-                "engine": "openvino", "batch": 8}
+    identity = {"model_sha256": gen.model_sha256, "spec": load_generator(ckpt).spec.digest(), "precision": "bf16",
+                "precision_sha256": "", "engine": "openvino", "batch": 8}
     key = precision_check.check_key(identity)
     assert (cache_dir() / "precision-checks" / f"{key}.json").exists()
 

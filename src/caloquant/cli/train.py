@@ -17,6 +17,7 @@ SELECT_NAMES = {"moments": "moment metric", "fpd": "FPD", "goals": "goal distanc
 def register(app: typer.Typer) -> None:
     app.command("train")(train_cmd)
     app.command("campaign")(campaign_cmd)
+    app.command("cellmap")(cellmap_cmd)
 
 
 def train_cmd(
@@ -220,3 +221,41 @@ def campaign_cmd(
     st = result.state
     typer.echo(f"campaign {folder}: step {st.step} ({st.elapsed / 60:.1f} min of training in all runs); best "
                f"held-out metric {st.best_metric:.4f} at step {st.best_step}; commit {folder} to keep it")
+
+
+def cellmap_cmd(
+    model: str = typer.Argument(..., help="Trained generator: a training checkpoint, a .pt with its .json card, or "
+                                "a shipped name."),
+    data: Path = typer.Option(..., "--data", help="MC showers to match (HDF5), independent of any sample the "
+                              "mapped model will be judged against, e.g. the campaign's held-out file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Mapped generator to write (.pt; its card OUT.json goes next "
+                             "to it); every command loads it like a shipped model."),
+    n: int = typer.Option(4000, "--n", help="Generated showers to fit on (energies drawn from the MC's)."),
+    mc_showers: int = typer.Option(0, "--mc-showers", help="MC showers to read from --data (0: all)."),
+    bands: int = typer.Option(6, "--bands", help="Visible-energy bands, each fitted on its own (interpolated)."),
+    readout_threshold: float | None = typer.Option(None, "--readout-threshold", help="GeV: the MC's readout "
+                                                   "threshold (default: the model's own)."),
+    seed: int = typer.Option(77, "--seed", help="Seed of the generated fitting showers."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT and its card if they exist."),
+) -> None:
+    """Fit a cell-energy map (read-out cells per shower and their spectrum as the MC's, each shower's visible
+    energy kept) to a trained generator and write the generator with it."""
+    from caloquant._atomic import check_outputs, check_writable
+    from caloquant.data import read_showers
+    from caloquant.models import load_generator
+    from caloquant.train.cellmap import fit_generator_map, write_mapped_generator
+
+    if n < 1 or mc_showers < 0:
+        raise InputError("--n must be positive and --mc-showers 0 or more")
+    if out.suffix != ".pt":
+        raise InputError(f"{out}: give the mapped generator a .pt name (its card goes to {out.stem}.json)")
+    check_outputs({"-o": [out, out.with_suffix(".json")]}, inputs={"MODEL": model}, sources={"--data": data})
+    check_writable(out, overwrite=overwrite)
+    check_writable(out.with_suffix(".json"), overwrite=overwrite)
+    gen = load_generator(model)
+    reference = read_showers(data, 0, mc_showers or None)
+    fit = fit_generator_map(gen, reference, threshold=readout_threshold, n=n, seed=seed, bands=bands)
+    write_mapped_generator(gen, fit, out, fitted_on=f"{data} ({len(reference)} showers)")
+    typer.echo(f"{out}: read-out cells per shower on the fitting sample {fit.cells_generated:.0f} -> "
+               f"{fit.cells_mapped:.0f} (MC {fit.cells_reference:.0f}); readout threshold "
+               f"{fit.spec.cell_threshold_gev:g} GeV, {bands} bands")

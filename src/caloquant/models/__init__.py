@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from caloquant._optional import require
+from caloquant.models.cellmap import CellMap, fit_cell_map
 from caloquant.models.registry import (
     LoadedGenerator,
     available_models,
@@ -30,6 +31,7 @@ __all__ = [
     "DEFAULT_SPECS",
     "AngleDiscriminator",
     "AngleGenerator",
+    "CellMap",
     "EcalEnergyDiscriminator",
     "EcalEnergyGenerator",
     "LoadedGenerator",
@@ -39,6 +41,7 @@ __all__ = [
     "build_generator",
     "calibrate_batchnorm",
     "count_parameters",
+    "fit_cell_map",
     "load_generator",
     "model_card",
     "sample_showers",

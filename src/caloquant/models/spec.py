@@ -6,6 +6,8 @@ A ``ModelSpec`` travels with every checkpoint and every exported model so that a
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -13,6 +15,7 @@ import numpy as np
 
 from caloquant.errors import InputError, ModelError
 from caloquant.geometry import WINDOW_25, WINDOW_51, Window
+from caloquant.models.cellmap import CellMap
 
 ARCHITECTURES = ("ecal25", "angle51")
 
@@ -33,6 +36,9 @@ class ModelSpec:
     #: output stage adds (``models.layers.EntryShift``), as the MC's detector does. 0 (the default, and what older
     #: cards and checkpoints mean): no shift.
     entry_jitter_cells: float = 0.0
+    #: Fitted response stage of decoding (``models.cellmap``): read-out cell energies mapped to the MC's spectrum,
+    #: each shower's visible energy kept. None (the default, and what older cards and checkpoints mean): no map.
+    cell_map: CellMap | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -42,6 +48,8 @@ class ModelSpec:
             raise ModelError(f"cell threshold {self.cell_threshold_gev!r} GeV is not in [0, 1)")
         if not 0.0 <= self.entry_jitter_cells <= 1.0:
             raise ModelError(f"entry jitter {self.entry_jitter_cells!r} cells is not in [0, 1]")
+        if self.cell_map is not None and self.cell_threshold_gev <= 0:
+            raise ModelError("a cell map needs a readout threshold (cell_threshold_gev > 0)")
 
     @property
     def window(self) -> Window:
@@ -60,7 +68,15 @@ class ModelSpec:
         d = asdict(self)
         d["energy_range"] = list(self.energy_range)
         d["angle_range_deg"] = list(self.angle_range_deg)
+        d.pop("cell_map")
+        if self.cell_map is not None:
+            d["cell_map"] = self.cell_map.to_dict()
         return d
+
+    def digest(self) -> str:
+        """Short hash of the spec (decoding included): part of the cache keys of exported models and checks, so that
+        a new cell map or threshold on the same weights is never served a stale entry."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
@@ -73,6 +89,7 @@ class ModelSpec:
                 angle_range_deg=(float(d["angle_range_deg"][0]), float(d["angle_range_deg"][1])),
                 cell_threshold_gev=float(d.get("cell_threshold_gev", 0.0)),
                 entry_jitter_cells=float(d.get("entry_jitter_cells", 0.0)),
+                cell_map=CellMap.from_dict(d["cell_map"]) if d.get("cell_map") is not None else None,
                 extra=dict(d.get("extra", {})),
             )
         except (KeyError, TypeError, ValueError, IndexError) as e:
@@ -115,10 +132,12 @@ class ModelSpec:
         return np.concatenate([e, theta, noise], axis=1).astype(np.float32)
 
     def to_physical(self, raw: np.ndarray) -> np.ndarray:
-        """Raw generator output ((xscale * E) ** xpower) to visible cell energy in GeV, cells below the readout
-        threshold (``cell_threshold_gev``) set to 0."""
+        """Raw generator output ((xscale * E) ** xpower) to visible cell energy in GeV, through the cell map when the
+        spec has one, cells below the readout threshold (``cell_threshold_gev``) set to 0."""
         raw = np.maximum(np.asarray(raw, dtype=np.float32), 0.0)
         cells = (np.power(raw, np.float32(1.0 / self.xpower)) / np.float32(self.xscale)).astype(np.float32)
+        if self.cell_map is not None:
+            return self.cell_map.apply(cells, self.cell_threshold_gev)
         if self.cell_threshold_gev > 0:
             cells[cells < np.float32(self.cell_threshold_gev)] = 0.0
         return cells

@@ -229,8 +229,9 @@ def open_generator(model: str | os.PathLike[str] | LoadedGenerator, *, engine: E
     out = Generator(eng, gen.sha256, gen.source, precision_sha)
     if word == Precision.FP32 or not check:
         return out
-    identity = {"model_sha256": gen.sha256, "precision": word if word in PRECISIONS else "file",
-                "precision_sha256": precision_sha, "engine": engine, "batch": b,
+    identity = {"model_sha256": gen.sha256, "spec": gen.spec.digest(),
+                "precision": word if word in PRECISIONS else "file", "precision_sha256": precision_sha,
+                "engine": engine, "batch": b,
                 **({"padded_convs": padded} if padded else {})}
     try:
         out.check = guard(out, lambda: Generator(TorchEngine(gen.module, gen.spec, batch=b), gen.sha256, gen.source),

@@ -1,0 +1,237 @@
+"""Cell-energy map: a fitted, monotone response stage that gives a generator's read-out cells the MC's spectrum.
+
+A GAN learns the shower-level quantities (energy, moments, profiles) long before the population of its faintest
+cells: the ecal25 campaign's generator reads out 0.84-0.88 of the MC's cells per shower, 0.4x the MC's peak of cells
+at 0.3-0.5 MeV and 3-9x its cells just above the readout threshold (docs/training.md, twentieth ablation). The map
+is the detector-response stage that fixes this after training, the way a readout calibration would:
+
+    g_b(x) = S_mc,b^-1(S_gen,b(x)),
+
+with S(x) the mean number of cells per shower above x, for showers of visible-energy band b. A generated cell keeps
+its rank within its shower's spectrum and takes the energy the MC's cell of the same rank has; generated cells
+whose rank the MC does not reach fall below the readout threshold, and faint cells the generator left below it rise
+above it when the MC fires more. Bands are interpolated linearly in log visible energy (each g_b is monotone, so
+their mixture is). The visible energy of every shower is then restored by one scale factor: the map changes the
+shape of the spectrum, not the energy response (linearity, resolution and sampling fraction stay the generator's).
+
+The map needs no parameters of the network: it lives in the ``ModelSpec`` (``cell_map``) and applies in
+``ModelSpec.to_physical``, so every engine and precision decodes through it alike. Fit it with ``fit_cell_map`` on
+generated showers decoded without a readout threshold and on MC showers independent of any comparison sample.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from caloquant.errors import ModelError
+
+#: Log-energy offset (natural log) below the grid's first knot: the map of a ring without cells (all read 0).
+_BELOW = 20.0
+#: Knots of a fitted map (uniform in log cell energy).
+KNOTS = 160
+#: Default number of visible-energy bands.
+BANDS = 6
+#: Default inner edges (cells, lateral distance from the window's axis) of the rings mapped separately: a generator's
+#: faint cells lie elsewhere than the MC's, and one map for all would move energy outwards (widths +11 % on the
+#: ecal25 campaign's step 57949 with a single ring).
+RINGS = (1.0, 2.5, 4.5, 7.5)
+#: Default inner edges (layer index) of the depth groups mapped separately, for the same reason along the shower.
+DEPTHS = (3, 7, 12, 18)
+
+
+def region_index(shape: tuple[int, ...], rings: tuple[float, ...], depths: tuple[int, ...]) -> np.ndarray:
+    """Region of every cell of a window (X, Y, Z), flattened: ring (bounded by ``rings``, cells from the lateral
+    axis) times depth group (bounded by ``depths``, layer indices), numbered ring * (len(depths) + 1) + group."""
+    nx, ny, nz = shape
+    x, y = np.meshgrid(np.arange(nx) - (nx - 1) / 2, np.arange(ny) - (ny - 1) / 2, indexing="ij")
+    ring = np.asarray(np.searchsorted(np.asarray(rings, dtype=float), np.hypot(x, y), side="right"))
+    group = np.asarray(np.searchsorted(np.asarray(depths, dtype=float), np.arange(nz), side="right"))
+    return (ring[:, :, None] * (len(depths) + 1) + group[None, None, :]).ravel()
+
+
+@dataclass(frozen=True)
+class CellMap:
+    """Monotone maps of cell energy per visible-energy band and region, on a grid uniform in ln(cell / GeV).
+
+    ``table[b][r][k]`` is ln g_b,r(x_k) at x_k = exp(log_min + k * log_step) for region r (``region_index``: lateral
+    rings bounded by ``ring_edges``, cells from the window's axis, times depth groups bounded by ``depth_edges``,
+    layer indices); ``centres[b]`` is band b's centre in ln(visible energy / GeV), increasing. Cells below the grid
+    read 0; above it they keep the last knot's ratio."""
+
+    log_min: float
+    log_step: float
+    centres: tuple[float, ...]
+    ring_edges: tuple[float, ...]
+    depth_edges: tuple[int, ...]
+    table: tuple[tuple[tuple[float, ...], ...], ...]
+
+    def __post_init__(self) -> None:
+        try:
+            t = np.asarray(self.table, dtype=float)
+        except ValueError:
+            raise ModelError("cell map: the table is ragged") from None
+        c = np.asarray(self.centres, dtype=float)
+        edges = np.asarray(self.ring_edges, dtype=float)
+        depths = np.asarray(self.depth_edges, dtype=float)
+        regions = (len(edges) + 1) * (len(depths) + 1)
+        if t.ndim != 3 or t.shape[0] != len(c) or t.shape[1] != regions or t.shape[0] < 1 or t.shape[2] < 2:
+            raise ModelError(f"cell map: table of shape {t.shape} does not fit {len(c)} band centres and "
+                             f"{regions} regions")
+        if not (np.all(np.isfinite(t)) and np.all(np.isfinite(c)) and np.all(np.isfinite(edges))
+                and math.isfinite(self.log_min) and math.isfinite(self.log_step) and self.log_step > 0):
+            raise ModelError("cell map: knots, centres, rings and grid must be finite (and the step positive)")
+        if (np.any(np.diff(c) <= 0) or np.any(np.diff(edges) <= 0) or np.any(edges <= 0) or np.any(np.diff(depths) <= 0)
+                or np.any(depths <= 0)):
+            raise ModelError("cell map: band centres, ring and depth edges must increase (edges above 0)")
+        if np.any(np.diff(t, axis=2) < 0):
+            raise ModelError("cell map: every map must be monotone (non-decreasing)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"log_min": self.log_min, "log_step": self.log_step, "centres": list(self.centres),
+                "ring_edges": list(self.ring_edges), "depth_edges": list(self.depth_edges),
+                "table": [[list(row) for row in band] for band in self.table]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CellMap:
+        try:
+            return cls(float(d["log_min"]), float(d["log_step"]), tuple(float(c) for c in d["centres"]),
+                       tuple(float(e) for e in d["ring_edges"]), tuple(int(e) for e in d["depth_edges"]),
+                       tuple(tuple(tuple(float(v) for v in row) for row in band) for band in d["table"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelError(f"cell map is incomplete or malformed ({e})") from None
+
+    def _weights(self, visible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Lower band index and the upper band's weight of each shower, from its visible energy (GeV)."""
+        nb = len(self.centres)
+        if nb == 1:
+            return np.zeros(len(visible), np.int64), np.zeros(len(visible))
+        pos = np.interp(np.log(np.maximum(visible, 1e-30)), self.centres, np.arange(nb))
+        lo = np.minimum(np.floor(pos).astype(np.int64), nb - 2)
+        return lo, pos - lo
+
+    def apply(self, cells: np.ndarray, threshold: float) -> np.ndarray:
+        """Mapped cells (GeV, same shape) of showers ``cells`` (N, X, Y, Z) decoded without a readout threshold;
+        cells below ``threshold`` read 0 and each shower keeps its visible energy (the sum of its cells above it)."""
+        x = np.asarray(cells, dtype=np.float32)
+        if x.ndim != 4:
+            raise ModelError(f"cell map: showers must be (N, X, Y, Z), got shape {x.shape}")
+        n = len(x)
+        flat = x.reshape(n, -1)
+        visible = np.where(flat >= threshold, flat, 0.0).sum(1, dtype=np.float64)
+        lo, w = self._weights(visible)
+        table = np.asarray(self.table, dtype=np.float64)
+        nb, k_max = table.shape[0], table.shape[2] - 1
+        region = region_index(x.shape[1:], self.ring_edges, self.depth_edges)
+        out = np.zeros_like(flat)
+        rows, cols = np.nonzero(flat > 0)  # the map and its energy scale work on lit cells only
+        u = (np.log(flat[rows, cols].astype(np.float64)) - self.log_min) / self.log_step
+        inside = u >= 0
+        rows, cols, u = rows[inside], cols[inside], u[inside]
+        k = np.minimum(u.astype(np.int64), k_max - 1)
+        f = u - k  # > 1 above the grid: the last segment continues with slope 1 (constant ratio)
+        r = region[cols]
+
+        def value(b: np.ndarray) -> np.ndarray:
+            at_k, nxt = table[b, r, k], table[b, r, k + 1]
+            return np.where(f > 1.0, nxt + (f - 1.0) * self.log_step, at_k + f * (nxt - at_k))
+
+        b0 = lo[rows]
+        g = value(b0) if nb == 1 else (1.0 - w[rows]) * value(b0) + w[rows] * value(b0 + 1)
+        y = np.exp(g)
+        y[y < threshold] = 0.0
+        for _ in range(2):  # the second pass scales up what the first one's cut removed, crossing no threshold
+            mapped = np.bincount(rows, weights=y, minlength=n)
+            scale = np.divide(visible, mapped, out=np.ones_like(visible), where=mapped > 0)
+            y *= scale[rows]
+            y[y < threshold] = 0.0
+        out[rows, cols] = y
+        return out.reshape(x.shape)
+
+
+def _band_edges(log_visible: np.ndarray, bands: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inner band edges (equal-count quantiles) and band centres (medians) of the reference's ln visible energy."""
+    q = np.quantile(log_visible, np.linspace(0.0, 1.0, bands + 1))
+    centres = np.array([np.median(log_visible[(log_visible >= q[b]) & (log_visible <= q[b + 1])])
+                        for b in range(bands)])
+    return q[1:-1], centres
+
+
+def _visible(cells: np.ndarray, threshold: float) -> np.ndarray:
+    flat = cells.reshape(len(cells), -1)
+    return np.where(flat >= threshold, flat, 0.0).sum(1, dtype=np.float64)
+
+
+def _matched_row(gen_cells: np.ndarray, n_gen: int, ref_cells: np.ndarray, n_ref: int, grid: np.ndarray,
+                 log_min: float, min_cells: float) -> np.ndarray:
+    """ln g(x) on ``grid`` for one band and ring: the reference cell of the same rank per shower."""
+    g_cells = np.sort(gen_cells)
+    r_cells = np.sort(ref_cells)[::-1]
+    s_gen = (len(g_cells) - np.searchsorted(g_cells, np.exp(grid), side="right")) / n_gen
+    if len(r_cells) == 0:
+        return np.full(len(grid), log_min - _BELOW)
+    matched = np.interp(s_gen * n_ref, np.arange(1, len(r_cells) + 1), r_cells, left=r_cells[0], right=0.0)
+    hit = np.nonzero(matched > 0)[0]
+    if len(hit) == 0:
+        return np.full(len(grid), log_min - _BELOW)
+    row = np.log(np.maximum(matched, 1e-300))
+    # ranks the MC does not reach: continue below its faintest cell at the ratio of the first matched knot, so that
+    # maps of neighbouring bands mix smoothly (the readout threshold then removes these cells)
+    first = int(hit[0])
+    row[:first] = grid[:first] + (row[first] - grid[first])
+    ok = s_gen >= min_cells
+    last = int(np.nonzero(ok)[0][-1]) if ok.any() else len(grid) - 1
+    row[last + 1:] = grid[last + 1:] + (row[last] - grid[last])  # too few cells to match: keep the last ratio
+    return np.maximum.accumulate(row)
+
+
+def fit_cell_map(generated: np.ndarray, reference: np.ndarray, threshold: float, *, bands: int = BANDS,
+                 rings: tuple[float, ...] = RINGS, depths: tuple[int, ...] = DEPTHS, knots: int = KNOTS,
+                 decades_below: float = 2.0,
+                 min_cells: float = 0.5) -> CellMap:
+    """Fit the map of generated showers ``generated`` (GeV, (N, X, Y, Z), decoded *without* a readout threshold) to
+    MC showers ``reference`` (GeV, read out through ``threshold``), per band of visible energy and region (lateral
+    ring times depth group).
+
+    The grid runs from ``decades_below`` decades under the threshold to the hottest reference cell. Where fewer than
+    ``min_cells`` cells per shower of a region lie above a knot the quantiles are too noisy to match, and the map keeps
+    the ratio it has at the last matched knot. Raises ModelError on samples too small or without cells."""
+    if threshold <= 0:
+        raise ModelError("the cell map needs a readout threshold above 0 GeV")
+    if bands < 1 or knots < 2:
+        raise ModelError(f"cell map needs at least 1 band and 2 knots (got {bands}, {knots})")
+    gen = np.asarray(generated, dtype=np.float32)
+    ref = np.asarray(reference, dtype=np.float32)
+    if gen.ndim != 4 or gen.shape[1:] != ref.shape[1:]:
+        raise ModelError(f"cell map: generated showers {gen.shape[1:]} and reference ones {ref.shape[1:]} must "
+                         "share one (X, Y, Z) window")
+    if min(len(gen), len(ref)) < 20 * bands:
+        raise ModelError(f"cell map: {len(gen)} generated and {len(ref)} reference showers are too few for "
+                         f"{bands} bands (20 per band at least)")
+    vis_gen, vis_ref = _visible(gen, threshold), _visible(ref, threshold)
+    if np.any(vis_ref <= 0) or np.any(vis_gen <= 0):
+        raise ModelError("cell map: some showers have no cell above the readout threshold")
+    inner, centres = _band_edges(np.log(vis_ref), bands)
+    log_min = math.log(threshold) - decades_below * math.log(10.0)
+    grid = np.linspace(log_min, math.log(float(ref.max())), knots)
+    band_gen = np.searchsorted(inner, np.log(vis_gen))
+    band_ref = np.searchsorted(inner, np.log(vis_ref))
+    region = region_index(gen.shape[1:], rings, depths)
+    table = []
+    for b in range(bands):
+        n_gen, n_ref = int(np.sum(band_gen == b)), int(np.sum(band_ref == b))
+        if n_gen < 10 or n_ref < 10:
+            raise ModelError(f"cell map: band {b} holds {n_gen} generated and {n_ref} reference showers (10 needed)")
+        g_b = gen[band_gen == b].reshape(n_gen, -1)
+        r_b = ref[band_ref == b].reshape(n_ref, -1)
+        rows = []
+        for r in range((len(rings) + 1) * (len(depths) + 1)):
+            g_r, r_r = g_b[:, region == r].ravel(), r_b[:, region == r].ravel()
+            rows.append(tuple(float(v) for v in _matched_row(g_r[g_r > 0], n_gen, r_r[r_r >= threshold], n_ref,
+                                                             grid, log_min, min_cells)))
+        table.append(tuple(rows))
+    return CellMap(float(log_min), float(grid[1] - grid[0]), tuple(float(c) for c in centres),
+                   tuple(float(e) for e in rings), tuple(int(e) for e in depths), tuple(table))
