@@ -105,6 +105,7 @@ CASES = {
                                             "also an input (--tuned)"),
     "demo --out holding --model": (["demo", "--out", "demo", "--model", "demo/g.pt", "-q"],
                                    "inside the output folder --out"),
+    "cellmap -o the model": (["cellmap", "m.pt", "--data", "a.h5", "-o", "m.pt"], "also an input (MODEL)"),
 }
 
 

@@ -36,11 +36,13 @@ KNOTS = 160
 #: Default number of visible-energy bands.
 BANDS = 6
 #: Default inner edges (cells, lateral distance from the window's axis) of the rings mapped separately: a generator's
-#: faint cells lie elsewhere than the MC's, and one map for all would move energy outwards (widths +11 % on the
-#: ecal25 campaign's step 57949 with a single ring).
-RINGS = (1.0, 2.5, 4.5, 7.5)
-#: Default inner edges (layer index) of the depth groups mapped separately, for the same reason along the shower.
-DEPTHS = (3, 7, 12, 18)
+#: faint cells lie elsewhere than the MC's, and one map for all moves energy outwards. On the ecal25 campaign's step
+#: 57949 (3,000 showers): one ring, lateral second moments +11 % and +9 %; rings to 7.5 cells, +7 % and +3 %; these,
+#: +4 % and +0.3 % (docs/training.md, twenty-first).
+RINGS = (1.0, 2.5, 4.5, 6.5, 9.0, 12.0, 15.0)
+#: Default inner edges (layer index) of depth groups mapped separately: none (groups at layers 3, 7, 12 and 18 made
+#: the lateral moments worse on the same sample).
+DEPTHS: tuple[int, ...] = ()
 
 
 def region_index(shape: tuple[int, ...], rings: tuple[float, ...], depths: tuple[int, ...]) -> np.ndarray:
@@ -178,10 +180,12 @@ def _matched_row(gen_cells: np.ndarray, n_gen: int, ref_cells: np.ndarray, n_ref
     if len(hit) == 0:
         return np.full(len(grid), log_min - _BELOW)
     row = np.log(np.maximum(matched, 1e-300))
-    # ranks the MC does not reach: continue below its faintest cell at the ratio of the first matched knot, so that
-    # maps of neighbouring bands mix smoothly (the readout threshold then removes these cells)
+    # ranks the MC does not reach: continue at slope 1 through (x*, faintest MC cell), x* where the generator has as
+    # many cells per shower above it as the MC has read out, so that the threshold keeps the MC's count and maps of
+    # neighbouring bands mix smoothly
     first = int(hit[0])
-    row[:first] = grid[:first] + (row[first] - grid[first])
+    x_star = np.interp(len(r_cells) / n_ref, s_gen[::-1], grid[::-1])
+    row[:first] = grid[:first] + (math.log(float(r_cells[-1])) - x_star)
     ok = s_gen >= min_cells
     last = int(np.nonzero(ok)[0][-1]) if ok.any() else len(grid) - 1
     row[last + 1:] = grid[last + 1:] + (row[last] - grid[last])  # too few cells to match: keep the last ratio
