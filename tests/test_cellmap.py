@@ -95,17 +95,20 @@ def test_spec_carries_the_map_and_decodes_through_it(fitted) -> None:
 
 
 def test_malformed_maps_are_refused_with_one_line() -> None:
-    good = {"log_min": -12.0, "log_step": 0.1, "centres": [0.0, 1.0], "ring_edges": [2.0], "depth_edges": [],
-            "table": [[[-12.0, -11.0], [-12.0, -11.5]], [[-12.0, -11.0], [-12.0, -11.5]]]}
-    assert CellMap.from_dict(good).centres == (0.0, 1.0)
-    flipped = [[[-12.0, -13.0], [-12.0, -11.5]], good["table"][1]]
-    for bad, words in (({**good, "table": flipped}, "monotone"),
-                       ({**good, "centres": [1.0, 0.0]}, "increase"),
-                       ({**good, "ring_edges": [2.0, 3.0]}, "does not fit"),
-                       ({**good, "table": [[[-12.0, -11.0], [-12.0]], good["table"][1]]}, "ragged"),
-                       ({**good, "log_step": 0.0}, "finite"),
-                       ({k: v for k, v in good.items() if k != "table"}, "malformed")):
+    band = ((-12.0, -11.0), (-12.0, -11.5))
+    good = CellMap(-12.0, 0.1, (0.0, 1.0), (2.0,), (), (band, band))
+    assert CellMap.from_dict(good.to_dict()) == good
+    for kwargs, words in (({"table": (((-12.0, -13.0), (-12.0, -11.5)), band)}, "monotone"),
+                          ({"centres": (1.0, 0.0)}, "increase"),
+                          ({"ring_edges": (2.0, 3.0)}, "does not fit"),
+                          ({"table": (((-12.0, -11.0), (-12.0,)), band)}, "ragged"),
+                          ({"log_step": 0.0}, "finite")):
         with pytest.raises(ModelError, match=words):
+            replace(good, **kwargs)
+    d = good.to_dict()
+    for bad in ({**d, "table_f32": d["table_f32"][:-4]}, {**d, "table_f32": "not base64!"},
+                {**d, "table_shape": [2, 2, 3]}, {k: v for k, v in d.items() if k != "centres"}):
+        with pytest.raises(ModelError, match="malformed"):
             CellMap.from_dict(bad)
 
 

@@ -21,6 +21,8 @@ generated showers decoded without a readout threshold and on MC showers independ
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +34,7 @@ from caloquant.errors import ModelError
 #: Log-energy offset (natural log) below the grid's first knot: the map of a ring without cells (all read 0).
 _BELOW = 20.0
 #: Knots of a fitted map (uniform in log cell energy).
-KNOTS = 160
+KNOTS = 128
 #: Default number of visible-energy bands.
 BANDS = 6
 #: Default inner edges (cells, lateral distance from the window's axis) of the rings mapped separately, and (layer
@@ -92,17 +94,24 @@ class CellMap:
             raise ModelError("cell map: every map must be monotone (non-decreasing)")
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form; the table travels as little-endian float32 in base64 (its values are float32 already)."""
+        t = np.asarray(self.table, dtype="<f4")
         return {"log_min": self.log_min, "log_step": self.log_step, "centres": list(self.centres),
                 "ring_edges": list(self.ring_edges), "depth_edges": list(self.depth_edges),
-                "table": [[list(row) for row in band] for band in self.table]}
+                "table_shape": list(t.shape), "table_f32": base64.b64encode(t.tobytes()).decode("ascii")}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CellMap:
         try:
+            shape = tuple(int(k) for k in d["table_shape"])
+            flat = np.frombuffer(base64.b64decode(d["table_f32"], validate=True), dtype="<f4")
+            if len(shape) != 3 or flat.size != math.prod(shape):
+                raise ValueError(f"{flat.size} table values for shape {shape}")
+            table = flat.astype(np.float64).reshape(shape)
             return cls(float(d["log_min"]), float(d["log_step"]), tuple(float(c) for c in d["centres"]),
                        tuple(float(e) for e in d["ring_edges"]), tuple(int(e) for e in d["depth_edges"]),
-                       tuple(tuple(tuple(float(v) for v in row) for row in band) for band in d["table"]))
-        except (KeyError, TypeError, ValueError) as e:
+                       tuple(tuple(tuple(row) for row in band.tolist()) for band in table))
+        except (KeyError, TypeError, ValueError, binascii.Error) as e:
             raise ModelError(f"cell map is incomplete or malformed ({e})") from None
 
     def _weights(self, visible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -233,8 +242,8 @@ def fit_cell_map(generated: np.ndarray, reference: np.ndarray, threshold: float,
         rows = []
         for r in range((len(rings) + 1) * (len(depths) + 1)):
             g_r, r_r = g_b[:, region == r].ravel(), r_b[:, region == r].ravel()
-            rows.append(tuple(float(v) for v in _matched_row(g_r[g_r > 0], n_gen, r_r[r_r >= threshold], n_ref,
-                                                             grid, log_min, min_cells)))
-        table.append(tuple(rows))
+            row = _matched_row(g_r[g_r > 0], n_gen, r_r[r_r >= threshold], n_ref, grid, log_min, min_cells)
+            rows.append(tuple(float(v) for v in row.astype(np.float32)))
+        table.append(tuple(rows))  # float32 values, as the card stores them
     return CellMap(float(log_min), float(grid[1] - grid[0]), tuple(float(c) for c in centres),
                    tuple(float(e) for e in rings), tuple(int(e) for e in depths), tuple(table))
