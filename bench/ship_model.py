@@ -65,6 +65,7 @@ def main() -> None:
                     "threshold (its card's spec; the MC's: 9.68864e-05), judged so too (default: the generator's own)")
     ap.add_argument("--cell-map", type=Path, help="MC showers (HDF5) to fit the cell map on; needs a readout "
                     "threshold (the model's or --readout-threshold)")
+    ap.add_argument("--cell-map-showers", type=int, default=20_000, help="MC showers read from --cell-map")
     args = ap.parse_args()
 
     try:
@@ -77,7 +78,7 @@ def main() -> None:
     fit = None
     if args.cell_map is not None:
         try:
-            fit = fit_generator_map(replace(gen, spec=spec), read_showers(args.cell_map))
+            fit = fit_generator_map(replace(gen, spec=spec), read_showers(args.cell_map, 0, args.cell_map_showers))
         except CaloquantError as e:
             raise SystemExit(f"error: {e}") from None
         spec = fit.spec
@@ -122,7 +123,8 @@ def main() -> None:
             "validation": {"reference": f"reference MC (GFlash tuning {tuning}), {args.n} showers, {args.energy} "
                                         f"GeV, seed {args.seed}", "metrics": metrics}}
     if fit is not None:
-        card["cell_map_fit"] = {"mc": f"{args.cell_map} ({fit.showers} generated showers)", "cells_per_shower": {
+        card["cell_map_fit"] = {"mc": f"{args.cell_map} (first {args.cell_map_showers} showers)",
+                                "generated_showers": fit.showers, "cells_per_shower": {
             "generated": round(fit.cells_generated, 1), "mapped": round(fit.cells_mapped, 1),
             "mc": round(fit.cells_reference, 1)}}
     write_text_atomic(weights / f"{args.name}.json", json.dumps(card, indent=2) + "\n")
