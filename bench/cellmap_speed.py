@@ -1,12 +1,10 @@
 """What the cell map costs at generation: showers/s of one model decoded plainly and through its map, end to end.
 
-    caloquant cellmap ecal25 --data scratch/campaign-data/ecal25-val.h5 -o runs/cm/ecal25-mapped.pt
-    python bench/cellmap_speed.py runs/cm/ecal25-mapped.pt [--base ecal25] [--n 4096] [--rounds 3] \
-        [--precision fp32 int8]
+    python bench/cellmap_speed.py [MODEL] [--n 4096] [--rounds 3] [--precision fp32 int8]
 
-Both variants run the same weights on the same engine (OpenVINO, auto batch and streams) and differ only in the
-spec that decodes them (``ModelSpec.to_physical``: readout threshold alone, or the map and then the threshold); the
-mapped file must hold the weights of ``--base`` (a shipped model, whose INT8 recipe then serves both);
+MODEL (default: the shipped ecal25) must have a cell map. Both variants run its weights on the same engine
+(OpenVINO, auto batch and streams) and differ only in the spec that decodes them (``ModelSpec.to_physical``:
+readout threshold alone, or the map and then the threshold; a shipped model's INT8 recipe serves both);
 rounds are interleaved in one process and the median showers/s of ``Generator.generate`` (energies uniform over
 10-500 GeV) is printed with the mapped/plain ratio. Run it on an idle machine.
 """
@@ -21,24 +19,27 @@ import numpy as np
 
 from caloquant.machine import describe_machine
 from caloquant.models import load_generator
+from caloquant.quantize import shipped_int8
 from caloquant.runtime import open_generator
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mapped", help="a generator with a cell map (caloquant cellmap -o FILE.pt)")
-    ap.add_argument("--base", default="ecal25", help="the shipped model whose weights the mapped file holds")
+    ap.add_argument("model", nargs="?", default="ecal25", help="a generator with a cell map")
     ap.add_argument("--n", type=int, default=4096)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--precision", nargs="+", default=["fp32"])
     args = ap.parse_args()
-    fitted, plain = load_generator(args.mapped), load_generator(args.base)
-    if fitted.spec.cell_map is None or fitted.sha256 != plain.sha256:
-        raise SystemExit(f"error: {args.mapped} has no cell map or other weights than {args.base}")
-    mapped = replace(plain, spec=fitted.spec)
+    mapped = load_generator(args.model)
+    if mapped.spec.cell_map is None:
+        raise SystemExit(f"error: {args.model} has no cell map")
+    plain = replace(mapped, spec=replace(mapped.spec, cell_map=None))
     energies = np.random.default_rng(3).uniform(10.0, 500.0, args.n)
     print(f"# {describe_machine().get('cpu', '?')}; {args.n} showers per round, {args.rounds} rounds")
     for precision in args.precision:
+        if precision == "int8":
+            for g in (plain, mapped):
+                shipped_int8(g)  # built once per spec (the cache keys carry the spec's digest)
         gens = {name: open_generator(g, precision=precision) for name, g in (("plain", plain), ("mapped", mapped))}
         rates: dict[str, list[float]] = {k: [] for k in gens}
         for g in gens.values():
