@@ -9,7 +9,8 @@ the training files' attributes (``--data``, as given to ``caloquant train``), or
 from the run's exported card when it records one; sources that are given must agree.
 
     .venv/bin/python bench/ship_model.py --run runs/train-ecal25 --name ecal25 --data runs/data/train_0.h5 \
-        [--n 10000] [--checkpoint CKPT.pt --why "chosen against 10k independent MC"] [--readout-threshold GEV]
+        [--n 10000] [--checkpoint CKPT.pt --why "chosen against 10k independent MC"] [--readout-threshold GEV] \
+        [--cell-map TRAIN.h5 [--cell-map-showers 20000]]
 
 ``--readout-threshold`` ships the model decoding through the MC's readout threshold (cells below it read 0 in
 every engine; the card's spec records it), as the MC does; the card's figures are measured so. ``--cell-map MC.h5``

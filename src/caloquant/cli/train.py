@@ -227,11 +227,12 @@ def cellmap_cmd(
     model: str = typer.Argument(..., help="Trained generator: a training checkpoint, a .pt with its .json card, or "
                                 "a shipped name."),
     data: Path = typer.Option(..., "--data", help="MC showers to match (HDF5), independent of any sample the "
-                              "mapped model will be judged against, e.g. the campaign's held-out file."),
+                              "mapped model will be judged against, e.g. the training file."),
     out: Path = typer.Option(..., "--out", "-o", help="Mapped generator to write (.pt; its card OUT.json goes next "
                              "to it); every command loads it like a shipped model."),
     n: int = typer.Option(4000, "--n", help="Generated showers to fit on (energies drawn from the MC's)."),
-    mc_showers: int = typer.Option(0, "--mc-showers", help="MC showers to read from --data (0: all)."),
+    mc_showers: int = typer.Option(20_000, "--mc-showers", help="MC showers to read from --data, the first ones "
+                                   "(0: all)."),
     bands: int = typer.Option(6, "--bands", help="Visible-energy bands, each fitted on its own (interpolated)."),
     readout_threshold: float | None = typer.Option(None, "--readout-threshold", help="GeV: the MC's readout "
                                                    "threshold (default: the model's own)."),

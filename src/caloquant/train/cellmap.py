@@ -2,7 +2,7 @@
 
 The map is fitted on showers the generator makes at energies drawn from the MC sample's, decoded without a readout
 threshold, so that faint cells the generator leaves below it can rise above it. Use MC showers independent of any
-sample the mapped generator is later judged against (the campaign's held-out file, not the comparison sample).
+sample the mapped generator is later judged against (the training file serves; the comparison sample never).
 """
 
 from __future__ import annotations
