@@ -131,7 +131,7 @@ class CellMap:
             raise ModelError(f"cell map: showers must be (N, X, Y, Z), got shape {x.shape}")
         n = len(x)
         flat = x.reshape(n, -1)
-        visible = np.where(flat >= threshold, flat, 0.0).sum(1, dtype=np.float64)
+        visible = _visible(x, threshold)
         lo, w = self._weights(visible)
         table = np.asarray(self.table, dtype=np.float64)
         nb, k_max = table.shape[0], table.shape[2] - 1
@@ -171,13 +171,14 @@ def _band_edges(log_visible: np.ndarray, bands: int) -> tuple[np.ndarray, np.nda
 
 
 def _visible(cells: np.ndarray, threshold: float) -> np.ndarray:
+    """Visible energy of each shower: the sum of its cells at or above the readout threshold."""
     flat = cells.reshape(len(cells), -1)
     return np.where(flat >= threshold, flat, 0.0).sum(1, dtype=np.float64)
 
 
 def _matched_row(gen_cells: np.ndarray, n_gen: int, ref_cells: np.ndarray, n_ref: int, grid: np.ndarray,
                  log_min: float, min_cells: float) -> np.ndarray:
-    """ln g(x) on ``grid`` for one band and ring: the reference cell of the same rank per shower."""
+    """ln g(x) on ``grid`` for one band and region: the reference cell of the same rank per shower."""
     g_cells = np.sort(gen_cells)
     r_cells = np.sort(ref_cells)[::-1]
     s_gen = (len(g_cells) - np.searchsorted(g_cells, np.exp(grid), side="right")) / n_gen
