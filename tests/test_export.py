@@ -45,15 +45,19 @@ def test_export_errors(checkpoint, tmp_path) -> None:
         read_spec(tmp_path / "missing.onnx")
 
 
-def test_entry_shift_is_exported_with_the_generator(tmp_path) -> None:
-    """A generator with an entry-point shift exports it in its graph: ONNX Runtime and OpenVINO shift each shower
-    as PyTorch does, and the spec travels with the file."""
+def test_exports_stop_before_the_entry_shift_and_decoding_shifts(tmp_path) -> None:
+    """A generator with an entry-point shift exports the centred shower: ONNX Runtime and OpenVINO output what the
+    module computes without its shift stage, decoding with the latents moves each shower as the PyTorch stage does,
+    the file says so, and a file that does not say so (an older export, shift inside) is refused in one line."""
+    import json
+
     ort = pytest.importorskip("onnxruntime")
     ov = pytest.importorskip("openvino")
     from dataclasses import replace
 
+    from caloquant.export.files import ENTRY_SHIFT, sidecar
     from caloquant.models import build_generator
-    from caloquant.models.registry import CHECKPOINT_FORMAT
+    from caloquant.models.registry import CHECKPOINT_FORMAT, centred
 
     spec = replace(DEFAULT_SPECS["ecal25"], entry_jitter_cells=0.5)
     torch.manual_seed(2)
@@ -62,16 +66,26 @@ def test_entry_shift_is_exported_with_the_generator(tmp_path) -> None:
     torch.save({"format": CHECKPOINT_FORMAT, "spec": spec.to_dict(), "generator": g.state_dict()}, path)
     z = (np.random.default_rng(1).standard_normal((5, 200)) * 3).astype(np.float32)
     with torch.no_grad():
-        ref = g(torch.from_numpy(z)).numpy()
-        plain = build_generator(DEFAULT_SPECS["ecal25"]).eval()
-        plain.load_state_dict(g.state_dict())
-        assert not np.allclose(plain(torch.from_numpy(z)).numpy(), ref, atol=1e-3)  # the shift is there
+        shifted = g(torch.from_numpy(z)).numpy()
+        plain = centred(g)(torch.from_numpy(z)).numpy()
+    assert g.entry is not None  # the copy lost the stage, the module kept it
+    assert not np.allclose(plain, shifted, atol=1e-3)
     onnx_path = export_onnx(path, tmp_path / "jit.onnx")
-    assert np.allclose(ort.InferenceSession(str(onnx_path)).run(None, {"latent": z})[0], ref, atol=1e-5)
-    compiled = ov.Core().compile_model(str(export_openvino(path, tmp_path / "jit.xml")), "CPU",
-                                       {"INFERENCE_PRECISION_HINT": "f32"})
-    assert np.allclose(compiled(z)[0], ref, atol=1e-4)
+    out = ort.InferenceSession(str(onnx_path)).run(None, {"latent": z})[0]
+    assert np.allclose(out, plain, atol=5e-5)  # float roundoff of a randomly initialised network (max 3.4)
+    xml = export_openvino(path, tmp_path / "jit.xml")
+    out_ov = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(z)[0]
+    assert np.allclose(out_ov, plain, atol=1e-4)
+    # decoding the centred output with its latents gives the PyTorch module's shifted showers (float roundoff)
+    assert np.allclose(spec.to_physical(plain, z), spec.to_physical(shifted), rtol=1e-5, atol=1e-12)
+    assert not np.allclose(spec.to_physical(plain), spec.to_physical(shifted), rtol=1e-2)
     assert read_spec(onnx_path)[0] == spec
+    meta = json.loads(sidecar(onnx_path).read_text())
+    assert meta[ENTRY_SHIFT] == "decode"
+    del meta[ENTRY_SHIFT]
+    sidecar(onnx_path).write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="older caloquant with the entry-point shift inside the graph"):
+        read_spec(onnx_path)
 
 
 def test_padded_convolution_exports_the_same_function(checkpoint, tmp_path) -> None:

@@ -211,3 +211,24 @@ def test_calibrate_batchnorm_averages_the_training_batch_statistics() -> None:
     first = {k: v.clone() for k, v in gen.state_dict().items()}
     calibrate_batchnorm(gen, spec, 6, seed=4, batch=4)
     assert all(torch.equal(first[k], v) for k, v in gen.state_dict().items() if v.is_floating_point())
+
+
+def test_decoding_shifts_numpy_cells_as_the_torch_stage_does() -> None:
+    """``models.entry`` is one piece of code for both sides: the NumPy shift of decoding moves each shower as the
+    training graph's torch stage does, for either architecture's latent layout, and keeps the energy inside."""
+    from caloquant.models.entry import ENTRY_LATENT, shift_showers
+
+    rng = np.random.default_rng(5)
+    cells = rng.gamma(0.5, 1.0, (6, 25, 25, 25)).astype(np.float32)
+    cells[:, :2] = cells[:, -2:] = cells[:, :, :2] = cells[:, :, -2:] = 0  # nothing near the edges to lose
+    for arch, width in (("ecal25", 200), ("angle51", 256)):
+        z = rng.standard_normal((6, width)).astype(np.float32)
+        first = ENTRY_LATENT[arch]
+        ref = shift_showers(torch.from_numpy(cells), torch.from_numpy(z), 0.5, first, torch).numpy()
+        out = shift_showers(cells, z, 0.5, first, np)
+        assert out.dtype == np.float32 and np.allclose(out, ref, rtol=1e-6, atol=1e-7)
+        assert np.allclose(out.sum((1, 2, 3)), cells.sum((1, 2, 3)), rtol=1e-5)
+        assert not np.allclose(out, cells, atol=1e-3)
+    spec = ModelSpec("ecal25", entry_jitter_cells=0.5)
+    with pytest.raises(ModelError, match="3 latent rows for 6 showers"):
+        spec.to_physical(spec.to_training(cells), z[:3, :200])

@@ -24,6 +24,9 @@ from caloquant.ui import warn
 
 #: File in every cache entry listing the sha256 of its other files.
 MANIFEST = "sha256.json"
+#: What the cached graphs are, in every entry's name: "centred" since exports stop before the entry-point shift
+#: (decoding shifts); entries of the older graphs, shift inside, are never reused.
+GRAPH = "centred"
 
 
 def cache_dir() -> Path:
@@ -73,7 +76,7 @@ def exported(gen: LoadedGenerator, suffix: str, padded: Sequence[str] = ()) -> P
     """The generator exported to ONNX (``.onnx``) or IR (``.xml``, converted from the cached ONNX), cached under
     its sha256 and the caloquant version; ``padded``: convolutions exported on zero-padded input channels."""
     variant = f"-pad-{'+'.join(padded)}" if padded else ""
-    entry = cache_dir() / "export" / f"{gen.sha256}-{gen.spec.digest()}-{__version__}-{suffix[1:]}{variant}"
+    entry = cache_dir() / "export" / f"{gen.sha256}-{gen.spec.digest()}-{__version__}-{GRAPH}-{suffix[1:]}{variant}"
     if suffix == ".onnx":
         return cached(entry, lambda d: onnx.export_onnx(gen, d / "model.onnx", padded)) / "model.onnx"
     return cached(entry, lambda d: onnx.onnx_to_openvino(exported(gen, ".onnx", padded), gen,
@@ -105,4 +108,4 @@ def int8_entry(gen: LoadedGenerator) -> tuple[Path, Path]:
     if recipe is None:
         raise ModelError(f"no INT8 model for {gen.source}: {Path(gen.source).with_suffix('.recipe.json').name} is not "
                          f"shipped; run `caloquant quantize --model {gen.source} -o DIR` and pass DIR/model.xml")
-    return recipe, cache_dir() / "int8" / f"{gen.sha256[:16]}-{gen.spec.digest()}-{sha256_file(recipe)[:16]}"
+    return recipe, cache_dir() / "int8" / f"{gen.sha256[:16]}-{gen.spec.digest()}-{GRAPH}-{sha256_file(recipe)[:16]}"

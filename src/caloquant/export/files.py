@@ -23,6 +23,9 @@ META_KEY = ["caloquant", "meta"]
 #: Runtime-info key of a quantized IR: the OpenVINO inference precision (f32 or bf16) of its non-INT8 ops,
 #: i.e. the precision the tuner judged it in; every consumer compiles it that way.
 PRECISION_KEY = ["caloquant", "inference_precision"]
+#: Metadata field of a generator file whose graph stops before the entry-point shift ("decode": decoding shifts,
+#: ``ModelSpec.to_physical``); files of a shifting spec without it hold the older in-graph shift and are refused.
+ENTRY_SHIFT = "entry_shift"
 #: OpenVINO CPU inference-precision hint per precision word. Always set explicitly: the CPU plugin defaults to
 #: bf16 wherever the CPU has it (and OpenVINO 2026 on some CPUs without native BF16), about 1 % off per cell.
 PRECISION_HINTS: dict[str, str] = {Fallback.FP32: "f32", Fallback.BF16: "bf16"}
@@ -35,9 +38,11 @@ def sidecar(path: str | os.PathLike[str]) -> Path:
 
 def model_meta(spec: ModelSpec | None, source: str, source_sha256: str, **extra: Any) -> dict[str, Any]:
     """The metadata of a model file: its spec (None for models that are not caloquant generators), the source
-    weights and their sha256, and ``extra`` fields (precision, accepted, recipe...)."""
+    weights and their sha256, and ``extra`` fields (precision, accepted, recipe...). A generator with an entry-point
+    shift is marked as exported without it (``ENTRY_SHIFT``: decoding shifts)."""
+    shift = {ENTRY_SHIFT: "decode"} if spec is not None and spec.entry_jitter_cells > 0 else {}
     return {"spec": spec.to_dict() if spec is not None else None, "source": source, "source_sha256": source_sha256,
-            **extra}
+            **shift, **extra}
 
 
 def write_sidecar(path: str | os.PathLike[str], meta: dict[str, Any]) -> Path:
@@ -105,7 +110,11 @@ def read_spec(path: str | os.PathLike[str]) -> tuple[ModelSpec, dict[str, Any]]:
     meta = read_meta(path)
     if not isinstance(meta.get("spec"), dict):
         raise ModelError(f"{path}: not a readable caloquant model spec (its metadata has no 'spec')")
-    return ModelSpec.from_dict(meta["spec"]), meta
+    spec = ModelSpec.from_dict(meta["spec"])
+    if spec.entry_jitter_cells > 0 and meta.get(ENTRY_SHIFT) != "decode":
+        raise ModelError(f"{path}: exported by an older caloquant with the entry-point shift inside the graph; "
+                         "export or quantize its weights again")
+    return spec, meta
 
 
 def inference_hint(model: Any) -> str:

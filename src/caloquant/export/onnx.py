@@ -14,7 +14,7 @@ from caloquant._atomic import atomic_path, check_writable
 from caloquant._optional import require
 from caloquant.export.files import check_ir_path, model_meta, save_ir, write_sidecar
 from caloquant.models.card import TUNING_FIELD
-from caloquant.models.registry import LoadedGenerator, load_generator
+from caloquant.models.registry import LoadedGenerator, centred, load_generator
 
 INPUT_NAME = "latent"
 OUTPUT_NAME = "shower"
@@ -39,7 +39,7 @@ def export_onnx(model: LoadedGenerator | str | os.PathLike[str], out: str | os.P
     torch = require("torch")
     gen = _as_loaded(model)
     out = check_writable(out)
-    module = gen.module
+    module = centred(gen.module)  # decoding shifts (ModelSpec.to_physical), not the graph
     if padded:
         module = require("caloquant.models.bf16").pad_convs(copy.deepcopy(module), padded)
     module.eval()

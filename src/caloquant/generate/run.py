@@ -38,16 +38,17 @@ def conditions(spectrum: Spectrum, angles: AngleRange, seed: int, start: int, n:
 
 
 def _batches_in_order(generator: Generator, energies: Spectrum, angles: AngleRange, seed: int, start: int,
-                      n: int) -> GeneratorType[tuple[np.ndarray, np.ndarray, np.ndarray], None, None]:
-    """(raw output, energies, angles) of showers [start, n) batch by batch, in order, across all streams."""
+                      n: int) -> GeneratorType[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None, None]:
+    """(raw output, energies, angles, latents) of showers [start, n) batch by batch, in order, across all streams."""
     b = generator.engine.batch
-    conds: deque[tuple[np.ndarray, np.ndarray]] = deque()
+    conds: deque[tuple[np.ndarray, np.ndarray, np.ndarray]] = deque()
 
     def latents() -> Iterator[np.ndarray]:
         for first in range(start, n, b):
             e, a = conditions(energies, angles, seed, first, min(b, n - first))
-            conds.append((e, a))
-            yield generator.latent(e, a, seed, np.arange(first, first + len(e)))
+            z = generator.latent(e, a, seed, np.arange(first, first + len(e)))
+            conds.append((e, a, z))
+            yield z
 
     for raw in generator.run_batches(latents()):
         yield (raw, *conds.popleft())
@@ -145,17 +146,17 @@ def _fill(out: PartialShowerFile, generator: Generator, energies: Spectrum, angl
         with deferred_signals() as stop, progress_bar(n - start, "generate", enabled=progress) as advance, \
                 contextlib.closing(_batches_in_order(generator, energies, angles, seed, first + start,
                                                 first + n)) as batches:
-            done: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-            for raw, e, a in batches:
+            done: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+            for raw, e, a, z in batches:
                 if stop.is_set():  # the partial chunk is discarded; committed showers stay resumable
                     break
-                done.append((raw, e, a))
+                done.append((raw, e, a, z))
                 rows = sum(len(d[0]) for d in done)
                 if rows == chunk or out.n + rows == n:
                     # batches keep running on the engine's streams while this chunk is written
-                    raws, es, angs = zip(*done)
-                    out.append(ShowerSet(spec.to_physical(np.concatenate(raws)), np.concatenate(es),
-                                         np.radians(np.concatenate(angs))))
+                    raws, es, angs, zs = zip(*done)
+                    cells = spec.to_physical(np.concatenate(raws), np.concatenate(zs))
+                    out.append(ShowerSet(cells, np.concatenate(es), np.radians(np.concatenate(angs))))
                     out.commit()
                     done = []
                     advance(rows)

@@ -73,9 +73,9 @@ class RequestBatcher:
 
     def _start(self, batch: list[Slice]) -> None:
         latent = np.concatenate([self._requests[s.request].latent[s.start:s.stop] for s in batch])
-        self.generator.engine.submit(latent, lambda raw: self._scatter(batch, raw))
+        self.generator.engine.submit(latent, lambda raw: self._scatter(batch, raw, latent))
 
-    def _scatter(self, batch: list[Slice], raw: np.ndarray | BaseException) -> None:
+    def _scatter(self, batch: list[Slice], raw: np.ndarray | BaseException, latent: np.ndarray) -> None:
         rows = np.cumsum([0] + [len(s) for s in batch])
         for s, row in zip(batch, rows):
             with self._lock:
@@ -87,7 +87,8 @@ class RequestBatcher:
             if isinstance(raw, BaseException):
                 req.future.set_exception(raw)
                 continue
-            req.raw[s.start:s.stop] = self.generator.spec.to_physical(raw[row:row + len(s)])
+            req.raw[s.start:s.stop] = self.generator.spec.to_physical(raw[row:row + len(s)],
+                                                                      latent[row:row + len(s)])
             with self._lock:
                 req.missing -= len(s)
                 finished = req.missing == 0

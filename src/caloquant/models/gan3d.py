@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 
+from caloquant.models.entry import ENTRY_LATENT
 from caloquant.models.layers import EntryShift, keras_bn, pad3d, same_pad
 
 #: Keras LeakyReLU default slope.
@@ -49,7 +50,7 @@ class EcalEnergyGenerator(nn.Module):
 
     def __init__(self, entry_jitter: float = 0.0, power: float = 0.85) -> None:
         super().__init__()
-        self.entry = EntryShift(entry_jitter, power, first=0) if entry_jitter > 0 else None
+        self.entry = EntryShift(entry_jitter, power, first=ENTRY_LATENT["ecal25"]) if entry_jitter > 0 else None
         self.dense = _glorot_uniform(nn.Linear(self.latent_size, 64 * 7 * 7))
         self.block1 = nn.Sequential(
             same_pad((6, 6, 8)),
@@ -89,7 +90,7 @@ class AngleGenerator(nn.Module):
 
     def __init__(self, entry_jitter: float = 0.0, power: float = 0.85) -> None:
         super().__init__()
-        self.entry = EntryShift(entry_jitter, power, first=2) if entry_jitter > 0 else None
+        self.entry = EntryShift(entry_jitter, power, first=ENTRY_LATENT["angle51"]) if entry_jitter > 0 else None
         self.dense = _glorot_uniform(nn.Linear(self.latent_size, 5184))
 
         def block(cin: int, cout: int, kernel: tuple[int, int, int], pad: tuple[int, int, int] | None) -> list[nn.Module]:

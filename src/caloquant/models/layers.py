@@ -3,7 +3,6 @@ entry-point shift of the generators' output."""
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +10,7 @@ import torch.distributed as dist
 from torch import nn
 
 from caloquant._optional import require
+from caloquant.models.entry import entry_offsets, shift_showers
 
 
 def keras_bn(channels: int, eps: float = 1e-3) -> nn.BatchNorm3d:
@@ -123,19 +123,6 @@ class SurrogateReLU(nn.Module):
         return _ReluLeakyGrad.apply(x, self.slope)  # type: ignore[no-any-return]
 
 
-def _shift_cells(cells: torch.Tensor, offset: torch.Tensor, axis: int) -> torch.Tensor:
-    """Cells (N, X, Y, Z) moved by ``offset`` (N,) cells in (-1, 1) along ``axis`` (1 or 2), each cell's energy
-    shared linearly with its neighbour, as binning a shower moved rigidly by that much would share it if the energy
-    were spread evenly within each cell; energy moved past the window's edge is lost, as the MC's is."""
-    n = cells.shape[axis]
-    pad = (0, 0, 1, 0, 0, 0) if axis == 2 else (0, 0, 0, 0, 1, 0)
-    from_below = F.pad(cells.narrow(axis, 0, n - 1), pad)           # cell i holds cell i-1's energy
-    pad = (0, 0, 0, 1, 0, 0) if axis == 2 else (0, 0, 0, 0, 0, 1)
-    from_above = F.pad(cells.narrow(axis, 1, n - 1), pad)           # cell i holds cell i+1's energy
-    off = offset.view(-1, 1, 1, 1)
-    return cells + off.clamp_min(0) * (from_below - cells) + (-off).clamp_min(0) * (from_above - cells)
-
-
 class EntryShift(nn.Module):
     """Output stage that moves each generated shower rigidly in x and y by up to ``amplitude`` cells.
 
@@ -144,9 +131,11 @@ class EntryShift(nn.Module):
     as the detector adds it. Shower i's offsets are uniform in (-amplitude, amplitude) and come from its own latent
     entries ``first`` .. ``first + 3``: the arctangent of the ratio of two independent standard normals, over pi, is
     uniform on (-1/2, 1/2), and the ratio does not see the energy factor of the ecal25 latent. So the stage needs no
-    input of its own, has no parameters (checkpoints are unchanged), is exported with the generator (every runtime
-    shifts alike, deterministically per shower seed) and passes gradients to the cells. Energies are shared between
-    neighbours in GeV-proportional units (``raw ** (1 / power)``), not in the training representation.
+    input of its own, has no parameters (checkpoints are unchanged) and passes gradients to the cells. Energies are
+    shared between neighbours in GeV-proportional units (``raw ** (1 / power)``), not in the training
+    representation. The code is ``models.entry``'s, which ``ModelSpec.to_physical`` also runs: exports and inference
+    engines stop before this stage (``models.registry.centred``) and decoding shifts, alike in every runtime and
+    deterministically per shower seed.
     """
 
     def __init__(self, amplitude: float, power: float, first: int) -> None:
@@ -157,19 +146,10 @@ class EntryShift(nn.Module):
 
     def offsets(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The (x, y) offsets in cells of each shower of latent batch ``z``."""
-        z = z.float()
-        k = self.first
-        scale = 2.0 * self.amplitude / math.pi
-
-        def uniform(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            b = torch.where(b == 0, torch.full_like(b, 1e-30), b)
-            return scale * torch.atan(a / b)
-
-        return uniform(z[:, k], z[:, k + 1]), uniform(z[:, k + 2], z[:, k + 3])
+        return entry_offsets(z.float(), self.amplitude, self.first, torch)  # type: ignore[no-any-return]
 
     def forward(self, raw: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        dx, dy = self.offsets(z)
         cells = raw.float().clamp_min(0) ** (1.0 / self.power)
-        cells = _shift_cells(_shift_cells(cells, dx, 1), dy, 2)
+        cells = shift_showers(cells, z.float(), self.amplitude, self.first, torch)
         # clamp so that the unselected branch's gradient stays finite (0 ** power has an infinite slope)
         return torch.where(cells > 0, cells.clamp_min(1e-30) ** self.power, torch.zeros_like(cells))

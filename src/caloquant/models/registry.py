@@ -7,6 +7,7 @@ is loaded with ``weights_only=True``: no pickled code is ever executed.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from dataclasses import dataclass
@@ -35,6 +36,17 @@ def build_generator(spec: ModelSpec) -> nn.Module:
     cls = gan3d.EcalEnergyGenerator if spec.arch == "ecal25" else gan3d.AngleGenerator
     return cls(entry_jitter=spec.entry_jitter_cells, power=spec.xpower)
 
+
+
+def centred(module: nn.Module) -> nn.Module:
+    """A copy of a generator that stops before its entry-point shift, as exports and inference engines run it:
+    ``ModelSpec.to_physical(raw, latent)`` then shifts while decoding (``models.entry``). The module itself when it
+    has no shift; parameter and layer names are kept, so tuned recipes name the same layers."""
+    if getattr(module, "entry", None) is None:
+        return module
+    plain = copy.deepcopy(module)
+    plain.entry = None  # type: ignore[assignment]
+    return plain
 
 #: Adversaries ``build_discriminator`` can make: the 3DGAN reference discriminator, or the light critic.
 CRITICS = ("reference", "light")

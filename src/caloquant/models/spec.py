@@ -16,6 +16,7 @@ import numpy as np
 from caloquant.errors import InputError, ModelError
 from caloquant.geometry import WINDOW_25, WINDOW_51, Window
 from caloquant.models.cellmap import CellMap
+from caloquant.models.entry import ENTRY_LATENT, shift_showers
 
 ARCHITECTURES = ("ecal25", "angle51")
 
@@ -33,8 +34,8 @@ class ModelSpec:
     #: 0 (the default, and what older cards and checkpoints mean) decodes every cell.
     cell_threshold_gev: float = 0.0
     #: Half-width (cells) of the uniform in-cell shift of each shower's entry point in x and y that the generator's
-    #: output stage adds (``models.layers.EntryShift``), as the MC's detector does. 0 (the default, and what older
-    #: cards and checkpoints mean): no shift.
+    #: output stage adds in training (``models.layers.EntryShift``) and decoding adds after exported graphs
+    #: (``to_physical``), as the MC's detector does. 0 (the default, and what older cards and checkpoints mean): none.
     entry_jitter_cells: float = 0.0
     #: Fitted response stage of decoding (``models.cellmap``): read-out cell energies mapped to the MC's spectrum,
     #: each shower's visible energy kept. None (the default, and what older cards and checkpoints mean): no map.
@@ -131,11 +132,20 @@ class ModelSpec:
         theta = np.radians(np.asarray(angles_deg, dtype=np.float64)).astype(np.float32).reshape(-1, 1)
         return np.concatenate([e, theta, noise], axis=1).astype(np.float32)
 
-    def to_physical(self, raw: np.ndarray) -> np.ndarray:
+    def to_physical(self, raw: np.ndarray, latent: np.ndarray | None = None) -> np.ndarray:
         """Raw generator output ((xscale * E) ** xpower) to visible cell energy in GeV, through the cell map when the
-        spec has one, cells below the readout threshold (``cell_threshold_gev``) set to 0."""
+        spec has one, cells below the readout threshold (``cell_threshold_gev``) set to 0.
+
+        ``latent``: the generator inputs of these showers, for output of an export or inference engine, whose graph
+        stops before the entry-point shift (``models.registry.centred``): decoding then moves each shower by its
+        offsets (``entry_jitter_cells``). Leave it out for the output of the whole PyTorch module, which shifted."""
         raw = np.maximum(np.asarray(raw, dtype=np.float32), 0.0)
         cells = (np.power(raw, np.float32(1.0 / self.xpower)) / np.float32(self.xscale)).astype(np.float32)
+        if latent is not None and self.entry_jitter_cells > 0:
+            if len(latent) != len(cells):
+                raise ModelError(f"{len(latent)} latent rows for {len(cells)} showers")
+            cells = shift_showers(cells, np.asarray(latent, dtype=np.float32), self.entry_jitter_cells,
+                                  ENTRY_LATENT[self.arch], np).astype(np.float32, copy=False)
         if self.cell_map is not None:
             return self.cell_map.apply(cells, self.cell_threshold_gev)
         if self.cell_threshold_gev > 0:

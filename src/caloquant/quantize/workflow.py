@@ -20,7 +20,7 @@ from caloquant.errors import InputError, ModelError
 from caloquant.evaluation import DEFAULT_EVALUATION, EvaluationSettings
 from caloquant.export.files import model_meta, save_ir
 from caloquant.models.card import TUNING_FIELD
-from caloquant.models.registry import LoadedGenerator
+from caloquant.models.registry import LoadedGenerator, centred
 from caloquant.quantize import recipe as rec
 from caloquant.quantize import userdata
 from caloquant.quantize.evaluators import PhysicsEvaluator
@@ -184,7 +184,7 @@ def _quantize(model: str | os.PathLike[str] | LoadedGenerator | ResolvedModel, o
                                "CPU cores": os.cpu_count()}
     pt = None
     if src.generator is not None:
-        pt = torch_throughput(src.generator.module, ev.inputs[:batch])
+        pt = torch_throughput(centred(src.generator.module), ev.inputs[:batch])
         context["PyTorch FP32 items/s"] = round(pt, 1)
         context["speed-up vs PyTorch FP32"] = f"{result.best.throughput / pt:.2f}x"
     mre = {c.kind + str(c.index): c.details.get("sampling_fraction_mre") for c in result.history}

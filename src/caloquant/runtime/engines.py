@@ -21,6 +21,7 @@ from caloquant.choices import EngineName
 from caloquant.errors import InputError, ModelError, reason
 from caloquant.export.files import PRECISION_HINTS, inference_hint
 from caloquant.machine import cpu_count
+from caloquant.models.registry import centred
 from caloquant.models.spec import ModelSpec
 
 #: The engines' names (``caloquant.choices.EngineName``).
@@ -114,7 +115,9 @@ class TorchEngine(_ThreadedEngine):
         torch = require("torch")
         if precision != "fp32":
             raise InputError(f"engine torch runs fp32 only, not {precision!r} (use --engine openvino)")
-        self.module, self.spec, self.batch, self.streams, self.precision = module.eval(), spec, batch, streams, precision
+        # as exported graphs do, it stops before the entry-point shift: decoding shifts (ModelSpec.to_physical)
+        self.module, self.spec, self.batch, self.streams, self.precision = (centred(module).eval(), spec, batch,
+                                                                            streams, precision)
         if streams > 1:
             torch.set_num_threads(max(1, cpu_count() // streams))
         threads = torch.get_num_threads()

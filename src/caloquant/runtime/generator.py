@@ -110,7 +110,7 @@ class Generator:
         z = self.latent(energies, angles, seed, idx)
         b = self.engine.batch
         raw = list(self.run_batches(z[i:i + b] for i in range(0, n, b)))
-        ecal = self.spec.to_physical(np.concatenate(raw)) if raw else np.zeros((0, *self.spec.window.shape))
+        ecal = self.spec.to_physical(np.concatenate(raw), z) if raw else np.zeros((0, *self.spec.window.shape))
         return ShowerSet(ecal, energies, np.radians(angles))
 
 
