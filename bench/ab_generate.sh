@@ -16,7 +16,7 @@ git worktree add -q --detach "$wt" "$base"
 trap 'git worktree remove --force "$wt"; rm -rf "$tmp"' EXIT
 rate() {  # tree precision count -> showers/s
   PYTHONPATH=$1/src "$py" -m caloquant.cli generate --model "$model" --precision "$2" --n "$3" --energy 10:500 \
-    -o "$tmp/out.h5" --overwrite 2>&1 | sed -n 's/.*(\(.*\) showers\/s).*/\1/p' | tail -1
+    -o "$tmp/out.h5" --overwrite 2>&1 | sed -n 's/.* \([0-9.]*\) showers\/s).*/\1/p' | tail -1
 }
 echo "# $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs; $model, $n showers per round, base $base"
 for p in "${precs[@]}"; do rate "$wt" "$p" 256 >/dev/null; rate "$PWD" "$p" 256 >/dev/null; done
