@@ -27,7 +27,7 @@ PUBLIC = {
         "build_generator", "calibrate_batchnorm", "count_parameters", "fit_cell_map", "load_generator", "model_card",
         "sample_showers", "sha256_file", "shipped_recipe", "shower_noise"],
     "caloquant.plotting": ["average_images", "cell_spectrum", "feature_histograms", "moments_vs_energy", "png_bytes",
-        "profiles", "sampling_fraction_vs_energy", "write_report"],
+        "profiles", "sampling_fraction_vs_energy", "tilt_response", "write_report"],
     "caloquant.quantize": ["AccuracyNotReachedError", "Calibration", "Candidate", "Criterion", "EvaluationSettings",
         "Evaluator", "Fallback", "GAN_CALIBRATION", "MAX_CALIBRATION", "PerItemEvaluator", "PhysicsEvaluator", "Recipe",
         "ResolvedModel", "TuneResult", "apply_recipe", "gan_calibration", "open_deployed", "read_recipe", "resolve",
@@ -39,11 +39,11 @@ PUBLIC = {
         "simulate", "simulate_to_file"],
     "caloquant.train": ["MapFit", "TrainConfig", "TrainResult", "Trainer", "fit_generator_map", "train",
         "write_mapped_generator"],
-    "caloquant.validate": ["CandidateResult", "ClassifierResult", "Comparison", "EnergyBins", "METRICS",
-        "MetricOptions", "MetricResult", "PairedResult", "ShowerFeatures", "ValidationResult", "as_features",
-        "chi2_ndf", "classifier_auc", "compare", "compute_features", "fpd", "frechet_at_size", "frechet_distance",
-        "kpd", "mmd2_unbiased", "moments_metric", "paired_difference", "profiles_metric", "resolve_bins",
-        "sampling_fraction_mre", "separation_power", "validate"],
+    "caloquant.validate": ["AngleBins", "CandidateResult", "ClassifierResult", "Comparison", "EnergyBins", "METRICS",
+        "MetricOptions", "MetricResult", "PairedResult", "ShowerFeatures", "TILT_METRIC", "ValidationResult",
+        "as_features", "chi2_ndf", "classifier_auc", "compare", "compute_features", "fpd", "frechet_at_size",
+        "frechet_distance", "kpd", "mmd2_unbiased", "moments_metric", "paired_difference", "profiles_metric",
+        "resolve_bins", "sampling_fraction_mre", "separation_power", "validate"],
 }
 
 

@@ -50,6 +50,21 @@ def test_validate_one_candidate_json_and_report(files: dict[str, Path], tmp_path
     assert text.count("data:image/png;base64,") == 6 and "<table>" in text
 
 
+def test_tilted_samples_get_the_tilt_metric_and_figure(files: dict[str, Path], mc_tilted: ShowerSet,
+                                                       tmp_path: Path) -> None:
+    full, cand = tmp_path / "tilted.h5", tmp_path / "tilted-cand.h5"
+    write_showers(full, mc_tilted)
+    write_showers(cand, simulate(200, "50:200", angle="60:120", window="51x51x25", seed=14))
+    js, html = tmp_path / "t.json", tmp_path / "t.html"
+    rc = main(["validate", str(full), str(cand), "--json", str(js), "--report", str(html), "--no-classifier",
+               "--n-boot", "10", "--fpd-batches", "2", "-q"])
+    assert rc == 0
+    tilt = json.loads(js.read_text())["metrics"]["tilt_error_deg"]
+    assert tilt["pass"] and len(tilt["per_bin"]) == len(tilt["tilt"]["angle_bins"]) == 6
+    text = html.read_text()
+    assert "Tilt: reconstructed vs true incidence angle" in text and text.count("data:image/png;base64,") == 7
+
+
 def test_validate_several_candidates_both_layouts(files: dict[str, Path], tmp_path: Path) -> None:
     js = tmp_path / "v.json"
     rc = main(["validate", str(files["ref"]), str(files["cand"]), str(files["cc"]), "--json", str(js),

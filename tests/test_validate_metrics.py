@@ -13,6 +13,7 @@ from caloquant.data import ShowerSet
 from caloquant.errors import DataFormatError, GeometryMismatchError, InputError
 from caloquant.simulate import simulate
 from caloquant.validate import (
+    AngleBins,
     EnergyBins,
     MetricOptions,
     ShowerFeatures,
@@ -145,6 +146,32 @@ def test_angle_estimate_of_tilted_showers(mc_tilted: ShowerSet) -> None:
     assert np.median(np.abs(np.rad2deg(f.theta_estimate - f.theta))) < 2.0
 
 
+def test_angle_bins_follow_the_reference() -> None:
+    discrete = AngleBins.of(np.radians(np.repeat([60.0, 90.0, 120.0], 4)))
+    assert discrete.labels == ["60 deg", "90 deg", "120 deg"]
+    assert discrete.masks(np.radians([60.0, 90.0, 119.9, 100.0])).tolist() == [
+        [True, False, False, False], [False, True, False, False], [False, False, True, False]]
+    theta = np.radians(np.random.default_rng(0).uniform(60, 120, 600))
+    continuous = AngleBins.of(theta)
+    counts = continuous.masks(theta).sum(axis=1)
+    assert len(continuous) == 6 and counts.sum() == 600 and counts.min() >= 99
+
+
+def test_tilt_metric_tells_showers_that_ignore_their_angle(mc_tilted: ShowerSet) -> None:
+    """A second tilted MC sample tilts as the reference does; the same showers with their angles shuffled (as
+    from a generator that ignores the angle) miss by many degrees; perpendicular samples get no tilt metric."""
+    other = simulate(200, "50:200", angle="60:120", window="51x51x25", seed=13)
+    blind = ShowerSet(other.ecal, other.energy, np.random.default_rng(1).permutation(other.theta))
+    opts = MetricOptions(n_boot=20, classifier=False, fpd_batches=2, kpd_batch_size=200)
+    result = validate(mc_tilted, [other, blind], options=opts, names=["mc", "blind"])
+    mc, off = (result.candidates[k].metrics["tilt_error_deg"] for k in ("mc", "blind"))
+    assert mc.passed and mc.value < 1.5 and len(mc.per_bin) == 6
+    tilt = mc.to_dict()["tilt"]
+    assert 0.9 < tilt["slope_reference"] < 1.1 and 0.9 < tilt["slope_candidate"] < 1.1
+    assert tilt["reference_mean_deg"][0] < 70 < 110 < tilt["reference_mean_deg"][-1]
+    assert not off.passed and off.value > 8 and abs(off.to_dict()["tilt"]["slope_candidate"]) < 0.3
+
+
 def test_identical_samples_give_zero(ref: ShowerFeatures) -> None:
     for metric in (moments_metric, profiles_metric, sampling_fraction_mre):
         assert metric(ref, ref) == 0.0
@@ -153,6 +180,7 @@ def test_identical_samples_give_zero(ref: ShowerFeatures) -> None:
                  "cell_spectrum_separation"):
         assert result[name].value == 0.0 and result[name].passed
     assert result["fpd"].passed and result["kpd"].passed
+    assert "tilt_error_deg" not in result  # perpendicular showers: no tilt comparison
 
 
 def test_legacy_doubles_the_moment_metric(ref: ShowerFeatures, other: ShowerFeatures) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 _LAZY = {
     "average_images": "figures", "cell_spectrum": "figures", "feature_histograms": "figures",
     "moments_vs_energy": "figures", "png_bytes": "figures", "profiles": "figures",
-    "sampling_fraction_vs_energy": "figures", "write_report": "report",
+    "sampling_fraction_vs_energy": "figures", "tilt_response": "figures", "write_report": "report",
 }
 
 __all__ = sorted(_LAZY)

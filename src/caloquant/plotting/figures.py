@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from caloquant.validate.bins import EnergyBins
+from caloquant.validate.bins import AngleBins, EnergyBins
 from caloquant.validate.features import CELL_EDGES, ShowerFeatures
 
 Named = Sequence[tuple[str, ShowerFeatures]]
@@ -106,24 +106,52 @@ def moments_vs_energy(reference: ShowerFeatures, candidates: Named, bins: Energy
     return fig
 
 
-def sampling_fraction_vs_energy(reference: ShowerFeatures, candidates: Named, bins: EnergyBins) -> Figure:
-    """Mean sampling fraction (visible / primary) per energy bin, with a ratio panel."""
-    x = bins.centres[int(bins.include_all):]
+def _points_with_panel(x: np.ndarray, reference: tuple[np.ndarray, np.ndarray],
+                       candidates: Sequence[tuple[str, np.ndarray, np.ndarray]], ylabel: str, xlabel: str,
+                       difference: bool) -> Figure:
+    """Reference and candidate points (value, error) against ``x``, with a lower panel of candidate / reference
+    (``difference``: candidate - reference)."""
+    r, re = reference
     with hep_style():
         fig = new_figure(7, 6)
         top, bottom = _ratio_axes(fig, 1)
-        r, re = _binned_means(reference, reference.sampling_fraction[:, None], bins)
-        top[0].errorbar(x, r[:, 0], re[:, 0], fmt="o", color="black", label="reference")
-        for name, f in candidates:
-            c, ce = _binned_means(f, f.sampling_fraction[:, None], bins)
-            line = top[0].errorbar(x, c[:, 0], ce[:, 0], fmt="s", label=name)
-            bottom[0].errorbar(x, c[:, 0] / r[:, 0], ce[:, 0] / r[:, 0], fmt="s", color=line[0].get_color())
-        top[0].set_ylabel("visible / primary energy")
-        bottom[0].axhline(1, color="grey", lw=1)
-        bottom[0].set_xlabel("primary energy (GeV)")
-        bottom[0].set_ylabel("cand / ref")
+        if difference:
+            top[0].plot(x, x, color="grey", lw=1, ls="--", label="y = x")
+        top[0].errorbar(x, r, re, fmt="o", color="black", label="reference")
+        for name, c, ce in candidates:
+            line = top[0].errorbar(x, c, ce, fmt="s", label=name)
+            low, low_err = (c - r, np.hypot(ce, re)) if difference else (c / r, ce / r)
+            bottom[0].errorbar(x, low, low_err, fmt="s", color=line[0].get_color())
+        top[0].set_ylabel(ylabel)
+        bottom[0].axhline(0 if difference else 1, color="grey", lw=1)
+        bottom[0].set_xlabel(xlabel)
+        bottom[0].set_ylabel("cand - ref" if difference else "cand / ref")
         top[0].legend(fontsize=8)
     return fig
+
+
+def sampling_fraction_vs_energy(reference: ShowerFeatures, candidates: Named, bins: EnergyBins) -> Figure:
+    """Mean sampling fraction (visible / primary) per energy bin, with a ratio panel."""
+    def means(f: ShowerFeatures) -> tuple[np.ndarray, np.ndarray]:
+        m, e = _binned_means(f, f.sampling_fraction[:, None], bins)
+        return m[:, 0], e[:, 0]
+
+    return _points_with_panel(bins.centres[int(bins.include_all):], means(reference),
+                              [(name, *means(f)) for name, f in candidates], "visible / primary energy",
+                              "primary energy (GeV)", difference=False)
+
+
+def tilt_response(reference: ShowerFeatures, candidates: Named, bins: AngleBins) -> Figure:
+    """Mean reconstructed incidence angle against the true angle, per angle bin, with candidate - reference (deg):
+    showers that tilt with their angle follow the reference's points, showers that ignore it stay flat."""
+    def means(f: ShowerFeatures) -> tuple[np.ndarray, np.ndarray]:
+        est = np.degrees(f.theta_estimate)
+        out = [_mean_err(est[m]) if m.sum() > 1 else (np.nan, np.nan) for m in bins.masks(f.theta)]
+        return np.array([m for m, _ in out], dtype=np.float64), np.array([e for _, e in out], dtype=np.float64)
+
+    return _points_with_panel(np.array([(a + b) / 2 for a, b in bins.intervals]), means(reference),
+                              [(name, *means(f)) for name, f in candidates], "mean reconstructed angle (deg)",
+                              "incidence angle (deg)", difference=True)
 
 
 def feature_histograms(reference: ShowerFeatures, candidates: Named,

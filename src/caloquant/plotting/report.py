@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from caloquant._atomic import write_text_atomic
 from caloquant.plotting import figures
+from caloquant.validate.bins import AngleBins
 from caloquant.validate.suite import ValidationResult
 
 _CSS = ("body{font-family:sans-serif;margin:2em;max-width:1300px}table{border-collapse:collapse;margin:1em 0}"
@@ -70,6 +71,9 @@ def validation_parts(result: ValidationResult, *, dpi: int = 90) -> list[str]:
         ("Cell-energy spectrum", figures.cell_spectrum(ref, cands)),
         ("Average shower images", figures.average_images(ref, cands)),
     ]
+    if ref.tilted:
+        figs.insert(3, ("Tilt: reconstructed vs true incidence angle",
+                        figures.tilt_response(ref, cands, AngleBins.of(ref.theta))))
     parts = [f"<p>Reference: {html.escape(ref.source)} ({len(ref):,} showers, window {ref.window}); "
              f"energy bins: {html.escape(', '.join(result.bins.labels))}. Noise floor = same metric between two "
              "halves of the reference; pass rules in docs/validation.md.</p>", _table(result)]

@@ -5,7 +5,7 @@ Computation only (numpy, scipy, scikit-learn); plots live in ``caloquant.plottin
 
 from __future__ import annotations
 
-from caloquant.validate.bins import EnergyBins, resolve_bins
+from caloquant.validate.bins import AngleBins, EnergyBins, resolve_bins
 from caloquant.validate.classifier import ClassifierResult, classifier_auc
 from caloquant.validate.distances import fpd, frechet_at_size, frechet_distance, kpd, mmd2_unbiased
 from caloquant.validate.features import ShowerFeatures, as_features, compute_features
@@ -20,6 +20,7 @@ from caloquant.validate.metrics import (
 )
 from caloquant.validate.suite import (
     METRICS,
+    TILT_METRIC,
     CandidateResult,
     MetricOptions,
     PairedResult,
@@ -31,6 +32,8 @@ from caloquant.validate.suite import (
 
 __all__ = [
     "METRICS",
+    "TILT_METRIC",
+    "AngleBins",
     "CandidateResult",
     "ClassifierResult",
     "Comparison",

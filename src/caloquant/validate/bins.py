@@ -1,7 +1,8 @@
 """Primary-energy bins for binned metrics: the 3DGAN bins (all, 50 ... 500 GeV +- 5), bins around given energies,
 or reference quantiles. Automatic bins come from the reference (its energies, or its quantiles), so none is empty
 in it; ``requested`` tells the verdict whether a user asked for the bins (an empty requested bin vetoes a verdict,
-an empty automatic one is only reported)."""
+an empty automatic one is only reported). Angle bins (``AngleBins``) split a tilted reference by incidence angle
+for the tilt comparison."""
 
 from __future__ import annotations
 
@@ -108,6 +109,52 @@ class EnergyBins:
 
     def __len__(self) -> int:
         return len(self.intervals) + int(self.include_all)
+
+
+#: A tilted reference with at most this many distinct angles gets one angle bin per angle, else quantile bins.
+MAX_DISCRETE_ANGLES = 12
+DEFAULT_ANGLE_BINS = 6
+
+
+@dataclass(frozen=True)
+class AngleBins:
+    """Closed-open intervals [low, high) of the incidence angle in degrees, taken from a reference's angles: one
+    bin around each angle of a discrete set (+- 0.5 degrees, or half the smallest gap), else equal-count bins."""
+
+    intervals: tuple[tuple[float, float], ...]
+    #: One bin per angle of a discrete set (labelled by the angle).
+    discrete: bool = False
+
+    @classmethod
+    def of(cls, theta_rad: np.ndarray, n: int = DEFAULT_ANGLE_BINS) -> AngleBins:
+        """The angle bins of a reference whose incidence angles (radians) are ``theta_rad``."""
+        deg = np.degrees(np.asarray(theta_rad, dtype=np.float64))
+        if deg.size == 0 or not np.all(np.isfinite(deg)):
+            raise InputError("angle bins need finite reference angles")
+        distinct = np.unique(np.round(deg, 2))
+        if distinct.size <= MAX_DISCRETE_ANGLES:
+            half = 0.5 if distinct.size == 1 else min(0.5, float(np.diff(distinct).min()) / 2.0)
+            return cls(tuple((float(a - half), float(a + half)) for a in distinct), discrete=True)
+        edges = np.quantile(deg, np.linspace(0.0, 1.0, min(n, deg.size) + 1))
+        edges[-1] = np.nextafter(edges[-1], np.inf)
+        return cls(tuple((float(a), float(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a))
+
+    @property
+    def labels(self) -> list[str]:
+        for digits in range(3):  # the fewest decimals that keep every label distinct
+            labels = ([f"{(a + b) / 2:.{digits}f} deg" for a, b in self.intervals] if self.discrete else
+                      [f"{a:.{digits}f}-{b:.{digits}f} deg" for a, b in self.intervals])
+            if len(set(labels)) == len(labels):
+                break
+        return labels
+
+    def masks(self, theta_rad: np.ndarray) -> np.ndarray:
+        """Boolean membership (n_bins, N) of every shower (angle in radians) in every bin."""
+        deg = np.degrees(np.asarray(theta_rad, dtype=np.float64))
+        return np.array([(deg >= a) & (deg < b) for a, b in self.intervals], dtype=bool).reshape(len(self), deg.size)
+
+    def __len__(self) -> int:
+        return len(self.intervals)
 
 
 BinsSpec = EnergyBins | Sequence[float] | int | str | None

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from caloquant.errors import InputError
-from caloquant.validate.bins import BinsSpec, EnergyBins, resolve_bins
+from caloquant.validate.bins import AngleBins, BinsSpec, EnergyBins, resolve_bins
 from caloquant.validate.features import CELL_BINS, ShowerFeatures, Source, as_features, check_compatible
 from caloquant.validate.store import DiskArray
 
@@ -89,6 +89,8 @@ class MetricResult:
             out["unscored_bins"] = list(self.unscored_bins)
         if "per_feature" in self.details:
             out["per_feature"] = {k: _num(v) for k, v in self.details["per_feature"].items()}
+        if "tilt" in self.details:
+            out["tilt"] = self.details["tilt"]
         return out
 
 
@@ -168,15 +170,19 @@ class Comparison:
         check_compatible(reference, candidate)
         self.ref, self.cand = reference, candidate
         self.bins: EnergyBins = resolve_bins(bins, reference.energy)
+        #: Incidence-angle bins of a tilted reference (None: perpendicular showers, no tilt comparison).
+        self.angle_bins: AngleBins | None = AngleBins.of(reference.theta) if reference.tilted else None
         self._sep: tuple[np.ndarray, np.ndarray, int, list[str], list[int] | None, list[int] | None] | None = None
 
-    def _bin_means(self, f: ShowerFeatures, values: Callable[[ShowerFeatures], np.ndarray], w: Weights
-                   ) -> tuple[np.ndarray, np.ndarray]:
-        """Per-bin weighted means (B, n_bins, k) and weighted counts (B, n_bins) of ``values`` of ``f``."""
+    def _bin_means(self, f: ShowerFeatures, values: Callable[[ShowerFeatures], np.ndarray], w: Weights,
+                   masks: Callable[[ShowerFeatures], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-bin weighted means (B, n_bins, k) and weighted counts (B, n_bins) of ``values`` of ``f``, in the
+        energy bins or in the bins whose membership ``masks`` gives."""
+        bin_masks = masks or (lambda block: self.bins.masks(block.energy))
         sums: np.ndarray | None = None
         counts: np.ndarray | None = None
         for start, stop, block in f.blocks():
-            mask = self.bins.masks(block.energy).astype(np.float64)
+            mask = bin_masks(block).astype(np.float64)
             wb = _block_weights(w, start, stop)
             v = values(block)
             s = np.stack([(wb * m) @ v for m in mask], axis=1)
@@ -192,6 +198,25 @@ class Comparison:
         mr, cr = self._bin_means(self.ref, values, w_ref)
         mc, cc = self._bin_means(self.cand, values, w_cand)
         per_bin = score(mr, mc, self.ref.window.shape)
+        per_bin[(cr < MIN_SHOWERS_PER_BIN) | (cc < MIN_SHOWERS_PER_BIN)] = np.nan
+        return per_bin
+
+    def tilt_means(self, f: ShowerFeatures, w: Weights = None) -> tuple[np.ndarray, np.ndarray]:
+        """Mean reconstructed incidence angle (B, n_angle_bins) in degrees of ``f``'s showers in each angle bin
+        of the reference, and the weighted counts (B, n_angle_bins)."""
+        if self.angle_bins is None:
+            raise InputError("the tilt comparison needs a tilted reference (showers at angles other than 90 deg)")
+        angle_bins = self.angle_bins
+        means, counts = self._bin_means(f, lambda block: np.degrees(block.theta_estimate)[:, None], w,
+                                        lambda block: angle_bins.masks(block.theta))
+        return means[..., 0], counts
+
+    def tilt(self, w_ref: Weights = None, w_cand: Weights = None) -> np.ndarray:
+        """Per-angle-bin |<theta_est>_cand - <theta_est>_ref| (B, n_angle_bins) in degrees: whether the candidate's
+        showers tilt with the angle as the reference's do (bins too thin in either sample are NaN)."""
+        mr, cr = self.tilt_means(self.ref, w_ref)
+        mc, cc = self.tilt_means(self.cand, w_cand)
+        per_bin = np.abs(mc - mr)
         per_bin[(cr < MIN_SHOWERS_PER_BIN) | (cc < MIN_SHOWERS_PER_BIN)] = np.nan
         return per_bin
 
@@ -257,6 +282,18 @@ class Comparison:
             return out
 
         return separation_power(spectrum(self.ref, w_ref), spectrum(self.cand, w_cand))
+
+
+def tilt_slope(f: ShowerFeatures) -> float:
+    """Least-squares slope of the reconstructed against the true incidence angle over ``f``'s showers: near 1
+    for showers that tilt with their angle (less, since the fit pulls to 90 deg), 0 for showers that ignore it."""
+    n = sx = sy = sxx = sxy = 0.0
+    for _, _, block in f.blocks():  # a spilled sample a block at a time
+        x, y = np.degrees(block.theta), np.degrees(block.theta_estimate)
+        n, sx, sy = n + x.size, sx + float(x.sum()), sy + float(y.sum())
+        sxx, sxy = sxx + float(x @ x), sxy + float(x @ y)
+    var = sxx - sx * sx / max(n, 1.0)
+    return (sxy - sx * sy / n) / var if n > 1 and var > 1e-9 * max(sxx, 1.0) else float("nan")
 
 
 def separation_power(h1: np.ndarray, h2: np.ndarray) -> np.ndarray:

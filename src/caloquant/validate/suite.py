@@ -24,12 +24,15 @@ from caloquant.validate.metrics import (
     bin_average,
     bootstrap_weights,
     check_n_boot,
+    tilt_slope,
 )
 
 #: Metrics that are functions of shower weights, hence bootstrappable and usable in paired mode.
 BOOTSTRAP_METRICS = ("3dgan_moments", "3dgan_profiles", "sampling_fraction_mre", "separation_power_mean",
                      "chi2_ndf_mean", "cell_spectrum_separation")
 METRICS = (*BOOTSTRAP_METRICS, "fpd", "kpd", "classifier_auc")
+#: The tilt comparison, added to the metrics when the reference is tilted (docs/validation.md).
+TILT_METRIC = "tilt_error_deg"
 #: Histogram metrics cost one bincount per replicate; they use at most this many bootstrap replicates.
 MAX_HIST_BOOT = 50
 
@@ -103,6 +106,8 @@ def compare(reference: ShowerFeatures, candidate: ShowerFeatures, bins: EnergyBi
         if name == "chi2_ndf_mean":
             res.details["per_feature"] = dict(zip(names, map(float, chi[0])))
         out[name] = res
+    if c.angle_bins is not None:
+        out[TILT_METRIC] = _tilt_result(c, w_ref, w_cand)
     real, gen = normalised_vectors(reference, candidate)
     v, e = fpd_of_rows(real, gen, num_batches=options.fpd_batches, seed=options.seed + 42)
     out["fpd"] = MetricResult("fpd", v, e)
@@ -115,6 +120,29 @@ def compare(reference: ShowerFeatures, candidate: ShowerFeatures, bins: EnergyBi
         out["classifier_auc"] = MetricResult("classifier_auc", r.auc, r.error,
                                              details={"per_seed": list(r.per_seed), "jsd": r.jsd})
     return out
+
+
+def _tilt_result(c: Comparison, w_ref: Weights, w_cand: Weights) -> MetricResult:
+    """The tilt metric: mean over angle bins of |<theta_est>_cand - <theta_est>_ref| in degrees, bootstrapped, with
+    each sample's mean reconstructed angle per bin and its slope against the true angle."""
+    assert c.angle_bins is not None
+    labels = c.angle_bins.labels
+    per_bin = c.tilt()[0]
+    res = MetricResult(TILT_METRIC, float(bin_average(per_bin)),
+                       float(np.nanstd(bin_average(c.tilt(w_ref, w_cand)), ddof=1)))
+    res.per_bin = {lab: float(v) for lab, v in zip(labels, per_bin)}
+
+    def rounded(v: float, digits: int) -> float | None:
+        return round(float(v), digits) if np.isfinite(v) else None
+
+    res.details["tilt"] = {
+        "angle_bins": labels,
+        "reference_mean_deg": [rounded(v, 3) for v in c.tilt_means(c.ref)[0][0]],
+        "candidate_mean_deg": [rounded(v, 3) for v in c.tilt_means(c.cand)[0][0]],
+        "slope_reference": rounded(tilt_slope(c.ref), 4),
+        "slope_candidate": rounded(tilt_slope(c.cand), 4),
+    }
+    return res
 
 
 @dataclass
