@@ -94,6 +94,17 @@ def test_spec_carries_the_map_and_decodes_through_it(fitted) -> None:
         replace(DEFAULT_SPECS["ecal25"], cell_map=cmap)
 
 
+def test_decoding_keeps_a_broken_engines_nan_visible(fitted) -> None:
+    """NaN output (a broken reduced-precision kernel) must reach the precision guard, map or no map."""
+    cmap, gen, _ = fitted
+    spec = replace(DEFAULT_SPECS["ecal25"], cell_threshold_gev=THR)
+    raw = spec.to_training(gen[:4])
+    raw[1, 2, 3, 4] = np.nan
+    for decoding in (spec, replace(spec, cell_map=cmap)):
+        out = decoding.to_physical(raw)
+        assert np.isnan(out[1, 2, 3, 4]) and np.isfinite(np.delete(out, 1, axis=0)).all()
+
+
 def test_malformed_maps_are_refused_with_one_line() -> None:
     band = ((-12.0, -11.0), (-12.0, -11.5))
     good = CellMap(-12.0, 0.1, (0.0, 1.0), (2.0,), (), (band, band))

@@ -214,8 +214,9 @@ def test_calibrate_batchnorm_averages_the_training_batch_statistics() -> None:
 
 
 def test_decoding_shifts_numpy_cells_as_the_torch_stage_does() -> None:
-    """``models.entry`` is one piece of code for both sides: the NumPy shift of decoding moves each shower as the
-    training graph's torch stage does, for either architecture's latent layout, and keeps the energy inside."""
+    """``models.entry`` is written once for NumPy and torch, and the fused decoding kernel (``models.decode``) moves
+    each shower as the training graph's torch stage does, for either architecture's latent layout, keeping the
+    energy inside."""
     from caloquant.models.entry import ENTRY_LATENT, shift_showers
 
     rng = np.random.default_rng(5)
@@ -227,8 +228,11 @@ def test_decoding_shifts_numpy_cells_as_the_torch_stage_does() -> None:
         ref = shift_showers(torch.from_numpy(cells), torch.from_numpy(z), 0.5, first, torch).numpy()
         out = shift_showers(cells, z, 0.5, first, np)
         assert out.dtype == np.float32 and np.allclose(out, ref, rtol=1e-6, atol=1e-7)
-        assert np.allclose(out.sum((1, 2, 3)), cells.sum((1, 2, 3)), rtol=1e-5)
-        assert not np.allclose(out, cells, atol=1e-3)
+        arch_spec = ModelSpec(arch, entry_jitter_cells=0.5)
+        decoded = arch_spec.to_physical(arch_spec.to_training(cells), z)
+        assert decoded.dtype == np.float32 and np.allclose(decoded, ref, rtol=2e-5, atol=1e-7)
+        assert np.allclose(decoded.sum((1, 2, 3)), cells.sum((1, 2, 3)), rtol=1e-5)
+        assert not np.allclose(decoded, cells, atol=1e-3)
     spec = ModelSpec("ecal25", entry_jitter_cells=0.5)
     with pytest.raises(ModelError, match="3 latent rows for 6 showers"):
         spec.to_physical(spec.to_training(cells), z[:3, :200])

@@ -25,11 +25,13 @@ import base64
 import binascii
 import math
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
 
 from caloquant.errors import ModelError
+from caloquant.models.decode import decode
 
 #: Log-energy offset (natural log) below the grid's first knot: the map of a ring without cells (all read 0).
 _BELOW = 20.0
@@ -123,43 +125,32 @@ class CellMap:
         lo = np.minimum(np.floor(pos).astype(np.int64), nb - 2)
         return lo, pos - lo
 
+    @cached_property
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The table (bands, regions, knots) and band centres as float64 arrays, built once per map."""
+        return np.asarray(self.table, dtype=np.float64), np.asarray(self.centres, dtype=np.float64)
+
+    def decode_args(self, shape: tuple[int, ...]) -> dict[str, Any]:
+        """The map's arguments of ``models.decode.decode`` for showers of window ``shape`` (X, Y, Z)."""
+        table, centres = self._arrays
+        return {"table": table, "log_min": self.log_min, "log_step": self.log_step, "centres": centres,
+                "region": _regions(tuple(int(k) for k in shape), self.ring_edges, self.depth_edges)}
+
     def apply(self, cells: np.ndarray, threshold: float) -> np.ndarray:
         """Mapped cells (GeV, same shape) of showers ``cells`` (N, X, Y, Z) decoded without a readout threshold;
         cells below ``threshold`` read 0 and each shower keeps its visible energy (the sum of its cells above it)."""
         x = np.asarray(cells, dtype=np.float32)
         if x.ndim != 4:
             raise ModelError(f"cell map: showers must be (N, X, Y, Z), got shape {x.shape}")
-        n = len(x)
-        flat = x.reshape(n, -1)
-        visible = _visible(x, threshold)
-        lo, w = self._weights(visible)
-        table = np.asarray(self.table, dtype=np.float64)
-        nb, k_max = table.shape[0], table.shape[2] - 1
-        region = region_index(x.shape[1:], self.ring_edges, self.depth_edges)
-        out = np.zeros_like(flat)
-        rows, cols = np.nonzero(flat > 0)  # the map and its energy scale work on lit cells only
-        u = (np.log(flat[rows, cols].astype(np.float64)) - self.log_min) / self.log_step
-        inside = u >= 0
-        rows, cols, u = rows[inside], cols[inside], u[inside]
-        k = np.minimum(u.astype(np.int64), k_max - 1)
-        f = u - k  # > 1 above the grid: the last segment continues with slope 1 (constant ratio)
-        r = region[cols]
+        return decode(x, threshold=threshold, **self.decode_args(x.shape[1:]))
 
-        def value(b: np.ndarray) -> np.ndarray:
-            at_k, nxt = table[b, r, k], table[b, r, k + 1]
-            return np.where(f > 1.0, nxt + (f - 1.0) * self.log_step, at_k + f * (nxt - at_k))
 
-        b0 = lo[rows]
-        g = value(b0) if nb == 1 else (1.0 - w[rows]) * value(b0) + w[rows] * value(b0 + 1)
-        y = np.exp(g)
-        y[y < threshold] = 0.0
-        for _ in range(2):  # the second pass scales up what the first one's cut removed, crossing no threshold
-            mapped = np.bincount(rows, weights=y, minlength=n)
-            scale = np.divide(visible, mapped, out=np.ones_like(visible), where=mapped > 0)
-            y *= scale[rows]
-            y[y < threshold] = 0.0
-        out[rows, cols] = y
-        return out.reshape(x.shape)
+@lru_cache(maxsize=8)
+def _regions(shape: tuple[int, int, int], rings: tuple[float, ...], depths: tuple[int, ...]) -> np.ndarray:
+    """``region_index`` of a window, computed once per window and map layout (read-only)."""
+    out = region_index(shape, rings, depths).astype(np.int64)
+    out.setflags(write=False)
+    return out
 
 
 def _band_edges(log_visible: np.ndarray, bands: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,8 @@ import numpy as np
 from caloquant.errors import InputError, ModelError
 from caloquant.geometry import WINDOW_25, WINDOW_51, Window
 from caloquant.models.cellmap import CellMap
-from caloquant.models.entry import ENTRY_LATENT, shift_showers
+from caloquant.models.decode import decode
+from caloquant.models.entry import ENTRY_LATENT, entry_offsets
 
 ARCHITECTURES = ("ecal25", "angle51")
 
@@ -139,18 +140,21 @@ class ModelSpec:
         ``latent``: the generator inputs of these showers, for output of an export or inference engine, whose graph
         stops before the entry-point shift (``models.registry.centred``): decoding then moves each shower by its
         offsets (``entry_jitter_cells``). Leave it out for the output of the whole PyTorch module, which shifted."""
-        raw = np.maximum(np.asarray(raw, dtype=np.float32), 0.0)
-        cells = (np.power(raw, np.float32(1.0 / self.xpower)) / np.float32(self.xscale)).astype(np.float32)
+        x = np.asarray(raw, dtype=np.float32)
+        dx = dy = None
         if latent is not None and self.entry_jitter_cells > 0:
-            if len(latent) != len(cells):
-                raise ModelError(f"{len(latent)} latent rows for {len(cells)} showers")
-            cells = shift_showers(cells, np.asarray(latent, dtype=np.float32), self.entry_jitter_cells,
-                                  ENTRY_LATENT[self.arch], np).astype(np.float32, copy=False)
-        if self.cell_map is not None:
-            return self.cell_map.apply(cells, self.cell_threshold_gev)
-        if self.cell_threshold_gev > 0:
-            cells[cells < np.float32(self.cell_threshold_gev)] = 0.0
-        return cells
+            if len(latent) != len(x):
+                raise ModelError(f"{len(latent)} latent rows for {len(x)} showers")
+            dx, dy = entry_offsets(np.asarray(latent, dtype=np.float32), self.entry_jitter_cells,
+                                   ENTRY_LATENT[self.arch], np)
+        if x.ndim != 4:
+            if dx is not None or self.cell_map is not None:
+                raise ModelError(f"decoding moves and maps whole showers (N, X, Y, Z), got shape {x.shape}")
+            return decode(x.reshape(1, 1, 1, -1), xpower=self.xpower, xscale=self.xscale,
+                          threshold=self.cell_threshold_gev).reshape(x.shape)
+        maps = self.cell_map.decode_args(x.shape[1:]) if self.cell_map is not None else {}
+        return decode(x, xpower=self.xpower, xscale=self.xscale, dx=dx, dy=dy, threshold=self.cell_threshold_gev,
+                      **maps)
 
     @property
     def raw_threshold(self) -> float:
