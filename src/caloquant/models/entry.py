@@ -4,8 +4,9 @@ The reference MC places each entry point uniformly within its cell; a generator 
 learns the centred shower and every shower is moved rigidly by offsets uniform in +-amplitude cells along x and y,
 drawn from four of its own latent entries. In training the shift is the generator's last stage (torch, so that
 gradients reach the cells: ``models.layers.EntryShift``); exported graphs and inference engines stop before it and
-``ModelSpec.to_physical`` applies it while decoding (NumPy), where it costs a few passes over the cells instead of
-two non-integer powers inside the graph (about 0.7 ms per shower in OpenVINO on a 2-core Xeon, 2026-12-06).
+``ModelSpec.to_physical`` applies it while decoding (the fused kernel of ``models.decode``, held to ``shift_cells``
+by the tests), where it costs a pass over the cells instead of two non-integer powers inside the graph (about 0.7 ms
+per shower in OpenVINO on a 2-core Xeon, 2026-12-06).
 """
 
 from __future__ import annotations
