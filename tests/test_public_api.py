@@ -43,7 +43,7 @@ PUBLIC = {
         "MetricOptions", "MetricResult", "PairedResult", "ShowerFeatures", "TILT_METRIC", "ValidationResult",
         "as_features", "chi2_ndf", "classifier_auc", "compare", "compute_features", "fpd", "frechet_at_size",
         "frechet_distance", "kpd", "mmd2_unbiased", "moments_metric", "paired_difference", "profiles_metric",
-        "resolve_bins", "sampling_fraction_mre", "separation_power", "validate"],
+        "resolve_bins", "sampling_fraction_mre", "separation_power", "tilt_metric", "validate"],
 }
 
 

@@ -15,7 +15,7 @@ import torch
 
 from caloquant.cli import main
 from caloquant.data import ShowerSet, write_showers
-from caloquant.errors import DataFormatError, GeometryMismatchError, InputError, ModelError
+from caloquant.errors import DataFormatError, GeometryMismatchError, InputError, ModelError, TrainingDiverged
 from caloquant.models import load_generator
 from caloquant.train import TrainConfig, Trainer, train
 from caloquant.train.data import BatchStream, split_blocks
@@ -67,6 +67,35 @@ def test_resume_is_exact(data_file: Path, tmp_path: Path) -> None:
     resumed.run()
     assert torch.equal(_params(straight.G), _params(resumed.G))
     assert torch.equal(_params(straight.D), _params(resumed.D))
+
+
+def test_a_dead_generator_stops_the_run_and_keeps_the_last_checkpoint(data_file: Path, tmp_path: Path) -> None:
+    """A generator whose every output cell is 0 (a diverged adversarial step) cannot recover through its output ReLU:
+    the run stops at the next read-back, before evaluating it or overwriting the last checkpoint."""
+    out = tmp_path / "run"
+    Trainer(_cfg(max_steps=2, pretrain_steps=1), data_file, out, progress=False).run()
+    tr = Trainer(_cfg(max_steps=8, pretrain_steps=1, log_every=3, eval_every=4), data_file, out, resume=True,
+                 progress=False)
+    name, last_conv = [(n, m) for n, m in tr.G.named_modules() if isinstance(m, torch.nn.Conv3d)][-1]
+    with torch.no_grad():  # every output pre-activation 0: the ReLU passes no cell and no gradient
+        last_conv.weight.zero_()
+    with pytest.raises(TrainingDiverged, match="died by step 3.*stays at step 2"):
+        tr.run()
+    kept = torch.load(out / "checkpoint-last.pt", weights_only=False)
+    assert kept["state"]["step"] == 2 and kept["generator"][f"{name}.weight"].abs().sum() > 0
+    assert not (out / "metrics.csv").exists()  # never evaluated
+
+
+def test_tilted_held_out_showers_add_the_tilt_to_the_evaluation(tmp_path: Path, mc_tilted: ShowerSet) -> None:
+    """angle51's held-out evaluation measures whether showers tilt with their angle; an untrained generator's do
+    not (its tilt error is degrees, where the MC against itself scores a fraction of one)."""
+    train_file, val_file = tmp_path / "t.h5", tmp_path / "v.h5"
+    write_showers(train_file, mc_tilted[:150])
+    write_showers(val_file, mc_tilted[150:])
+    tr = Trainer(_cfg(arch="angle51", max_steps=1, eval_showers=50), train_file, tmp_path / "run", val=val_file,
+                 progress=False)
+    metrics = tr.evaluate()
+    assert metrics["tilt_error_deg"] > 3.0
 
 
 def test_shards_are_disjoint_and_cover_the_epoch(data_file: Path) -> None:
@@ -233,6 +262,9 @@ def test_goal_score_is_the_worst_metric_in_units_of_its_goal() -> None:
     assert goal_score({**at_goals, "fpd": 6.0, "moments_metric": 0.02}) == pytest.approx(3.0)
     # a ratio the held-out sample cannot measure is left out; a missing or infinite metric, or no cells, is not
     assert goal_score({**at_goals, "cells_ratio": float("nan"), "fpd": 3.0}) == pytest.approx(1.5)
+    # the tilt counts where the held-out showers measure it (angle51): a generator that ignores the angle loses
+    assert goal_score({**at_goals, "tilt_error_deg": 14.4}) == pytest.approx(14.4)
+    assert goal_score({**at_goals, "tilt_error_deg": float("nan")}) == pytest.approx(1.0)
     for broken in ({k: v for k, v in at_goals.items() if k != "fpd"}, {**at_goals, "moments_metric": np.inf},
                    {**at_goals, "cells_ratio": 0.0}):
         assert np.isnan(goal_score(broken))

@@ -43,6 +43,10 @@ class SimulationError(CaloquantError):
     """A simulation engine failed (e.g. a Geant4 worker process died)."""
 
 
+class TrainingDiverged(CaloquantError):
+    """Training stopped because the generator died (every cell of its showers 0); the last checkpoint is kept."""
+
+
 class Interrupted(CaloquantError):
     """A run was interrupted (SIGINT: exit 130, SIGTERM: exit 143); partial output was discarded or left resumable."""
 

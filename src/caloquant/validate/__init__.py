@@ -17,6 +17,7 @@ from caloquant.validate.metrics import (
     profiles_metric,
     sampling_fraction_mre,
     separation_power,
+    tilt_metric,
 )
 from caloquant.validate.suite import (
     METRICS,
@@ -59,5 +60,6 @@ __all__ = [
     "resolve_bins",
     "sampling_fraction_mre",
     "separation_power",
+    "tilt_metric",
     "validate",
 ]

@@ -387,6 +387,13 @@ def sampling_fraction_mre(reference: Sample, candidate: Sample, *, bins: BinsSpe
     return float(bin_average(c.binned("sampling_fraction"))[0])
 
 
+def tilt_metric(reference: Sample, candidate: Sample) -> float:
+    """Mean over the reference's angle bins of |<theta_est>_cand - <theta_est>_ref| in degrees (``Comparison.tilt``):
+    whether the candidate's showers tilt with their angle as the reference's do. NaN for a perpendicular reference."""
+    c = Comparison(*_features_pair(reference, candidate))
+    return float(bin_average(c.tilt())[0]) if c.angle_bins is not None else float("nan")
+
+
 def check_n_boot(n_boot: int) -> None:
     if n_boot < 2:
         raise InputError(f"number of bootstrap replicates must be >= 2, got {n_boot}")
