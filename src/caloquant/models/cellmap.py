@@ -116,15 +116,6 @@ class CellMap:
         except (KeyError, TypeError, ValueError, binascii.Error) as e:
             raise ModelError(f"cell map is incomplete or malformed ({e})") from None
 
-    def _weights(self, visible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Lower band index and the upper band's weight of each shower, from its visible energy (GeV)."""
-        nb = len(self.centres)
-        if nb == 1:
-            return np.zeros(len(visible), np.int64), np.zeros(len(visible))
-        pos = np.interp(np.log(np.maximum(visible, 1e-30)), self.centres, np.arange(nb))
-        lo = np.minimum(np.floor(pos).astype(np.int64), nb - 2)
-        return lo, pos - lo
-
     @cached_property
     def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """The table (bands, regions, knots) and band centres as float64 arrays, built once per map."""
