@@ -2,11 +2,11 @@
 
 ``ModelSpec.to_physical`` turns raw output ((xscale * E) ** xpower) into GeV, moves each shower by its entry-point
 offsets (``models.entry``) and passes it through the cell map (``models.cellmap``) and the readout threshold. Written
-as NumPy array passes, that was a third of ``caloquant generate``'s time on a 2-core Xeon (2026-12-06): each pass
-streams the whole batch (16 MB for 256 ecal25 showers) through memory and makes temporaries. This kernel does all
-stages for one shower at a time in cache, computes powers and logarithms for lit cells only, and releases the GIL,
-so that decoding can overlap inference. The reference of the shift is ``models.entry.shift_cells`` (NumPy and torch,
-for training); tests hold this kernel to it.
+as NumPy array passes, it took with the file writing a third of ``caloquant generate``'s time on a 2-core Xeon
+(2026-12-06): each pass streams the whole batch (16 MB for 256 ecal25 showers) through memory and makes
+temporaries. This kernel does all stages for one shower at a time in cache, computes powers and logarithms for lit
+cells only, and releases the GIL, so that decoding can overlap inference. The reference of the shift is
+``models.entry.shift_cells`` (NumPy and torch, for training); tests hold this kernel to it.
 """
 
 from __future__ import annotations
