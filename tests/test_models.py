@@ -60,16 +60,19 @@ def test_ecal_sum_head_undoes_power() -> None:
 
 
 def test_angle_head_measures_tilt() -> None:
-    """A line of deposits tilted in y by slope s per layer gives pi/2 - atan(s); a perpendicular one pi/2."""
-    img = torch.zeros(2, 51, 51, 25)
+    """A line of deposits tilted in x (caloquant's tilt plane) by slope s per layer gives pi/2 - atan(s); a
+    perpendicular one pi/2, and one tilted in y (the plane showers never tilt in) pi/2 as well."""
+    img = torch.zeros(3, 51, 51, 25)
     for z in range(25):
         img[0, 25, 25, z] = 1.0
-        img[1, 25, 12 + z, z] = 1.0
+        img[1, 12 + z, 25, z] = 1.0
+        img[2, 25, 12 + z, z] = 1.0
     ang = ecal_angle(img, 1.0)
     assert ang[0].item() == pytest.approx(np.pi / 2, abs=1e-5)
     # Every layer but the barycentre layer z=12 has slope 1 (pi/4); layer 12 has none (pi/2); weights are z.
     expected = (288 * np.pi / 4 + 12 * np.pi / 2) / 300
     assert ang[1].item() == pytest.approx(expected, abs=1e-4)
+    assert ang[2].item() == pytest.approx(np.pi / 2, abs=1e-5)
     assert ecal_angle(torch.zeros(1, 51, 51, 25), 1.0).item() == 100.0
 
 

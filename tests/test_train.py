@@ -18,7 +18,7 @@ from caloquant.data import ShowerSet, write_showers
 from caloquant.errors import DataFormatError, GeometryMismatchError, InputError, ModelError, TrainingDiverged
 from caloquant.models import load_generator
 from caloquant.train import TrainConfig, Trainer, train
-from caloquant.train.data import BatchStream, split_blocks
+from caloquant.train.data import BatchStream, preprocess, split_blocks, to_tensors
 from caloquant.train.loop import goal_score
 
 TINY = dict(batch_size=2, checkpoint_every=2, eval_showers=40, chunk_size=50, threads=1, seed=3, precision="fp32",
@@ -96,6 +96,22 @@ def test_tilted_held_out_showers_add_the_tilt_to_the_evaluation(tmp_path: Path, 
                  progress=False)
     metrics = tr.evaluate()
     assert metrics["tilt_error_deg"] > 3.0
+
+
+def test_the_angle_term_pairs_measured_angles_from_the_first_step(tmp_path: Path, mc_tilted: ShowerSet) -> None:
+    """angle51's angle term compares each fake's measured angle (the analytic head, along x where caloquant's
+    showers tilt) with that of the real shower it pairs with, already in the generator-only phase: the real
+    showers themselves score 0, the same showers paired with shuffled angles score tenths of a radian."""
+    train_file = tmp_path / "t.h5"
+    write_showers(train_file, mc_tilted[:100])
+    tr = Trainer(_cfg(arch="angle51", max_steps=1, pretrain_steps=10), train_file, tmp_path / "run", progress=False)
+    b = to_tensors(preprocess(mc_tilted[100:164], tr.spec, 0.0), torch.device("cpu"))
+    real = tr.real_summaries(b)
+    assert np.corrcoef(real["angle"].numpy(), b.theta.numpy())[0, 1] > 0.95  # the head sees the MC's tilt
+    weight, same = tr.generator_terms(b.images, b, real, pretraining=True)["ang"]
+    assert weight == tr.cfg.loss_weights[2] and same.item() == pytest.approx(0.0, abs=1e-6)
+    shuffled = b.images[torch.from_numpy(np.random.default_rng(0).permutation(len(b)))]
+    assert tr.generator_terms(shuffled, b, real, pretraining=True)["ang"][1].item() > 0.1
 
 
 def test_shards_are_disjoint_and_cover_the_epoch(data_file: Path) -> None:

@@ -128,6 +128,10 @@ def ecal_angle(image: torch.Tensor, power: float) -> torch.Tensor:
 
     Per layer z the slope of the layer barycentre relative to the event barycentre gives an angle
     pi/2 - atan(m); the event angle is their mean weighted by layer energy, as in the Keras ``ecal_angle``.
+    caloquant's showers tilt in the x-z plane (the Monte Carlo's and the Geant4 gun's direction is
+    (cos theta, 0, sin theta)), so the slope is taken along x; the Keras code's data tilt along y. The slope is
+    in cells per layer, so the measured angle is not theta itself (about 0.5 + 0.68 theta for the CLIC-like
+    cells at 60-120 degrees): compare it with the measured angle of real showers, not with theta.
     """
     e = image.clamp_min(0).pow(1.0 / power)  # (N, X, Y, Z)
     n, nx, ny, nz = e.shape
@@ -146,8 +150,8 @@ def ecal_angle(image: torch.Tensor, power: float) -> torch.Tensor:
     y_mid = (e * iy).sum((1, 2)) / safe_layer
     zz = iz.view(1, nz)
     dz = zz - z_ref.view(-1, 1)
-    dist = torch.sqrt((x_mid - x_ref.view(-1, 1)) ** 2 + dz**2).clamp_min(1e-6)
-    m = (y_mid - y_ref.view(-1, 1)) / dist
+    dist = torch.sqrt((y_mid - y_ref.view(-1, 1)) ** 2 + dz**2).clamp_min(1e-6)
+    m = (x_mid - x_ref.view(-1, 1)) / dist
     m = torch.where(dz < 0, -m, m)
     ang = math.pi / 2 - torch.atan(m)
     w = torch.where(layer > 0, zz.expand_as(layer), torch.zeros_like(layer))

@@ -66,7 +66,7 @@ from caloquant.train.hardware import (
     resolve_precision,
 )
 from caloquant.models.critic import shower_features, soft_cell_counts
-from caloquant.models.gan3d import ecal_sum
+from caloquant.models.gan3d import ecal_angle, ecal_sum
 from caloquant.models.layers import SurrogateReLU
 from caloquant.train.losses import (bce_logits, cell_count_loss, cell_spectrum, centroid_loss, depth_loss,
                                    lateral_loss, layer_centroids, layer_occupancy, mape, occupancy_loss, physics_loss,
@@ -355,11 +355,8 @@ class Trainer:
         """The discriminator-head losses in fp32, each with its weight."""
         out = {k: v.float() for k, v in out.items()}
         w = self.cfg.loss_weights
-        terms = {"adv": (w[0], bce_logits(out["logit"], labels)), "aux": (w[1], mape(out["energy"], t.energy)),
-                 "ecal": (w[-1], mape(out["ecal"], t.ecal))}
-        if self.spec.arch == "angle51":
-            terms["ang"] = (w[2], (out["angle"] - t.theta).abs().mean())
-        return terms
+        return {"adv": (w[0], bce_logits(out["logit"], labels)), "aux": (w[1], mape(out["energy"], t.energy)),
+                "ecal": (w[-1], mape(out["ecal"], t.ecal))}
 
     def _heads_loss(self, out: dict[str, torch.Tensor], labels: torch.Tensor, t: TensorBatch) -> torch.Tensor:
         """Weighted sum of the discriminator-head losses."""
@@ -440,6 +437,8 @@ class Trainer:
             real["occupancy"] = layer_occupancy(b.images, sp.xscale, sp.xpower)
         if cfg.spectrum_weight > 0:
             real["spectrum"] = cell_spectrum(b.images, sp.xscale, sp.xpower)
+        if sp.arch == "angle51":
+            real["angle"] = ecal_angle(b.images.float(), sp.xpower)
         return real
 
     def generator_terms(self, gen: torch.Tensor, b: TensorBatch, real: dict[str, torch.Tensor],
@@ -459,6 +458,8 @@ class Trainer:
             fake_sum = out["ecal"].float()  # the critic's analytic ECAL-sum head
             terms.update(self._head_terms(out, torch.ones(len(b), device=gen.device), b))
             phys_weight = cfg.physics_weight
+        if "angle" in real:  # the angle head's term, in both phases: it is analytic and needs no critic
+            terms["ang"] = (cfg.loss_weights[2], (ecal_angle(gen, sp.xpower) - real["angle"]).abs().mean())
         terms["phys"] = (phys_weight, physics_loss(gen, b.images, b.energy, sp.xpower, groups, cfg.mean_statistic))
         if "features" in real:
             terms["dist"] = (cfg.dist_weight, sliced_distance(
