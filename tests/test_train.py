@@ -99,19 +99,40 @@ def test_tilted_held_out_showers_add_the_tilt_to_the_evaluation(tmp_path: Path, 
 
 
 def test_the_angle_term_pairs_measured_angles_from_the_first_step(tmp_path: Path, mc_tilted: ShowerSet) -> None:
-    """angle51's angle term compares each fake's measured angle (the analytic head, along x where caloquant's
-    showers tilt) with that of the real shower it pairs with, already in the generator-only phase: the real
-    showers themselves score 0, the same showers paired with shuffled angles score tenths of a radian."""
+    """angle51's angle term compares each fake's tilt (x against depth, where caloquant's showers tilt) with that
+    of the real shower it pairs with, already in the generator-only phase: the real showers themselves score 0, the
+    same showers paired with shuffled angles score tenths of a cell per layer."""
     train_file = tmp_path / "t.h5"
     write_showers(train_file, mc_tilted[:100])
     tr = Trainer(_cfg(arch="angle51", max_steps=1, pretrain_steps=10), train_file, tmp_path / "run", progress=False)
     b = to_tensors(preprocess(mc_tilted[100:164], tr.spec, 0.0), torch.device("cpu"))
     real = tr.real_summaries(b)
-    assert np.corrcoef(real["angle"].numpy(), b.theta.numpy())[0, 1] > 0.95  # the head sees the MC's tilt
+    assert np.corrcoef(real["tilt"].numpy(), b.theta.numpy())[0, 1] < -0.95  # x shifts back as theta grows
     weight, same = tr.generator_terms(b.images, b, real, pretraining=True)["ang"]
     assert weight == tr.cfg.loss_weights[2] and same.item() == pytest.approx(0.0, abs=1e-6)
     shuffled = b.images[torch.from_numpy(np.random.default_rng(0).permutation(len(b)))]
     assert tr.generator_terms(shuffled, b, real, pretraining=True)["ang"][1].item() > 0.1
+
+
+def test_the_angle_models_distribution_terms_match_features_jointly_with_the_angle(
+        tmp_path: Path, mc_tilted: ShowerSet) -> None:
+    """For angle51 the centroid term compares (centroids, angle) jointly: the same showers handed to other angles
+    have exactly the reals' centroid distribution (the plain term reads 0) but not its joint one with the angle."""
+    from caloquant.train.losses import centroid_loss, layer_centroids
+
+    train_file = tmp_path / "t.h5"
+    write_showers(train_file, mc_tilted[:100])
+    tr = Trainer(_cfg(arch="angle51", max_steps=1, centroid_weight=1.0, physics_groups=1), train_file,
+                 tmp_path / "run", progress=False)
+    b = to_tensors(preprocess(mc_tilted[100:164], tr.spec, 0.0), torch.device("cpu"))
+    real = tr.real_summaries(b)
+    swapped = b.images[torch.from_numpy(np.random.default_rng(1).permutation(len(b)))]
+    torch.manual_seed(0)
+    plain = centroid_loss(layer_centroids(swapped, tr.spec.xscale, tr.spec.xpower), real["centroids"], b.energy, 1)
+    assert plain.item() == pytest.approx(0.0, abs=1e-6)
+    torch.manual_seed(0)
+    assert tr.generator_terms(b.images, b, real, pretraining=True)["cent"][1].item() == pytest.approx(0.0, abs=1e-6)
+    assert tr.generator_terms(swapped, b, real, pretraining=True)["cent"][1].item() > 0.01
 
 
 def test_shards_are_disjoint_and_cover_the_epoch(data_file: Path) -> None:

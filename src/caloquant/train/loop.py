@@ -66,12 +66,12 @@ from caloquant.train.hardware import (
     resolve_precision,
 )
 from caloquant.models.critic import shower_features, soft_cell_counts
-from caloquant.models.gan3d import ecal_angle, ecal_sum
+from caloquant.models.gan3d import ecal_sum
 from caloquant.models.layers import SurrogateReLU
 from caloquant.train.losses import (bce_logits, cell_count_loss, cell_spectrum, centroid_loss, depth_loss,
                                    lateral_loss, layer_centroids, layer_occupancy, mape, occupancy_loss, physics_loss,
                                    profile_loss, readout_cut, resolution_loss, sampling_fraction_loss, shape_loss,
-                                   sliced_distance, spectrum_loss)
+                                   shower_tilt, sliced_distance, spectrum_loss)
 from caloquant.ui import progress_bar
 from caloquant.validate import (compute_features, frechet_at_size, moments_metric, profiles_metric,
                                 sampling_fraction_mre, tilt_metric)
@@ -438,8 +438,16 @@ class Trainer:
         if cfg.spectrum_weight > 0:
             real["spectrum"] = cell_spectrum(b.images, sp.xscale, sp.xpower)
         if sp.arch == "angle51":
-            real["angle"] = ecal_angle(b.images.float(), sp.xpower)
+            real["tilt"] = shower_tilt(b.images, sp.xpower)
         return real
+
+    def _with_angle(self, features: torch.Tensor, b: TensorBatch) -> torch.Tensor:
+        """Per-shower features with the shower's angle appended as a last column for the angle model, so that a
+        distribution term matches their joint distribution with the angle (fakes share their real shower's
+        angle): per-layer centroids that spread as the MC's but ignore the angle no longer pass."""
+        if self.spec.arch != "angle51":
+            return features
+        return torch.cat([features, (b.theta.to(features.dtype) - math.pi / 2).view(-1, 1)], 1)
 
     def generator_terms(self, gen: torch.Tensor, b: TensorBatch, real: dict[str, torch.Tensor],
                         pretraining: bool = False) -> dict[str, tuple[float, torch.Tensor]]:
@@ -458,13 +466,14 @@ class Trainer:
             fake_sum = out["ecal"].float()  # the critic's analytic ECAL-sum head
             terms.update(self._head_terms(out, torch.ones(len(b), device=gen.device), b))
             phys_weight = cfg.physics_weight
-        if "angle" in real:  # the angle head's term, in both phases: it is analytic and needs no critic
-            terms["ang"] = (cfg.loss_weights[2], (ecal_angle(gen, sp.xpower) - real["angle"]).abs().mean())
+        if "tilt" in real:  # the angle term, in both phases: each fake tilts as its real shower (same angle) does
+            terms["ang"] = (cfg.loss_weights[2], (shower_tilt(gen, sp.xpower) - real["tilt"]).abs().mean())
         terms["phys"] = (phys_weight, physics_loss(gen, b.images, b.energy, sp.xpower, groups, cfg.mean_statistic))
         if "features" in real:
             terms["dist"] = (cfg.dist_weight, sliced_distance(
-                shower_features(gen, b.energy, sp.xscale, sp.xpower), real["features"], b.energy, groups,
-                cfg.dist_projections, statistic=cfg.dist_statistic))
+                self._with_angle(shower_features(gen, b.energy, sp.xscale, sp.xpower), b),
+                self._with_angle(real["features"], b), b.energy, groups, cfg.dist_projections,
+                statistic=cfg.dist_statistic))
         if cfg.sf_weight > 0:
             terms["sf"] = (cfg.sf_weight, sampling_fraction_loss(fake_sum, b.ecal, b.energy, groups,
                                                                  cfg.mean_statistic))
@@ -475,8 +484,8 @@ class Trainer:
                                                                 real["counts"], b.energy, groups, cfg.mean_statistic))
         if "centroids" in real:
             terms["cent"] = (cfg.centroid_weight, centroid_loss(
-                layer_centroids(gen, sp.xscale, sp.xpower), real["centroids"], b.energy, groups,
-                cfg.dist_projections, cfg.dist_statistic))
+                self._with_angle(layer_centroids(gen, sp.xscale, sp.xpower), b), self._with_angle(real["centroids"], b),
+                b.energy, groups, cfg.dist_projections, cfg.dist_statistic))
         if "occupancy" in real:
             terms["occ"] = (cfg.occupancy_weight, occupancy_loss(
                 layer_occupancy(gen, sp.xscale, sp.xpower), real["occupancy"], b.energy, groups,
