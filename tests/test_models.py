@@ -76,6 +76,37 @@ def test_angle_head_measures_tilt() -> None:
     assert ecal_angle(torch.zeros(1, 51, 51, 25), 1.0).item() == 100.0
 
 
+def test_a_new_angle_gain_leaves_the_generator_computing_the_same() -> None:
+    """``regain_angle_input`` refits the dense layer for another angle gain (0: theta as is, the Keras model) and
+    the generator's showers stay the same; the gain is part of the spec, and a spec without one keeps its digest."""
+    from caloquant.models.gan3d import AngleGenerator, regain_angle_input
+    from caloquant.models.spec import ModelSpec
+
+    torch.manual_seed(0)
+    gen = AngleGenerator().eval()
+    z = torch.randn(4, 256)
+    z[:, 1] = torch.tensor([1.1, 1.5, 1.7, 2.0])
+    before = gen(z).detach()
+    opt = torch.optim.RMSprop(gen.parameters())
+    gen(z).sum().backward()
+    opt.step()
+    with torch.no_grad():
+        after_step = gen(z)
+        square = opt.state[gen.dense.weight]["square_avg"].clone()
+        for gain in (100.0, 7.0, 0.0):
+            regain_angle_input(gen, gain, opt if gain == 100.0 else None)
+            assert gen.angle_gain == gain
+            assert torch.allclose(gen(z), after_step, rtol=1e-4, atol=1e-5), gain
+    assert not torch.equal(before, after_step)
+    assert torch.allclose(opt.state[gen.dense.weight]["square_avg"][:, 1], square[:, 1] * 100.0**2)
+    assert torch.equal(opt.state[gen.dense.weight]["square_avg"][:, 0], square[:, 0])
+    spec = ModelSpec(arch="angle51", angle_gain=100.0)
+    assert ModelSpec.from_dict(spec.to_dict()).angle_gain == 100.0
+    assert "angle_gain" not in ModelSpec(arch="angle51").to_dict()
+    with pytest.raises(ModelError, match="angle gain"):
+        ModelSpec(arch="ecal25", angle_gain=1.0)
+
+
 def test_spec_latent_and_inverse_transform() -> None:
     spec = DEFAULT_SPECS["ecal25"]
     noise = shower_noise(7, np.arange(4), spec.noise_size)

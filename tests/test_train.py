@@ -114,27 +114,6 @@ def test_the_angle_term_pairs_measured_angles_from_the_first_step(tmp_path: Path
     assert tr.generator_terms(shuffled, b, real, pretraining=True)["ang"][1].item() > 0.1
 
 
-def test_the_angle_models_distribution_terms_match_features_jointly_with_the_angle(
-        tmp_path: Path, mc_tilted: ShowerSet) -> None:
-    """For angle51 the centroid term compares (centroids, angle) jointly: the same showers handed to other angles
-    have exactly the reals' centroid distribution (the plain term reads 0) but not its joint one with the angle."""
-    from caloquant.train.losses import centroid_loss, layer_centroids
-
-    train_file = tmp_path / "t.h5"
-    write_showers(train_file, mc_tilted[:100])
-    tr = Trainer(_cfg(arch="angle51", max_steps=1, centroid_weight=1.0, physics_groups=1), train_file,
-                 tmp_path / "run", progress=False)
-    b = to_tensors(preprocess(mc_tilted[100:164], tr.spec, 0.0), torch.device("cpu"))
-    real = tr.real_summaries(b)
-    swapped = b.images[torch.from_numpy(np.random.default_rng(1).permutation(len(b)))]
-    torch.manual_seed(0)
-    plain = centroid_loss(layer_centroids(swapped, tr.spec.xscale, tr.spec.xpower), real["centroids"], b.energy, 1)
-    assert plain.item() == pytest.approx(0.0, abs=1e-6)
-    torch.manual_seed(0)
-    assert tr.generator_terms(b.images, b, real, pretraining=True)["cent"][1].item() == pytest.approx(0.0, abs=1e-6)
-    assert tr.generator_terms(swapped, b, real, pretraining=True)["cent"][1].item() > 0.01
-
-
 def test_shards_are_disjoint_and_cover_the_epoch(data_file: Path) -> None:
     from caloquant.data.dataset import ShowerDataset
     from caloquant.models import DEFAULT_SPECS
@@ -288,6 +267,28 @@ def test_resume_changes_only_the_loss_settings_given(data_file: Path, tmp_path: 
                                                                                                  "light")
     with pytest.raises(InputError, match="cannot change critic"):
         Trainer(_cfg(), data_file, out, resume=True, progress=False, retune=["critic"])
+
+
+def test_a_resumed_run_may_raise_the_angle_gain_without_changing_the_generator(
+        tmp_path: Path, mc_tilted: ShowerSet, capsys: pytest.CaptureFixture[str]) -> None:
+    """angle_gain is retunable: the resumed generator is refitted to the new gain (``regain_angle_input``) and
+    generates what the checkpoint's did; its checkpoints then carry the new gain in their spec."""
+    train_file, out = tmp_path / "t.h5", tmp_path / "run"
+    write_showers(train_file, mc_tilted[:100])
+    train(_cfg(arch="angle51", max_steps=1, eval_every=0), train_file, out, progress=False)
+    old = load_generator(out / "checkpoint-last.pt").module.eval()
+    tr = Trainer(_cfg(arch="angle51", max_steps=1, eval_every=0, angle_gain=100.0), train_file, out, resume=True,
+                 progress=False, retune=["angle_gain"])
+    assert "angle_gain 0.0 -> 100.0" in capsys.readouterr().out
+    z = torch.randn(3, 256)
+    z[:, 1] = torch.tensor([1.1, 1.6, 2.0])
+    with torch.no_grad():
+        new_out, old_out = tr.G.eval()(z), old(z)
+        assert (new_out - old_out).abs().max() < 1e-4 * old_out.abs().max(), (new_out - old_out).abs().max()
+    assert tr.G.angle_gain == 100.0 and tr.checkpoint() is not None
+    assert load_generator(out / "checkpoint-last.pt").spec.angle_gain == 100.0
+    with pytest.raises(InputError, match="angle_gain is for a model with an angle input"):
+        _cfg(angle_gain=1.0)
 
 
 def test_goal_score_is_the_worst_metric_in_units_of_its_goal() -> None:

@@ -90,6 +90,9 @@ def train_cmd(
                                        "rigid shift of each shower in x and y, uniform within +-this and drawn "
                                        "from its latent noise, as the MC places each entry point uniformly within "
                                        "a cell (0.5); used in training, generation and export alike (0: none)."),
+    angle_gain: float = typer.Option(0.0, "--angle-gain", help="angle51: its first layer sees this x "
+                                     "(theta - pi/2) instead of theta, so the angle's weights learn this-fold "
+                                     "faster (100 learns the tilt; 0: theta as is, the Keras model)."),
     r1: float = typer.Option(0.0, "--r1", help="R1 gradient penalty weight on real showers (light critic)."),
     dead_cell_grad: float = typer.Option(0.0, "--dead-cell-grad", help="Training only: the generator's output "
                                          "ReLU passes this fraction of the gradient to cells that are off, so "
@@ -159,7 +162,7 @@ def train_cmd(
         depth_weight=depth_weight, lateral_weight=lateral_weight, spectrum_weight=spectrum_weight,
         dist_statistic=dist_statistic,
         mean_statistic=mean_statistic, readout_threshold=readout_threshold, r1=r1,
-        entry_jitter=entry_jitter,
+        entry_jitter=entry_jitter, angle_gain=angle_gain,
         gen_steps=gen_steps, dead_cell_grad=dead_cell_grad,
     )
     from caloquant.train.loop import RETUNABLE

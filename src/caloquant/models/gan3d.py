@@ -84,14 +84,17 @@ class EcalEnergyGenerator(nn.Module):
 class AngleGenerator(nn.Module):
     """Variable-angle generator, 51x51x25 output; input is [E/100, theta (rad), 254 noise values].
 
-    ``entry_jitter`` > 0 (cells) ends it with an ``EntryShift`` driven by the first four noise values."""
+    ``entry_jitter`` > 0 (cells) ends it with an ``EntryShift`` driven by the first four noise values.
+    ``angle_gain`` g > 0: the dense layer sees g (theta - pi/2) instead of theta (``ModelSpec.angle_gain``)."""
 
     latent_size = 256
 
-    def __init__(self, entry_jitter: float = 0.0, power: float = 0.85) -> None:
+    def __init__(self, entry_jitter: float = 0.0, power: float = 0.85, angle_gain: float = 0.0) -> None:
         super().__init__()
+        self.angle_gain = float(angle_gain)
         self.entry = EntryShift(entry_jitter, power, first=ENTRY_LATENT["angle51"]) if entry_jitter > 0 else None
-        self.dense = _glorot_uniform(nn.Linear(self.latent_size, 5184))
+        self.dense = nn.Linear(self.latent_size, 5184)
+        _glorot_uniform(self.dense)
 
         def block(cin: int, cout: int, kernel: tuple[int, int, int], pad: tuple[int, int, int] | None) -> list[nn.Module]:
             layers: list[nn.Module] = [pad3d(*pad)] if pad else []
@@ -113,9 +116,36 @@ class AngleGenerator(nn.Module):
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.dense(z).view(-1, 9, 9, 8, 8).permute(0, 4, 1, 2, 3)
+        seen = z
+        if self.angle_gain:
+            seen = torch.cat([z[:, :1], self.angle_gain * (z[:, 1:2] - math.pi / 2), z[:, 2:]], 1)
+        x = self.dense(seen).view(-1, 9, 9, 8, 8).permute(0, 4, 1, 2, 3)
         out = self.body(x).squeeze(1)
         return out if self.entry is None else self.entry(out, z)
+
+
+def _angle_input(gain: float) -> tuple[float, float]:
+    """(a, c) of the angle column the dense layer sees, a theta + c, at ``angle_gain`` ``gain``."""
+    return (gain, -gain * math.pi / 2) if gain else (1.0, 0.0)
+
+
+@torch.no_grad()
+def regain_angle_input(generator: AngleGenerator, gain: float, optimizer: torch.optim.Optimizer | None = None
+                       ) -> None:
+    """Give ``generator`` the angle gain ``gain`` without changing what it computes: the dense layer's angle column
+    and bias are refitted (W' a' = W a, b' = b + W c - W' c'), and the optimiser's per-weight statistics of that
+    column rescaled with its gradients (second moments by (a'/a)^2, first moments by a'/a), so that a training run
+    can change the gain between runs (``TrainConfig.angle_gain``)."""
+    (a, c), (a2, c2) = _angle_input(generator.angle_gain), _angle_input(gain)
+    weight, bias = generator.dense.weight, generator.dense.bias
+    column = weight[:, 1].clone()
+    weight[:, 1] = column * a / a2
+    bias.add_(column * c - weight[:, 1] * c2)
+    generator.angle_gain = float(gain)
+    state = optimizer.state.get(weight, {}) if optimizer is not None else {}
+    for key, power in (("square_avg", 2), ("exp_avg_sq", 2), ("exp_avg", 1), ("momentum_buffer", 1)):
+        if isinstance(state.get(key), torch.Tensor):
+            state[key][:, 1] *= (a2 / a) ** power
 
 
 def ecal_sum(image: torch.Tensor, power: float) -> torch.Tensor:

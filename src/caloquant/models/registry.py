@@ -33,8 +33,9 @@ CHECKPOINT_FORMAT = "caloquant-checkpoint-v1"
 def build_generator(spec: ModelSpec) -> nn.Module:
     """A freshly initialised generator of the spec's architecture."""
     gan3d = require("caloquant.models.gan3d")
-    cls = gan3d.EcalEnergyGenerator if spec.arch == "ecal25" else gan3d.AngleGenerator
-    return cls(entry_jitter=spec.entry_jitter_cells, power=spec.xpower)
+    if spec.arch == "ecal25":
+        return gan3d.EcalEnergyGenerator(entry_jitter=spec.entry_jitter_cells, power=spec.xpower)
+    return gan3d.AngleGenerator(entry_jitter=spec.entry_jitter_cells, power=spec.xpower, angle_gain=spec.angle_gain)
 
 
 

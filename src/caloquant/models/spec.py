@@ -22,6 +22,10 @@ from caloquant.models.entry import ENTRY_LATENT, entry_offsets
 ARCHITECTURES = ("ecal25", "angle51")
 
 
+#: Largest ``ModelSpec.angle_gain``.
+MAX_ANGLE_GAIN = 1000.0
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Architecture name plus everything needed to condition it and decode its output."""
@@ -41,6 +45,10 @@ class ModelSpec:
     #: Fitted response stage of decoding (``models.cellmap``): read-out cell energies mapped to the MC's spectrum,
     #: each shower's visible energy kept. None (the default, and what older cards and checkpoints mean): no map.
     cell_map: CellMap | None = None
+    #: How the angle model's first layer sees theta: 0 (the default, the Keras model, and what older cards and
+    #: checkpoints mean) as it is, in radians; g > 0 as g (theta - pi/2), centred and amplified, so that the
+    #: weights that carry the angle learn g-fold faster (docs/training.md). The latent is theta in radians either way.
+    angle_gain: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -50,6 +58,9 @@ class ModelSpec:
             raise ModelError(f"cell threshold {self.cell_threshold_gev!r} GeV is not in [0, 1)")
         if not 0.0 <= self.entry_jitter_cells <= 1.0:
             raise ModelError(f"entry jitter {self.entry_jitter_cells!r} cells is not in [0, 1]")
+        if not 0.0 <= self.angle_gain <= MAX_ANGLE_GAIN or (self.angle_gain and self.arch != "angle51"):
+            raise ModelError(f"angle gain {self.angle_gain!r} is not in [0, {MAX_ANGLE_GAIN:g}] for a model with "
+                             "an angle input, or 0")
         if self.cell_map is not None and self.cell_threshold_gev <= 0:
             raise ModelError("a cell map needs a readout threshold (cell_threshold_gev > 0)")
 
@@ -71,6 +82,8 @@ class ModelSpec:
         d["energy_range"] = list(self.energy_range)
         d["angle_range_deg"] = list(self.angle_range_deg)
         d.pop("cell_map")
+        if not self.angle_gain:  # as older specs read, so that their digests stay
+            d.pop("angle_gain")
         if self.cell_map is not None:
             d["cell_map"] = self.cell_map.to_dict()
         return d
@@ -92,6 +105,7 @@ class ModelSpec:
                 cell_threshold_gev=float(d.get("cell_threshold_gev", 0.0)),
                 entry_jitter_cells=float(d.get("entry_jitter_cells", 0.0)),
                 cell_map=CellMap.from_dict(d["cell_map"]) if d.get("cell_map") is not None else None,
+                angle_gain=float(d.get("angle_gain", 0.0)),
                 extra=dict(d.get("extra", {})),
             )
         except (KeyError, TypeError, ValueError, IndexError) as e:

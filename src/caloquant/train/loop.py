@@ -66,7 +66,7 @@ from caloquant.train.hardware import (
     resolve_precision,
 )
 from caloquant.models.critic import shower_features, soft_cell_counts
-from caloquant.models.gan3d import ecal_sum
+from caloquant.models.gan3d import AngleGenerator, ecal_sum, regain_angle_input
 from caloquant.models.layers import SurrogateReLU
 from caloquant.train.losses import (bce_logits, cell_count_loss, cell_spectrum, centroid_loss, depth_loss,
                                    lateral_loss, layer_centroids, layer_occupancy, mape, occupancy_loss, physics_loss,
@@ -118,7 +118,7 @@ def _spec_for(config: TrainConfig) -> ModelSpec:
     base = DEFAULT_SPECS[config.arch]
     return ModelSpec(base.arch, xscale=config.xscale, xpower=config.xpower, energy_range=base.energy_range,
                      angle_range_deg=base.angle_range_deg, cell_threshold_gev=config.readout_threshold,
-                     entry_jitter_cells=config.entry_jitter)
+                     entry_jitter_cells=config.entry_jitter, angle_gain=config.angle_gain)
 
 
 def weighted_sum(terms: dict[str, tuple[float, torch.Tensor]]) -> torch.Tensor:
@@ -441,14 +441,6 @@ class Trainer:
             real["tilt"] = shower_tilt(b.images, sp.xpower)
         return real
 
-    def _with_angle(self, features: torch.Tensor, b: TensorBatch) -> torch.Tensor:
-        """Per-shower features with the shower's angle appended as a last column for the angle model, so that a
-        distribution term matches their joint distribution with the angle (fakes share their real shower's
-        angle): per-layer centroids that spread as the MC's but ignore the angle no longer pass."""
-        if self.spec.arch != "angle51":
-            return features
-        return torch.cat([features, (b.theta.to(features.dtype) - math.pi / 2).view(-1, 1)], 1)
-
     def generator_terms(self, gen: torch.Tensor, b: TensorBatch, real: dict[str, torch.Tensor],
                         pretraining: bool = False) -> dict[str, tuple[float, torch.Tensor]]:
         """Every term of the generator's loss for fakes ``gen`` of batch ``b``, each with its weight (the loss is
@@ -471,9 +463,8 @@ class Trainer:
         terms["phys"] = (phys_weight, physics_loss(gen, b.images, b.energy, sp.xpower, groups, cfg.mean_statistic))
         if "features" in real:
             terms["dist"] = (cfg.dist_weight, sliced_distance(
-                self._with_angle(shower_features(gen, b.energy, sp.xscale, sp.xpower), b),
-                self._with_angle(real["features"], b), b.energy, groups, cfg.dist_projections,
-                statistic=cfg.dist_statistic))
+                shower_features(gen, b.energy, sp.xscale, sp.xpower), real["features"], b.energy, groups,
+                cfg.dist_projections, statistic=cfg.dist_statistic))
         if cfg.sf_weight > 0:
             terms["sf"] = (cfg.sf_weight, sampling_fraction_loss(fake_sum, b.ecal, b.energy, groups,
                                                                  cfg.mean_statistic))
@@ -484,8 +475,8 @@ class Trainer:
                                                                 real["counts"], b.energy, groups, cfg.mean_statistic))
         if "centroids" in real:
             terms["cent"] = (cfg.centroid_weight, centroid_loss(
-                self._with_angle(layer_centroids(gen, sp.xscale, sp.xpower), b), self._with_angle(real["centroids"], b),
-                b.energy, groups, cfg.dist_projections, cfg.dist_statistic))
+                layer_centroids(gen, sp.xscale, sp.xpower), real["centroids"], b.energy, groups,
+                cfg.dist_projections, cfg.dist_statistic))
         if "occupancy" in real:
             terms["occ"] = (cfg.occupancy_weight, occupancy_loss(
                 layer_occupancy(gen, sp.xscale, sp.xpower), real["occupancy"], b.energy, groups,
@@ -583,6 +574,12 @@ class Trainer:
             self.opt_d.load_state_dict(ckpt["opt_d"])
         except (ValueError, KeyError) as e:
             raise ModelError(f"{where}: optimizer state does not fit ({e})") from None
+        stored_gain = float(ckpt["spec"].get("angle_gain", 0.0))
+        if stored_gain != self.spec.angle_gain:  # a retuned angle gain: same generator, refitted first layer
+            for gen, opt in ((self.G, self.opt_g), (self.G_ema, None)):
+                if isinstance(gen, AngleGenerator):
+                    gen.angle_gain = stored_gain
+                    regain_angle_input(gen, self.spec.angle_gain, opt)
         self.state = TrainState(**ckpt["state"])
         if self.cfg.select != ckpt["config"].get("select"):  # scores of another metric do not compare
             self.state.best_metric, self.state.best_step = math.inf, -1
@@ -858,7 +855,7 @@ def _runtime_overrides(config: TrainConfig) -> dict[str, Any]:
 RETUNABLE = ("loss_weights", "dist_weight", "sf_weight", "count_weight", "res_weight", "centroid_weight",
              "occupancy_weight", "profile_weight", "shape_weight", "depth_weight", "lateral_weight", "dist_statistic",
              "mean_statistic", "readout_threshold", "entry_jitter", "physics_weight", "r1", "lr", "select",
-             "bn_calibration", "spectrum_weight")
+             "bn_calibration", "spectrum_weight", "angle_gain")
 
 
 def goal_score(metrics: dict[str, float]) -> float:
