@@ -12,8 +12,9 @@ The reference 3DGAN discriminator spends 1.57 GFLOP per shower (forward), almost
 * the condition (E_p, and theta for the angle model), joined only in the real/fake head, so that the auxiliary
   energy regression must still read the energy off the shower (as in the reference).
 
-It returns the reference heads (``logit``, ``energy``, analytic ``ecal`` and, for the angle model, ``angle``)
-so the 3DGAN loss terms apply unchanged. About 2 % of the reference discriminator's FLOPs (tested).
+It returns the reference heads the trainer's critic terms use (``logit``, ``energy``, analytic ``ecal``), so the
+3DGAN loss terms apply unchanged; the angle term needs no critic (``train.losses.shower_tilt``). About 2 % of the
+reference discriminator's FLOPs (tested).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from caloquant.models.gan3d import ecal_angle, ecal_sum
+from caloquant.models.gan3d import ecal_sum
 
 #: Cell energies (GeV) at which ``shower_features`` counts fired cells (soft counts, tanh(x / t)).
 COUNT_THRESHOLDS_GEV = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
@@ -136,11 +137,8 @@ class LightCritic(nn.Module):
         if self.angle:
             assert theta is not None, "the angle critic needs theta"
             cond.append((theta - math.pi / 2).view(-1, 1))
-        out = {
+        return {
             "logit": self.head(torch.cat([h, torch.cat(cond, 1).to(h.dtype)], 1)).squeeze(1),
             "energy": self.auxiliary(h).squeeze(1),
             "ecal": ecal_sum(image, self.power),
         }
-        if self.angle:
-            out["angle"] = ecal_angle(image, self.power)
-        return out
