@@ -138,8 +138,8 @@ def run_campaign(folder: str | os.PathLike[str], *, cache: str | os.PathLike[str
     ``overrides`` may set the per-run settings (threads, device, precision, ...). On a resume, the loss settings
     and checkpoint selection of campaign.json (``RETUNABLE``: loss weights, distribution, sampling-fraction,
     cell-count, resolution, centroid, occupancy, profile and physics weights, readout threshold, R1, learning rate,
-    select) replace the checkpoint's from this run on, so a campaign can follow a curriculum; any other change is
-    refused.
+    angle gain, select) replace the checkpoint's from this run on, so a campaign can follow a curriculum; any other
+    change is refused.
     """
     if not run_minutes > 0:
         raise InputError(f"run minutes must be positive, got {run_minutes}")
