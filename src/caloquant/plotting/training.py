@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 from caloquant._atomic import atomic_path
@@ -65,9 +66,12 @@ def plot_learning_curve(run_dir: Path, out: Path) -> Path:
     require("matplotlib").use("Agg")
     plt = require("matplotlib.pyplot")
     metrics, runs = _read(run_dir / "metrics.csv"), _read(run_dir / "runs.csv")
-    panels = (("moments_metric", "3DGAN moment metric", 0.04), ("profiles_metric", "3DGAN profile metric", None),
+    panels: tuple[tuple[str, str, float | None], ...] = (
+              ("moments_metric", "3DGAN moment metric", 0.04), ("profiles_metric", "3DGAN profile metric", None),
               ("fpd", "FPD (held-out size)", None), ("cells_ratio", "cells hit, generated / MC (worst bin)", 1.0),
               ("resolution_ratio", "resolution, generated / MC (worst bin)", 1.0))
+    if any(math.isfinite(v) for v in metrics.get("tilt_error_deg", [])):  # tilted showers (angle51)
+        panels += (("tilt_error_deg", "tilt error (degrees)", 1.0),)
     fig, axes = plt.subplots(2, 3, figsize=(15, 7))
     for ax, (key, label, goal) in zip(axes.flat, panels):
         if key in metrics and "showers" in metrics:
