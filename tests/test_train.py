@@ -98,7 +98,7 @@ def test_tilted_held_out_showers_add_the_tilt_to_the_evaluation(tmp_path: Path, 
     assert metrics["tilt_error_deg"] > 3.0
 
 
-def test_the_angle_term_pairs_measured_angles_from_the_first_step(tmp_path: Path, mc_tilted: ShowerSet) -> None:
+def test_the_angle_term_pairs_tilts_from_the_first_step(tmp_path: Path, mc_tilted: ShowerSet) -> None:
     """angle51's angle term compares each fake's tilt (x against depth, where caloquant's showers tilt) with that
     of the real shower it pairs with, already in the generator-only phase: the real showers themselves score 0, the
     same showers paired with shuffled angles score tenths of a cell per layer."""
