@@ -205,6 +205,19 @@ def test_distortions_are_flagged(suite, sample: str, expected: list[str]) -> Non
     assert [n for n in expected if metrics[n].passed] == []
 
 
+def test_moment_metric_by_moment(suite) -> None:
+    """The per-moment terms average to the metric, and a laterally widened sample fails on the lateral widths."""
+    for name in ("other", "wider"):
+        m = suite.candidates[name].metrics["3dgan_moments"]
+        parts = m.details["per_moment"]
+        assert list(parts) == ["mu_x", "mu_y", "mu_z", "sigma2_x", "sigma2_y", "sigma2_z"]
+        assert np.mean(list(parts.values())) == pytest.approx(m.value)
+    wide = suite.candidates["wider"].metrics["3dgan_moments"].details["per_moment"]
+    assert min(wide["sigma2_x"], wide["sigma2_y"]) > 5 * max(wide["mu_x"], wide["mu_y"], wide["mu_z"], wide["sigma2_z"])
+    assert wide["sigma2_x"] > 0.1
+    assert suite.to_dict()["candidates"]["wider"]["metrics"]["3dgan_moments"]["per_moment"] == pytest.approx(wide)
+
+
 def test_json_schema_and_empty_bins(ref: ShowerFeatures, other: ShowerFeatures) -> None:
     bins = EnergyBins.gan3d((50.0, 100.0, 1000.0))
     result = validate(ref, other, bins=bins, options=FAST)

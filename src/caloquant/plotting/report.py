@@ -48,6 +48,10 @@ def _table(result: ValidationResult) -> str:
             rows.append(f"<tr><td style='text-align:left'>{name}</td><td>{_fmt(m.value)}</td><td>{_fmt(m.error)}</td>"
                         f"<td>{_fmt(m.noise_floor)}</td><td class='{cls}'>{word}</td></tr>")
         rows.append("</table>")
+        parts = cr.metrics["3dgan_moments"].details.get("per_moment") if "3dgan_moments" in cr.metrics else None
+        if parts:
+            terms = ", ".join(f"{k} {_fmt(v)}" for k, v in parts.items())
+            rows.append(f"<p>3dgan_moments by moment (relative error, mean over energy bins): {terms}</p>")
         empty = sorted({b for m in cr.metrics.values() for b in m.empty_bins})
         if empty:
             rows.append(f"<p>Energy bins without enough showers (not scored): {html.escape(', '.join(empty))}</p>")

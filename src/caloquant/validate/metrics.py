@@ -24,6 +24,8 @@ MIN_SHOWERS_PER_BIN = 2
 MIN_SHOWERS_PER_SAMPLE = 50
 #: Histogram bins between the 0.1 % and 99.9 % reference quantiles (plus one underflow and one overflow bin).
 SEPARATION_BINS = 30
+#: The 3DGAN moments in ``ShowerFeatures.moments`` column order.
+MOMENT_NAMES = ("mu_x", "mu_y", "mu_z", "sigma2_x", "sigma2_y", "sigma2_z")
 SEPARATION_QUANTILES = (0.001, 0.999)
 AUC_MARGIN = 0.02
 
@@ -87,8 +89,9 @@ class MetricResult:
             out["empty_bins"] = list(self.empty_bins)
         if self.unscored_bins:
             out["unscored_bins"] = list(self.unscored_bins)
-        if "per_feature" in self.details:
-            out["per_feature"] = {k: _num(v) for k, v in self.details["per_feature"].items()}
+        for key in ("per_feature", "per_moment"):
+            if key in self.details:
+                out[key] = {k: _num(v) for k, v in self.details[key].items()}
         if "tilt" in self.details:
             out["tilt"] = self.details["tilt"]
         return out
@@ -200,6 +203,15 @@ class Comparison:
         per_bin = score(mr, mc, self.ref.window.shape)
         per_bin[(cr < MIN_SHOWERS_PER_BIN) | (cc < MIN_SHOWERS_PER_BIN)] = np.nan
         return per_bin
+
+    def moment_errors(self) -> np.ndarray:
+        """Relative error of each 3DGAN moment (``MOMENT_NAMES``) averaged over the scored energy bins, shape (6,):
+        the terms whose mean is the moment metric, to say which moment fails (a wide halo shows in sigma2_x/y)."""
+        mr, cr = self._bin_means(self.ref, lambda f: f.moments, None)
+        mc, cc = self._bin_means(self.cand, lambda f: f.moments, None)
+        rel = _rel(mr[0], mc[0])  # (n_bins, 6)
+        rel[(cr[0] < MIN_SHOWERS_PER_BIN) | (cc[0] < MIN_SHOWERS_PER_BIN)] = np.nan
+        return np.asarray(bin_average(rel.T))
 
     def tilt_means(self, f: ShowerFeatures, w: Weights = None) -> tuple[np.ndarray, np.ndarray]:
         """Mean reconstructed incidence angle (B, n_angle_bins) in degrees of ``f``'s showers in each angle bin

@@ -17,6 +17,7 @@ from caloquant.validate.distances import fpd_of_rows, kpd_of_rows
 from caloquant.validate.features import ShowerFeatures, as_features, check_compatible, normalised_vectors
 from caloquant.validate.metrics import (
     MIN_SHOWERS_PER_SAMPLE,
+    MOMENT_NAMES,
     Comparison,
     MetricResult,
     Sample,
@@ -93,14 +94,17 @@ def compare(reference: ShowerFeatures, candidate: ShowerFeatures, bins: EnergyBi
             boot = _weighted_metric(c, name, w_ref[:nb] if name not in _PER_BIN else w_ref,
                                     w_cand[:nb] if name not in _PER_BIN else w_cand, options.legacy)
         res = MetricResult(name, value, float(np.nanstd(boot, ddof=1)))
+        scale = 2.0 if options.legacy and name == "3dgan_moments" else 1.0
         if name in _PER_BIN:
-            per_bin = c.binned(_PER_BIN[name])[0] * (2.0 if options.legacy and name == "3dgan_moments" else 1.0)
+            per_bin = c.binned(_PER_BIN[name])[0] * scale
             res.per_bin = {lab: float(v) for lab, v in zip(labels, per_bin)}
             thin = [lab for lab, ok in zip(labels, c.valid_bins()) if not ok]
             if bins.requested:
                 res.empty_bins = thin
             else:
                 res.unscored_bins = thin
+        if name == "3dgan_moments":
+            res.details["per_moment"] = dict(zip(MOMENT_NAMES, map(float, c.moment_errors() * scale)))
         if name == "separation_power_mean":
             res.details["per_feature"] = dict(zip(names, map(float, sp[0])))
         if name == "chi2_ndf_mean":
