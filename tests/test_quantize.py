@@ -16,6 +16,7 @@ from caloquant.errors import DataFormatError, InputError, ModelError
 from caloquant.export import inference_hint
 from caloquant.models import DEFAULT_SPECS
 from caloquant.quantize import AccuracyNotReachedError, Criterion, PerItemEvaluator, apply_recipe, tune
+from caloquant.simulate import simulate
 
 pytest.importorskip("nncf")
 
@@ -332,6 +333,34 @@ def test_physics_evaluator_vetoes_what_the_runtime_guard_refuses() -> None:
     half = ShowerSet(0.5 * fp32.ecal, fp32.energy, fp32.theta)  # half the visible energy: a broken kernel
     reason = ev.veto(half, fp32)
     assert reason is not None and reason.startswith("the runtime physics guard would refuse it: mean visible energy")
+
+
+def test_physics_evaluator_judges_an_angle_model_over_its_angles() -> None:
+    """For an angle model the tuner's inputs, its reference MC and the guard's batch span the trained angles, and
+    the details report the tilt: a candidate that ignores the angle is told from one that tilts like the MC."""
+    from caloquant.evaluation import EvaluationSettings
+    from caloquant.quantize import PhysicsEvaluator
+    from caloquant.runtime.precision_check import check_angles
+
+    spec = DEFAULT_SPECS["angle51"]
+    ev = PhysicsEvaluator(spec, EvaluationSettings(n_showers=120, n_reference=240, seed=1, batch=120))
+    assert ev.tilted and ev.reference.tilted
+    assert 60.0 <= ev.angles.min() < 65.0 and 115.0 < ev.angles.max() <= 120.0
+    np.testing.assert_allclose(ev.inputs[:, 1], np.radians(ev.angles), rtol=1e-6)
+    np.testing.assert_allclose(ev.check_latents[:, 1], np.radians(check_angles(spec.angle_range_deg)), rtol=1e-6)
+    assert np.ptp(ev.check_angles) > 30.0
+
+    def mc_like(z: np.ndarray, *, follow_angle: bool) -> np.ndarray:
+        showers = [simulate(1, float(e), angle=float(np.degrees(t)) if follow_angle else 90.0, window=spec.window,
+                            seed=k).ecal[0] for k, (e, t) in enumerate(zip(100.0 * z[:, 0], z[:, 1]))]
+        return spec.to_training(np.stack(showers))
+
+    tilting = ev.details(ev.outputs(lambda z: mc_like(z, follow_angle=True)))["tilt_error_deg"]
+    flat = ev.details(ev.outputs(lambda z: mc_like(z, follow_angle=False)))["tilt_error_deg"]
+    assert tilting < 3.0 and flat > 8.0, (tilting, flat)
+    perpendicular = PhysicsEvaluator(DEFAULT_SPECS["ecal25"], EvaluationSettings(n_showers=16, n_reference=16, seed=1,
+                                                                                 batch=16))
+    assert not perpendicular.tilted and np.all(perpendicular.angles == 90.0)
 
 
 def test_per_sample_scaling_resolves_low_energy_showers_in_int8(model_cache) -> None:

@@ -78,6 +78,12 @@ def check_inputs(energy_range: tuple[float, float]) -> np.ndarray:
     return np.geomspace(*energy_range, CHECK_SHOWERS)
 
 
+def check_angles(angle_range_deg: tuple[float, float]) -> np.ndarray:
+    """Incidence angles (deg) of the fixed check batch: uniform over the model's angle range in a fixed draw that
+    does not follow the energies, so an angle model is checked at its tilts too (90 for a perpendicular model)."""
+    return np.random.default_rng([CHECK_SEED, 1]).uniform(*angle_range_deg, CHECK_SHOWERS)
+
+
 def _means(showers: ShowerSet) -> tuple[float, np.ndarray]:
     """Batch-mean visible energy and 3DGAN moments (NaN where the showers are not finite)."""
     if not np.all(np.isfinite(showers.ecal)):
@@ -129,10 +135,10 @@ def guard(generator: Any, reference: Callable[[], Any], identity: dict[str, Any]
             pass  # unreadable or from an older layout: check again
     if note:
         log.warning("caloquant: %s", note)
-    energies = check_inputs(generator.spec.energy_range)
+    energies, angles = check_inputs(generator.spec.energy_range), check_angles(generator.spec.angle_range_deg)
     fp32 = reference()
-    result = compare(generator.engine.precision, generator.generate(energies, seed=CHECK_SEED),
-                     fp32.generate(energies, seed=CHECK_SEED))
+    result = compare(generator.engine.precision, generator.generate(energies, angles, seed=CHECK_SEED),
+                     fp32.generate(energies, angles, seed=CHECK_SEED))
     if not result.passed:
         machine = isa_identity()
         raise PrecisionError(f"{result.describe()} on {machine['cpu']} "
