@@ -100,6 +100,10 @@ def test_pass_is_cached_per_machine_and_isa_cap(ckpt, monkeypatch, tmp_path) -> 
 
     monkeypatch.setattr(precision_check, "compare", never)
     assert open_generator(ckpt, precision="bf16", batch=8).check == gen.check
+    with monkeypatch.context() as m:  # a new definition of the check batch is checked again
+        m.setattr(precision_check, "CHECK_BATCH_VERSION", precision_check.CHECK_BATCH_VERSION + 1)
+        assert precision_check.check_key(identity) != key
+    assert precision_check.check_key(identity) == key
     other = "SSE41" if os.environ.get("ONEDNN_MAX_CPU_ISA") == "AVX2" else "AVX2"  # run capped or not
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", other)  # another ISA is another machine for the check
     assert precision_check.check_key(identity) != key

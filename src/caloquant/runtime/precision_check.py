@@ -35,6 +35,9 @@ log = logging.getLogger("caloquant")
 #: Showers of the fixed check batch, spread over the model's energy range, and the seed of their noise.
 CHECK_SHOWERS = 16
 CHECK_SEED = 20_240_612
+#: Version of the check batch's definition, part of the cache key: 2 since an angle model's batch spreads over its
+#: angles (``check_angles``), so a pass cached for a batch at 90 degrees only is checked again.
+CHECK_BATCH_VERSION = 2
 #: Largest relative deviation of the batch-mean visible energy, and of each batch-mean 3DGAN moment, from FP32.
 #: Honest reduced precision stays well inside it: BF16 keeps 8 significand bits (2^-9 = 0.2 % rounding per
 #: operation, averaging out in sums over 15,625 cells and 16 showers), and the tuner-accepted INT8 recipe of
@@ -113,8 +116,8 @@ def check_key(identity: dict[str, Any]) -> str:
             versions[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
             continue
-    blob = json.dumps({**identity, "machine": isa_identity(), "versions": versions, "caloquant": __version__},
-                      sort_keys=True)
+    blob = json.dumps({**identity, "machine": isa_identity(), "versions": versions, "caloquant": __version__,
+                       "check_batch": CHECK_BATCH_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
