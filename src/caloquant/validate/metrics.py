@@ -162,6 +162,15 @@ def _replicates(w: Weights) -> int:
     return 1 if w is None else int(w.shape[0])
 
 
+def tilt_difference(ref: tuple[np.ndarray, np.ndarray], cand: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """|candidate - reference| of per-angle-bin mean reconstructed angles, each given as ``tilt_means``'s (means,
+    counts); NaN where either sample holds too few showers."""
+    (mr, cr), (mc, cc) = ref, cand
+    per_bin = np.abs(mc - mr)
+    per_bin[(cr < MIN_SHOWERS_PER_BIN) | (cc < MIN_SHOWERS_PER_BIN)] = np.nan
+    return per_bin
+
+
 class Comparison:
     """Reference vs candidate features in energy bins, evaluated for any set of shower weights.
 
@@ -226,11 +235,7 @@ class Comparison:
     def tilt(self, w_ref: Weights = None, w_cand: Weights = None) -> np.ndarray:
         """Per-angle-bin |<theta_est>_cand - <theta_est>_ref| (B, n_angle_bins) in degrees: whether the candidate's
         showers tilt with the angle as the reference's do (bins too thin in either sample are NaN)."""
-        mr, cr = self.tilt_means(self.ref, w_ref)
-        mc, cc = self.tilt_means(self.cand, w_cand)
-        per_bin = np.abs(mc - mr)
-        per_bin[(cr < MIN_SHOWERS_PER_BIN) | (cc < MIN_SHOWERS_PER_BIN)] = np.nan
-        return per_bin
+        return tilt_difference(self.tilt_means(self.ref, w_ref), self.tilt_means(self.cand, w_cand))
 
     def valid_bins(self) -> np.ndarray:
         """Which energy bins hold enough showers in both samples to be scored."""

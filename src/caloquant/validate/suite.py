@@ -25,6 +25,7 @@ from caloquant.validate.metrics import (
     bin_average,
     bootstrap_weights,
     check_n_boot,
+    tilt_difference,
     tilt_slope,
 )
 
@@ -131,7 +132,8 @@ def _tilt_result(c: Comparison, w_ref: Weights, w_cand: Weights) -> MetricResult
     each sample's mean reconstructed angle per bin and its slope against the true angle."""
     assert c.angle_bins is not None
     labels = c.angle_bins.labels
-    per_bin = c.tilt()[0]
+    ref_means, cand_means = c.tilt_means(c.ref), c.tilt_means(c.cand)
+    per_bin = tilt_difference(ref_means, cand_means)[0]
     res = MetricResult(TILT_METRIC, float(bin_average(per_bin)),
                        float(np.nanstd(bin_average(c.tilt(w_ref, w_cand)), ddof=1)))
     res.per_bin = {lab: float(v) for lab, v in zip(labels, per_bin)}
@@ -141,8 +143,8 @@ def _tilt_result(c: Comparison, w_ref: Weights, w_cand: Weights) -> MetricResult
 
     res.details["tilt"] = {
         "angle_bins": labels,
-        "reference_mean_deg": [rounded(v, 3) for v in c.tilt_means(c.ref)[0][0]],
-        "candidate_mean_deg": [rounded(v, 3) for v in c.tilt_means(c.cand)[0][0]],
+        "reference_mean_deg": [rounded(v, 3) for v in ref_means[0][0]],
+        "candidate_mean_deg": [rounded(v, 3) for v in cand_means[0][0]],
         "slope_reference": rounded(tilt_slope(c.ref), 4),
         "slope_candidate": rounded(tilt_slope(c.cand), 4),
     }
