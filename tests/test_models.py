@@ -20,6 +20,7 @@ from caloquant.models import (
     load_generator,
     shower_noise,
 )
+from caloquant.models.entry import entry_offsets
 from caloquant.models.gan3d import ecal_angle
 from caloquant.models.layers import EntryShift
 
@@ -105,6 +106,26 @@ def test_a_new_angle_gain_leaves_the_generator_computing_the_same() -> None:
     assert "angle_gain" not in ModelSpec(arch="angle51").to_dict()
     with pytest.raises(ModelError, match="angle gain"):
         ModelSpec(arch="ecal25", angle_gain=1.0)
+
+
+def test_noise_energy_scales_the_angle_models_noise_and_leaves_the_rest() -> None:
+    """noise_energy_gev E0: the angle model's noise columns are multiplied by E/E0 (at E = E0 they are the noise as
+    drawn), E/100 and theta stay, and so do the entry offsets (functions of ratios of noise values); 0 leaves the
+    noise and the spec's dict (and digest) as they were, and a model without an angle input refuses it."""
+    plain, scaled = DEFAULT_SPECS["angle51"], ModelSpec(arch="angle51", noise_energy_gev=250.0)
+    e, a = np.array([10.0, 250.0, 500.0]), np.array([60.0, 90.0, 120.0])
+    noise = shower_noise(3, np.arange(3), plain.noise_size)
+    zp, zs = plain.latent(e, a, noise), scaled.latent(e, a, noise)
+    assert np.array_equal(zp[:, :2], zs[:, :2]) and np.array_equal(zp[:, 2:], noise)
+    assert np.allclose(zs[:, 2:], noise * np.array([[0.04], [1.0], [2.0]]), rtol=1e-6)
+    for u, v in zip(entry_offsets(zp, 0.35, 2, np), entry_offsets(zs, 0.35, 2, np)):
+        assert np.allclose(u, v, atol=1e-6)
+    assert ModelSpec.from_dict(scaled.to_dict()) == scaled and scaled.digest() != plain.digest()
+    assert "noise_energy_gev" not in plain.to_dict()
+    for bad in (ModelSpec(arch="ecal25").to_dict() | {"noise_energy_gev": 100.0},
+                plain.to_dict() | {"noise_energy_gev": -1.0}):
+        with pytest.raises(ModelError, match="noise energy"):
+            ModelSpec.from_dict(bad)
 
 
 def test_spec_latent_and_inverse_transform() -> None:

@@ -18,7 +18,7 @@ from caloquant.data import ShowerSet, write_showers
 from caloquant.errors import DataFormatError, GeometryMismatchError, InputError, ModelError, TrainingDiverged
 from caloquant.models import load_generator
 from caloquant.train import TrainConfig, Trainer, train
-from caloquant.train.data import BatchStream, preprocess, split_blocks, to_tensors
+from caloquant.train.data import BatchStream, TensorBatch, preprocess, split_blocks, to_tensors
 from caloquant.train.loop import goal_score
 
 TINY = dict(batch_size=2, checkpoint_every=2, eval_showers=40, chunk_size=50, threads=1, seed=3, precision="fp32",
@@ -289,6 +289,30 @@ def test_a_resumed_run_may_raise_the_angle_gain_without_changing_the_generator(
     assert load_generator(out / "checkpoint-last.pt").spec.angle_gain == 100.0
     with pytest.raises(InputError, match="angle_gain is for a model with an angle input"):
         _cfg(angle_gain=1.0)
+
+
+def test_a_resumed_run_may_scale_the_angle_models_noise_and_builds_its_latents_as_the_spec_does(
+        tmp_path: Path, mc_tilted: ShowerSet, capsys: pytest.CaptureFixture[str]) -> None:
+    """noise_energy is retunable (a warm start with the noise times E/E0): the trainer's latents on the device are
+    the spec's (``ModelSpec.latent``, what generation and exports use) for the same noise, and its checkpoints
+    carry E0 in their spec."""
+    train_file, out = tmp_path / "t.h5", tmp_path / "run"
+    write_showers(train_file, mc_tilted[:100])
+    train(_cfg(arch="angle51", max_steps=1, eval_every=0), train_file, out, progress=False)
+    tr = Trainer(_cfg(arch="angle51", max_steps=1, eval_every=0, noise_energy=300.0), train_file, out, resume=True,
+                 progress=False, retune=["noise_energy"])
+    assert "noise_energy 0.0 -> 300.0" in capsys.readouterr().out
+    e, theta = np.array([10.0, 300.0, 480.0]), np.radians([60.0, 90.0, 115.0])
+    noise = np.random.default_rng(1).standard_normal((3, 254)).astype(np.float32)
+    b = TensorBatch(torch.zeros(3, 1), torch.from_numpy(e / 100).float(), torch.from_numpy(theta).float(),
+                    torch.zeros(3))
+    on_device = tr._latent(torch.from_numpy(noise), b).numpy()
+    assert np.allclose(on_device, tr.spec.latent(e, np.degrees(theta), noise), rtol=1e-6, atol=1e-7)
+    assert np.allclose(on_device[:, 2:], noise * (e / 300.0)[:, None], rtol=1e-6)
+    assert tr.checkpoint() is not None
+    assert load_generator(out / "checkpoint-last.pt").spec.noise_energy_gev == 300.0
+    with pytest.raises(InputError, match="noise_energy is for a model with an angle input"):
+        _cfg(noise_energy=100.0)
 
 
 def test_goal_score_is_the_worst_metric_in_units_of_its_goal() -> None:

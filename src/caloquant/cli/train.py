@@ -93,6 +93,9 @@ def train_cmd(
     angle_gain: float = typer.Option(0.0, "--angle-gain", help="angle51: its first layer sees this x "
                                      "(theta - pi/2) instead of theta, so the angle's weights learn this-fold "
                                      "faster (100 learns the tilt; 0: theta as is, the Keras model)."),
+    noise_energy: float = typer.Option(0.0, "--noise-energy", help="angle51: GeV E0; its noise is multiplied by "
+                                       "E/E0, so that the showers' spread can grow with the energy as the MC's "
+                                       "does (0: noise as drawn, the Keras model; 100: the 3DGAN's older input)."),
     r1: float = typer.Option(0.0, "--r1", help="R1 gradient penalty weight on real showers (light critic)."),
     dead_cell_grad: float = typer.Option(0.0, "--dead-cell-grad", help="Training only: the generator's output "
                                          "ReLU passes this fraction of the gradient to cells that are off, so "
@@ -162,7 +165,7 @@ def train_cmd(
         depth_weight=depth_weight, lateral_weight=lateral_weight, spectrum_weight=spectrum_weight,
         dist_statistic=dist_statistic,
         mean_statistic=mean_statistic, readout_threshold=readout_threshold, r1=r1,
-        entry_jitter=entry_jitter, angle_gain=angle_gain,
+        entry_jitter=entry_jitter, angle_gain=angle_gain, noise_energy=noise_energy,
         gen_steps=gen_steps, dead_cell_grad=dead_cell_grad,
     )
     from caloquant.train.loop import RETUNABLE

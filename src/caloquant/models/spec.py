@@ -24,6 +24,8 @@ ARCHITECTURES = ("ecal25", "angle51")
 
 #: Largest ``ModelSpec.angle_gain``.
 MAX_ANGLE_GAIN = 1000.0
+#: Largest ``ModelSpec.noise_energy_gev``.
+MAX_NOISE_ENERGY_GEV = 10_000.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,11 @@ class ModelSpec:
     #: checkpoints mean) as it is, in radians; g > 0 as g (theta - pi/2), centred and amplified, so that the
     #: weights that carry the angle learn g-fold faster (docs/training.md). The latent is theta in radians either way.
     angle_gain: float = 0.0
+    #: The angle model's noise: 0 (the default, the Keras model's input [E/100, theta, z], and what older cards and
+    #: checkpoints mean) as drawn; E0 > 0 (GeV) multiplied by E/E0, as the fixed-angle model's noise is by E/100
+    #: (the 3DGAN's older angle input; E0 = 100 is it exactly). A ReLU generator adds noise of one size at every
+    #: energy, so with the noise as drawn its relative spread falls as 1/E (docs/training.md); scaled, it stays.
+    noise_energy_gev: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -61,6 +68,10 @@ class ModelSpec:
         if not 0.0 <= self.angle_gain <= MAX_ANGLE_GAIN or (self.angle_gain and self.arch != "angle51"):
             raise ModelError(f"angle gain {self.angle_gain!r} is not in [0, {MAX_ANGLE_GAIN:g}] for a model with "
                              "an angle input, or 0")
+        if not 0.0 <= self.noise_energy_gev <= MAX_NOISE_ENERGY_GEV or (self.noise_energy_gev
+                                                                      and self.arch != "angle51"):
+            raise ModelError(f"noise energy {self.noise_energy_gev!r} GeV is not in [0, {MAX_NOISE_ENERGY_GEV:g}] "
+                             "for a model with an angle input, or 0")
         if self.cell_map is not None and self.cell_threshold_gev <= 0:
             raise ModelError("a cell map needs a readout threshold (cell_threshold_gev > 0)")
 
@@ -82,8 +93,9 @@ class ModelSpec:
         d["energy_range"] = list(self.energy_range)
         d["angle_range_deg"] = list(self.angle_range_deg)
         d.pop("cell_map")
-        if not self.angle_gain:  # as older specs read, so that their digests stay
-            d.pop("angle_gain")
+        for key in ("angle_gain", "noise_energy_gev"):  # 0 is what older specs mean: left out, their digests stay
+            if not d[key]:
+                d.pop(key)
         if self.cell_map is not None:
             d["cell_map"] = self.cell_map.to_dict()
         return d
@@ -106,6 +118,7 @@ class ModelSpec:
                 entry_jitter_cells=float(d.get("entry_jitter_cells", 0.0)),
                 cell_map=CellMap.from_dict(d["cell_map"]) if d.get("cell_map") is not None else None,
                 angle_gain=float(d.get("angle_gain", 0.0)),
+                noise_energy_gev=float(d.get("noise_energy_gev", 0.0)),
                 extra=dict(d.get("extra", {})),
             )
         except (KeyError, TypeError, ValueError, IndexError) as e:
@@ -142,10 +155,17 @@ class ModelSpec:
         noise = np.asarray(noise, dtype=np.float32)
         if self.arch == "ecal25":
             return (noise * e).astype(np.float32)
+        if self.noise_energy_gev:
+            noise = noise * self.noise_factor(e)
         if angles_deg is None:
             angles_deg = np.full(len(e), 90.0)
         theta = np.radians(np.asarray(angles_deg, dtype=np.float64)).astype(np.float32).reshape(-1, 1)
         return np.concatenate([e, theta, noise], axis=1).astype(np.float32)
+
+    def noise_factor(self, e_over_100: Any) -> Any:
+        """What the angle model's noise is multiplied by at energies E/100 (array or tensor): E/E0, for a spec that
+        scales it (``noise_energy_gev`` E0 > 0). One definition for the numpy latents and the training loop's."""
+        return e_over_100 * (100.0 / self.noise_energy_gev)
 
     def to_physical(self, raw: np.ndarray, latent: np.ndarray | None = None) -> np.ndarray:
         """Raw generator output ((xscale * E) ** xpower) to visible cell energy in GeV, through the cell map when the

@@ -7,7 +7,7 @@ from typing import Any
 
 from caloquant.errors import InputError
 from caloquant.models.registry import CRITICS
-from caloquant.models.spec import MAX_ANGLE_GAIN
+from caloquant.models.spec import MAX_ANGLE_GAIN, MAX_NOISE_ENERGY_GEV
 from caloquant.train.losses import DIST_STATISTICS, MEAN_STATISTICS
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
@@ -39,6 +39,7 @@ _RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "shape_weight": (0, INF, False, True), "depth_weight": (0, INF, False, True),
     "lateral_weight": (0, INF, False, True), "spectrum_weight": (0, INF, False, True),
     "entry_jitter": (0, 1, False, False), "angle_gain": (0, MAX_ANGLE_GAIN, False, False),
+    "noise_energy": (0, MAX_NOISE_ENERGY_GEV, False, False),
 }
 _INTEGERS = {"batch_size", "gen_steps", "epochs", "chunk_size", "mix_blocks", "physics_groups", "log_every",
              "checkpoint_every", "eval_showers", "warmup_steps", "pretrain_steps", "max_steps", "eval_every",
@@ -103,6 +104,7 @@ class TrainConfig:
     readout_threshold: float = 0.0  # GeV: generated cells below it read 0 in training and generation (0: none)
     entry_jitter: float = 0.0  # cells: the generator's output is shifted per shower uniformly within +-this (0: none)
     angle_gain: float = 0.0  # angle51: its first layer sees this x (theta - pi/2) instead of theta (0: theta as is)
+    noise_energy: float = 0.0  # angle51: GeV E0, its noise is multiplied by E/E0 (0: noise as drawn, the Keras input)
     dist_projections: int = 32  # random projections of that term (besides one per feature)
     dist_statistic: str = "wasserstein"  # 1-D distance of the distribution terms: wasserstein or energy (unbiased)
     mean_statistic: str = "absolute"  # gradient of the group-mean terms: absolute, or split (leaves the spread)
@@ -123,8 +125,9 @@ class TrainConfig:
             raise InputError(f"{self.arch} needs {len(REFERENCE_LOSS_WEIGHTS[self.arch])} loss weights, "
                              f"got {len(self.loss_weights)}")
         self._check_numbers()
-        if self.angle_gain and self.arch != "angle51":
-            raise InputError(f"angle_gain is for a model with an angle input (angle51), not {self.arch}")
+        for name in ("angle_gain", "noise_energy"):
+            if getattr(self, name) and self.arch != "angle51":
+                raise InputError(f"{name} is for a model with an angle input (angle51), not {self.arch}")
         choices = {"precision": PRECISIONS, "resident": RESIDENT, "select": ("moments", "fpd", "goals"),
                    "optimizer": OPTIMIZERS, "critic": tuple(CRITICS), "dist_statistic": DIST_STATISTICS,
                    "mean_statistic": MEAN_STATISTICS}

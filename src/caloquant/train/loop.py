@@ -118,7 +118,8 @@ def _spec_for(config: TrainConfig) -> ModelSpec:
     base = DEFAULT_SPECS[config.arch]
     return ModelSpec(base.arch, xscale=config.xscale, xpower=config.xpower, energy_range=base.energy_range,
                      angle_range_deg=base.angle_range_deg, cell_threshold_gev=config.readout_threshold,
-                     entry_jitter_cells=config.entry_jitter, angle_gain=config.angle_gain)
+                     entry_jitter_cells=config.entry_jitter, angle_gain=config.angle_gain,
+                     noise_energy_gev=config.noise_energy)
 
 
 def weighted_sum(terms: dict[str, tuple[float, torch.Tensor]]) -> torch.Tensor:
@@ -364,10 +365,13 @@ class Trainer:
 
     def _latent(self, noise: torch.Tensor, b: TensorBatch) -> torch.Tensor:
         """Generator input built on the device, as ``ModelSpec.latent`` builds it (E/100 times noise, or
-        [E/100, theta, noise] for the angle model)."""
+        [E/100, theta, noise] for the angle model, its noise times E/E0 where the spec scales it)."""
+        e = b.energy.view(-1, 1)
         if self.spec.arch == "ecal25":
-            return noise * b.energy.view(-1, 1)
-        return torch.cat([b.energy.view(-1, 1), b.theta.view(-1, 1), noise], 1)
+            return noise * e
+        if self.spec.noise_energy_gev:
+            noise = noise * self.spec.noise_factor(e)
+        return torch.cat([e, b.theta.view(-1, 1), noise], 1)
 
     def _fake(self, noise: torch.Tensor, b: TensorBatch) -> torch.Tensor:
         """Generated showers for the batch's conditions, in fp32, through the readout threshold when one is set
@@ -855,7 +859,7 @@ def _runtime_overrides(config: TrainConfig) -> dict[str, Any]:
 RETUNABLE = ("loss_weights", "dist_weight", "sf_weight", "count_weight", "res_weight", "centroid_weight",
              "occupancy_weight", "profile_weight", "shape_weight", "depth_weight", "lateral_weight", "dist_statistic",
              "mean_statistic", "readout_threshold", "entry_jitter", "physics_weight", "r1", "lr", "select",
-             "bn_calibration", "spectrum_weight", "angle_gain")
+             "bn_calibration", "spectrum_weight", "angle_gain", "noise_energy")
 
 
 def goal_score(metrics: dict[str, float]) -> float:
