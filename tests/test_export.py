@@ -37,16 +37,17 @@ def test_onnx_and_openvino_match_torch(checkpoint, tmp_path) -> None:
     assert read_spec(xml)[0] == spec  # falls back to the IR runtime info
 
 
-def test_an_angle_gain_exports_in_the_graph_and_the_latent_stays_theta(tmp_path) -> None:
+def test_an_angle_gain_exports_in_the_graph_and_the_latent_stays_theta_and_scaled_noise(tmp_path) -> None:
     """An angle51 generator with an angle gain exports its centring and gain inside the graph: the ONNX model takes
-    [E/100, theta in radians, noise] as PyTorch does, and its spec carries the gain."""
+    [E/100, theta in radians, noise] as PyTorch does, and its spec carries the gain and the noise energy (the
+    noise times E/E0, built with the latent outside the graph)."""
     ort = pytest.importorskip("onnxruntime")
     from dataclasses import replace
 
     from caloquant.models import build_generator
     from caloquant.models.registry import CHECKPOINT_FORMAT
 
-    spec = replace(DEFAULT_SPECS["angle51"], angle_gain=100.0)
+    spec = replace(DEFAULT_SPECS["angle51"], angle_gain=100.0, noise_energy_gev=400.0)
     torch.manual_seed(2)
     g = build_generator(spec).eval()
     torch.save({"format": CHECKPOINT_FORMAT, "spec": spec.to_dict(), "generator": g.state_dict()},
@@ -57,7 +58,8 @@ def test_an_angle_gain_exports_in_the_graph_and_the_latent_stays_theta(tmp_path)
         ref = g(torch.from_numpy(z)).numpy()
     onnx_path = export_onnx(tmp_path / "a.pt", tmp_path / "a.onnx")
     out = ort.InferenceSession(str(onnx_path)).run(None, {"latent": z})[0]
-    assert np.allclose(out, ref, atol=1e-5) and read_spec(onnx_path)[0].angle_gain == 100.0
+    exported = read_spec(onnx_path)[0]
+    assert np.allclose(out, ref, atol=1e-5) and (exported.angle_gain, exported.noise_energy_gev) == (100.0, 400.0)
 
 
 def test_export_errors(checkpoint, tmp_path) -> None:

@@ -16,7 +16,8 @@ from types import ModuleType
 from typing import Any
 
 #: Index of the first of the four latent entries that drive the shift, per architecture: the ecal25 latent is
-#: noise times E/100 (the ratio of two entries does not see the energy), the angle51 latent [E/100, theta, noise].
+#: noise times E/100 (the ratio of two entries does not see the energy), the angle51 latent [E/100, theta, noise]
+#: (its noise times E/E0 or as drawn, ``ModelSpec.noise_energy_gev``: the ratio does not see that either).
 ENTRY_LATENT = {"ecal25": 0, "angle51": 2}
 
 

@@ -82,7 +82,8 @@ class EcalEnergyGenerator(nn.Module):
 
 
 class AngleGenerator(nn.Module):
-    """Variable-angle generator, 51x51x25 output; input is [E/100, theta (rad), 254 noise values].
+    """Variable-angle generator, 51x51x25 output; input is [E/100, theta (rad), 254 noise values]
+    (the noise times E/E0 where the spec scales it, ``ModelSpec.noise_energy_gev``; built outside the module).
 
     ``entry_jitter`` > 0 (cells) ends it with an ``EntryShift`` driven by the first four noise values.
     ``angle_gain`` g > 0: the dense layer sees g (theta - pi/2) instead of theta (``ModelSpec.angle_gain``)."""
