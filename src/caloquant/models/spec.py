@@ -155,17 +155,17 @@ class ModelSpec:
         noise = np.asarray(noise, dtype=np.float32)
         if self.arch == "ecal25":
             return (noise * e).astype(np.float32)
-        if self.noise_energy_gev:
-            noise = noise * self.noise_factor(e)
+        noise = self.scaled_noise(noise, e)
         if angles_deg is None:
             angles_deg = np.full(len(e), 90.0)
         theta = np.radians(np.asarray(angles_deg, dtype=np.float64)).astype(np.float32).reshape(-1, 1)
         return np.concatenate([e, theta, noise], axis=1).astype(np.float32)
 
-    def noise_factor(self, e_over_100: Any) -> Any:
-        """What the angle model's noise is multiplied by at energies E/100 (array or tensor): E/E0, for a spec that
-        scales it (``noise_energy_gev`` E0 > 0). One definition for the numpy latents and the training loop's."""
-        return e_over_100 * (100.0 / self.noise_energy_gev)
+    def scaled_noise(self, noise: Any, e_over_100: Any) -> Any:
+        """The angle model's noise as its latent holds it, at energies E/100 (arrays or tensors, (N, 1)): times E/E0
+        for a spec that scales it (``noise_energy_gev`` E0 > 0), else as drawn. One definition for the numpy
+        latents and the training loop's."""
+        return noise * (e_over_100 * (100.0 / self.noise_energy_gev)) if self.noise_energy_gev else noise
 
     def to_physical(self, raw: np.ndarray, latent: np.ndarray | None = None) -> np.ndarray:
         """Raw generator output ((xscale * E) ** xpower) to visible cell energy in GeV, through the cell map when the

@@ -369,9 +369,7 @@ class Trainer:
         e = b.energy.view(-1, 1)
         if self.spec.arch == "ecal25":
             return noise * e
-        if self.spec.noise_energy_gev:
-            noise = noise * self.spec.noise_factor(e)
-        return torch.cat([e, b.theta.view(-1, 1), noise], 1)
+        return torch.cat([e, b.theta.view(-1, 1), self.spec.scaled_noise(noise, e)], 1)
 
     def _fake(self, noise: torch.Tensor, b: TensorBatch) -> torch.Tensor:
         """Generated showers for the batch's conditions, in fp32, through the readout threshold when one is set
