@@ -19,7 +19,7 @@ from caloquant.errors import DataFormatError, GeometryMismatchError, InputError,
 from caloquant.models import load_generator
 from caloquant.train import TrainConfig, Trainer, train
 from caloquant.train.data import BatchStream, TensorBatch, preprocess, split_blocks, to_tensors
-from caloquant.train.loop import goal_score
+from caloquant.train.loop import goal_score, selection_score
 
 TINY = dict(batch_size=2, checkpoint_every=2, eval_showers=40, chunk_size=50, threads=1, seed=3, precision="fp32",
             bn_calibration=8)
@@ -330,12 +330,30 @@ def test_goal_score_is_the_worst_metric_in_units_of_its_goal() -> None:
     for broken in ({k: v for k, v in at_goals.items() if k != "fpd"}, {**at_goals, "moments_metric": np.inf},
                    {**at_goals, "cells_ratio": 0.0}):
         assert np.isnan(goal_score(broken))
+        assert np.isnan(goal_score(broken, mean=True))
 
 
-def test_resume_with_another_selection_restarts_the_best_checkpoint(data_file: Path, tmp_path: Path,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    """--select given on --resume switches the score, and the best so far (another metric's score) is forgotten:
-    the next evaluation becomes the best checkpoint, scored by the goal distance."""
+def test_mean_goal_score_trades_one_far_metric_against_the_rest() -> None:
+    """goals-mean averages the goal distances: a checkpoint with one metric far off and the rest at half their
+    goals beats one with every metric a little off, which the worst-metric score would pick."""
+    at_goals = {"moments_metric": 0.04, "sampling_fraction_mre": 0.01, "fpd": 2.0, "cells_ratio": 1.1,
+                "resolution_ratio": 1.1}
+    assert goal_score(at_goals, mean=True) == pytest.approx(1.0)
+    one_far = {"moments_metric": 0.02, "sampling_fraction_mre": 0.005, "fpd": 1.0, "cells_ratio": 1.1 ** 0.5,
+               "resolution_ratio": 1.1 ** 5}  # parts 0.5, 0.5, 0.5, 0.5, 5
+    all_off = {k: v * 2 if k.endswith(("metric", "mre")) or k == "fpd" else v ** 2 for k, v in at_goals.items()}
+    assert goal_score(one_far, mean=True) == pytest.approx(7 / 5)
+    assert goal_score(all_off, mean=True) == pytest.approx(2.0) and goal_score(all_off) == pytest.approx(2.0)
+    assert goal_score(one_far) == pytest.approx(5.0)
+    assert selection_score("goals-mean", one_far) < selection_score("goals-mean", all_off)
+    assert selection_score("goals", one_far) > selection_score("goals", all_off)
+    assert selection_score("fpd", one_far) == 1.0 and selection_score("moments", all_off) == 0.08
+
+
+def test_resume_with_another_selection_rescores_the_best_checkpoint(data_file: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """--select given on --resume switches the score: the best checkpoint so far is rescored from its logged
+    metrics by the new score, and a later evaluation replaces it only when it scores better."""
     out = tmp_path / "s"
     common = [str(data_file), "-o", str(out), "-q", "--eval-showers", "20", "--chunk", "50", "--threads", "1",
               "--eval-every", "1"]
@@ -343,17 +361,20 @@ def test_resume_with_another_selection_restarts_the_best_checkpoint(data_file: P
     before = torch.load(out / "checkpoint-last.pt", map_location="cpu", weights_only=False)["state"]
     assert before["best_step"] in (1, 2)
     capsys.readouterr()
-    assert main(["train", *common, "--resume", "--max-steps", "3", "--select", "goals"]) == 0
+    assert main(["train", *common, "--resume", "--max-steps", "4", "--select", "goals-mean"]) == 0
     said = capsys.readouterr().out
-    assert "select fpd -> goals" in said and "best goal distance" in said and "at step 3" in said
+    assert "select fpd -> goals-mean" in said and "best mean goal distance" in said
     ckpt = torch.load(out / "checkpoint-last.pt", map_location="cpu", weights_only=False)
-    assert ckpt["config"]["select"] == "goals" and ckpt["state"]["best_step"] == 3
+    assert ckpt["config"]["select"] == "goals-mean"
     rows = list(csv.DictReader((out / "metrics.csv").open()))
-    logged = {k: float(v) for k, v in rows[-1].items() if v != ""}  # the tilt column is empty: not tilted
-    assert "tilt_error_deg" not in logged
-    assert ckpt["state"]["best_metric"] == pytest.approx(goal_score(logged))
+    logged = {int(r["step"]): {k: float(v) for k, v in r.items() if v != ""} for r in rows}
+    assert all("tilt_error_deg" not in m for m in logged.values())  # the tilt column is empty: not tilted
+    scores = {step: goal_score(m, mean=True) for step, m in logged.items() if step in (before["best_step"], 3, 4)}
+    best_step = min(scores, key=lambda k: scores[k])
+    assert ckpt["state"]["best_step"] == best_step
+    assert ckpt["state"]["best_metric"] == pytest.approx(scores[best_step])
     best = torch.load(out / "checkpoint-best.pt", map_location="cpu", weights_only=False)
-    assert best["state"]["step"] == 3
+    assert best["state"]["step"] == best_step
 
 
 def test_config_refuses_wrong_types_naming_the_field() -> None:

@@ -11,7 +11,8 @@ import typer
 from caloquant.errors import InputError
 
 #: How the end-of-run line names each ``--select`` score.
-SELECT_NAMES = {"moments": "moment metric", "fpd": "FPD", "goals": "goal distance"}
+SELECT_NAMES = {"moments": "moment metric", "fpd": "FPD", "goals": "goal distance",
+                "goals-mean": "mean goal distance"}
 
 
 def register(app: typer.Typer) -> None:
@@ -125,8 +126,9 @@ def train_cmd(
                                         "global batches scale the LR linearly (0: --batch)."),
     log_every: int = typer.Option(10, "--log-every", help="Steps between loss read-backs and log rows."),
     select: str = typer.Option("moments", "--select", help="Held-out metric that picks the best checkpoint: "
-                               "moments (3DGAN moment metric), fpd (Frechet physics distance) or goals (distance "
-                               "to the faithful-generator goals, worst metric counting; docs/training.md)."),
+                               "moments (3DGAN moment metric), fpd (Frechet physics distance), goals (distance "
+                               "to the faithful-generator goals, worst metric counting) or goals-mean (their "
+                               "mean distance; docs/training.md)."),
     threads: int = typer.Option(0, "--threads", help="CPU threads per rank (0: PyTorch default)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of initialisation, data order, noise and label "
                                     "flips; default 0, on --resume the run's."),

@@ -87,7 +87,7 @@ class TrainConfig:
     log_every: int = 10  # steps between loss read-backs (the only host syncs of the step loop)
     ema_decay: float = 0.0  # exponential moving average of the generator (0: off); evaluated and exported
     bn_calibration: int = 1024  # with ema_decay: showers over which the EMA's BatchNorm statistics are recomputed
-    select: str = "moments"  # held-out metric that picks the best checkpoint: moments, fpd or goals
+    select: str = "moments"  # held-out metric that picks the best checkpoint: moments, fpd, goals, goals-mean
     init_generator: str = ""  # start the generator from these weights (shipped name or .pt); D starts fresh
     critic: str = "reference"  # reference: the 3DGAN discriminator; light: LightCritic with the fast schedule
     dist_weight: float = 0.0  # energy-conditioned sliced-distance term on physics features (0: off)
@@ -128,7 +128,8 @@ class TrainConfig:
         for name in ("angle_gain", "noise_energy"):
             if getattr(self, name) and self.arch != "angle51":
                 raise InputError(f"{name} is for a model with an angle input (angle51), not {self.arch}")
-        choices = {"precision": PRECISIONS, "resident": RESIDENT, "select": ("moments", "fpd", "goals"),
+        choices = {"precision": PRECISIONS, "resident": RESIDENT,
+                   "select": ("moments", "fpd", "goals", "goals-mean"),
                    "optimizer": OPTIMIZERS, "critic": tuple(CRITICS), "dist_statistic": DIST_STATISTICS,
                    "mean_statistic": MEAN_STATISTICS}
         for name, allowed in choices.items():

@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,8 @@ from caloquant.validate import (compute_features, frechet_at_size, moments_metri
                                 sampling_fraction_mre, tilt_metric)
 from caloquant.validate.fluctuations import fluctuation_ratios
 
-#: Held-out metric that picks the best checkpoint, by ``TrainConfig.select`` (``goals``: ``goal_score``).
+#: Held-out metric that picks the best checkpoint, by ``TrainConfig.select`` (``goals`` and ``goals-mean``:
+#: ``goal_score``, see ``selection_score``).
 SELECT_BY = {"moments": "moments_metric", "fpd": "fpd"}
 #: The faithful-generator goals (issue 23) that ``select: goals`` measures the distance to: upper bounds on the
 #: moment metric, sampling-fraction error and held-out FPD; bounds on the worst bin's cells and resolution ratios,
@@ -583,8 +584,20 @@ class Trainer:
                     gen.angle_gain = stored_gain
                     regain_angle_input(gen, self.spec.angle_gain, opt)
         self.state = TrainState(**ckpt["state"])
-        if self.cfg.select != ckpt["config"].get("select"):  # scores of another metric do not compare
-            self.state.best_metric, self.state.best_step = math.inf, -1
+        if self.cfg.select != ckpt["config"].get("select"):  # scores of another metric do not compare: rescore
+            logged = self._logged_metrics(self.state.best_step)
+            score = selection_score(self.cfg.select, logged) if logged else math.nan
+            self.state.best_metric, self.state.best_step = ((score, self.state.best_step) if math.isfinite(score)
+                                                            else (math.inf, -1))
+
+    def _logged_metrics(self, step: int) -> dict[str, float]:
+        """The held-out metrics that ``metrics.csv`` records for ``step`` (empty when it records none)."""
+        p = self.out / "metrics.csv"
+        if step < 0 or not p.exists():
+            return {}
+        with p.open(newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) == step]
+        return {k: float(v) for k, v in rows[-1].items() if v not in ("", None)} if rows else {}
 
     def checkpoint(self, name: str = "checkpoint-last.pt", *, full: bool = True) -> Path | None:
         """Write the run's state atomically (rank 0 only): everything a resume needs, or (``full=False``, the
@@ -687,7 +700,7 @@ class Trainer:
         self._log("metrics.csv", METRIC_FIELDS, {"step": self.state.step, "epoch": self.state.epoch,
                                                  "showers": self.state.step * self.cfg.batch_size * self.ctx.world_size,
                                                  "seconds": round(self.state.elapsed, 1), **m})
-        score = goal_score(m) if self.cfg.select == "goals" else m[SELECT_BY[self.cfg.select]]
+        score = selection_score(self.cfg.select, m)
         if math.isfinite(score) and score < self.state.best_metric:
             self.state.best_metric, self.state.best_step = score, self.state.step
             self.checkpoint("checkpoint-best.pt", full=False)
@@ -860,11 +873,12 @@ RETUNABLE = ("loss_weights", "dist_weight", "sf_weight", "count_weight", "res_we
              "bn_calibration", "spectrum_weight", "angle_gain", "noise_energy")
 
 
-def goal_score(metrics: dict[str, float]) -> float:
-    """Distance of held-out metrics to ``SELECT_GOALS`` in units of each goal, worst metric counting: 1 means the
-    worst one sits at its goal. Ratios count by their log distance from 1 (a ratio r scores |ln r| / ln goal); a
-    ratio the held-out sample cannot measure (NaN: under 10 showers in every energy bin) is left out, any other
-    missing or non-finite metric makes the score NaN, which never selects a checkpoint."""
+def goal_score(metrics: Mapping[str, float], *, mean: bool = False) -> float:
+    """Distance of held-out metrics to ``SELECT_GOALS`` in units of each goal, worst metric counting (``mean``:
+    their mean): 1 means the worst one (on average they) sit at its goal. Ratios count by their log distance from 1
+    (a ratio r scores |ln r| / ln goal); a ratio the held-out sample cannot measure (NaN: under 10 showers in every
+    energy bin) is left out, any other missing or non-finite metric makes the score NaN, which never selects a
+    checkpoint."""
     parts = []
     for key, goal in SELECT_GOALS.items():
         v = float(metrics.get(key, math.nan))
@@ -877,7 +891,18 @@ def goal_score(metrics: dict[str, float]) -> float:
         else:
             v = v / goal
         parts.append(v)
-    return max(parts) if all(math.isfinite(v) for v in parts) else math.nan
+    if not all(math.isfinite(v) for v in parts):
+        return math.nan
+    return sum(parts) / len(parts) if mean else max(parts)
+
+
+def selection_score(select: str, metrics: Mapping[str, float]) -> float:
+    """The score ``TrainConfig.select`` ranks held-out evaluations by, lower better: a metric itself, the goal
+    distance of the worst metric (``goals``) or the mean goal distance (``goals-mean``: a metric far from its goal
+    can be traded against the others, where the worst-metric score lets that one alone pick)."""
+    if select in ("goals", "goals-mean"):
+        return goal_score(metrics, mean=select == "goals-mean")
+    return float(metrics.get(SELECT_BY[select], math.nan))
 
 
 def _retuned(stored: dict[str, Any], given: TrainConfig, retune: Collection[str]) -> dict[str, Any]:
