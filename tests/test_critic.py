@@ -20,11 +20,11 @@ from caloquant.train import TrainConfig, Trainer
 from caloquant.train.data import preprocess
 from caloquant.train.hardware import count_flops
 from caloquant.train.loop import RETUNABLE, readout_floor
-from caloquant.train.losses import (SPECTRUM_EDGES_GEV, cell_count_loss, cell_spectrum, centroid_loss, depth_loss,
-                                   lateral_loss, layer_centroids, layer_depth, layer_occupancy, layer_shapes,
-                                   mean_abs_error, occupancy_loss, physics_loss, profile_loss, readout_cut,
-                                   resolution_loss, sampling_fraction_loss, shape_loss, shower_lateral,
-                                   sliced_distance, spectrum_loss)
+from caloquant.train.losses import (SPECTRUM_EDGES_GEV, cell_count_loss, cell_spectrum, centroid_loss,
+                                   condition_basis, depth_loss, lateral_loss, layer_centroids, layer_depth,
+                                   layer_occupancy, layer_shapes, mean_abs_error, occupancy_loss, physics_loss,
+                                   profile_loss, readout_cut, resolution_loss, sampling_fraction_loss,
+                                   scale_trend_loss, shape_loss, shower_lateral, sliced_distance, spectrum_loss)
 from caloquant.validate import compute_features
 from caloquant.validate.fluctuations import fluctuation_ratios
 
@@ -242,6 +242,39 @@ def test_resolution_loss_compares_relative_spreads_per_energy_group() -> None:
     assert narrow.grad is not None and (narrow.grad * (narrow.detach() - mean)).sum() < 0  # widening helps
     assert resolution_loss(real[:3], real[:3], energy[:3], groups=4) == 0  # groups shrink to two showers or more
     assert resolution_loss(real[:1], real[:1], energy[:1], groups=4) == 0
+
+
+def test_scale_trend_loss_sees_an_angle_dependent_scale_and_leaves_fluctuations_free() -> None:
+    gen = torch.Generator().manual_seed(5)
+
+    def batch(n: int, spread: float) -> tuple[torch.Tensor, ...]:
+        energy = 0.1 + 4.9 * torch.rand(n, generator=gen, dtype=torch.float64)
+        theta = np.pi / 3 + np.pi / 3 * torch.rand(n, generator=gen, dtype=torch.float64)
+        real = 2 * energy * (1 + spread * torch.randn(n, generator=gen, dtype=torch.float64))
+        fake = 2 * energy * (1 + spread * torch.randn(n, generator=gen, dtype=torch.float64))
+        return energy, theta, real, fake
+
+    # fluctuations alone, however wide: zero on average over batches (the projection's own noise is subtracted)
+    for spread in (0.05, 0.2):
+        losses = torch.stack([scale_trend_loss(*[t.float() for t in (f, r, e, th)]) for e, th, r, f in
+                              (batch(32, spread) for _ in range(400))])
+        assert abs(float(losses.mean())) < 4 * float(losses.std()) / 20 + 1e-6
+        assert float(losses.std()) > 0
+    # a scale that runs with the angle (+-20 % over 60-120 degrees) stands far above that, and its gradient
+    # lowers the trend; the same scale error as a constant offset (the SF term's business) too
+    energy, theta, real, fake = (t.float() for t in batch(32, 0.05))
+    tilted = (fake * (1 + 0.2 * (theta - np.pi / 2) / (np.pi / 6))).requires_grad_()
+    loss = scale_trend_loss(tilted, real, energy, theta)
+    assert float(loss.detach()) > 0.005
+    loss.backward()
+    assert tilted.grad is not None
+    assert float((tilted.grad * (theta - np.pi / 2)).sum()) > 0  # lower at large angles, higher at small
+    assert float(scale_trend_loss(fake * 1.2, real, energy, theta)) > 0.02
+    # without angles (ecal25) the basis is {1, ln E}: an energy trend counts, and there is nothing else to fit
+    flat = torch.full_like(theta, np.pi / 2)
+    assert condition_basis(energy, flat).shape == (32, 2) and condition_basis(energy, theta).shape == (32, 6)
+    assert float(scale_trend_loss(fake * energy ** 0.1, real, energy, flat)) > 0.005
+    assert float(scale_trend_loss(fake[:3], real[:3], energy[:3], theta[:3])) == 0  # too few to fit
 
 
 def test_layer_centroids_in_cells_from_the_window_centre() -> None:
@@ -466,14 +499,15 @@ def test_count_and_res_weights_train_and_log(data_file: Path, tmp_path: Path) ->
     cfg = TrainConfig(**{**TINY, "max_steps": 2, "log_every": 1, "count_weight": 1.0, "res_weight": 1.0,  # type: ignore[arg-type]
                          "centroid_weight": 1.0, "occupancy_weight": 1.0,
                          "profile_weight": 1.0, "shape_weight": 1.0, "depth_weight": 1.0,
-                         "lateral_weight": 1.0, "spectrum_weight": 1.0, "dist_statistic": "energy",
-                         "mean_statistic": "split"})
+                         "lateral_weight": 1.0, "spectrum_weight": 1.0, "scale_weight": 1.0,
+                         "dist_statistic": "energy", "mean_statistic": "split"})
     Trainer(cfg, data_file, tmp_path, progress=False).run()
     rows = list(csv.DictReader((tmp_path / "losses.csv").open()))
     for term in ("g_count", "g_res", "g_cent", "g_occ", "g_prof", "g_shape", "g_depth", "g_lat", "g_spec"):
         assert len(rows) == 2 and all(np.isfinite(float(r[term])) and float(r[term]) > 0 for r in rows)
+    assert all(np.isfinite(float(r["g_scale"])) for r in rows)  # unbiased: either sign near the goal
     assert {"count_weight", "res_weight", "centroid_weight", "occupancy_weight", "profile_weight",
-            "shape_weight", "depth_weight", "lateral_weight", "spectrum_weight", "dist_statistic",
+            "shape_weight", "depth_weight", "lateral_weight", "spectrum_weight", "scale_weight", "dist_statistic",
             "mean_statistic"} <= set(RETUNABLE)
     with pytest.raises(InputError, match="dist_statistic"):
         TrainConfig(dist_statistic="mmd")

@@ -74,6 +74,9 @@ def train_cmd(
     spectrum_weight: float = typer.Option(0.0, "--spectrum-weight", help="Weight of the energy-conditioned term on "
                                           "the mean cell-energy spectrum in quarter-decade bins (log counts; 0: "
                                           "off)."),
+    scale_weight: float = typer.Option(0.0, "--scale-weight", help="Weight of the term on the energy scale as a "
+                                       "smooth function of energy and angle (each fake's visible energy against "
+                                       "its real partner's, fluctuations left free; 0: off)."),
     dist_statistic: str = typer.Option("wasserstein", "--dist-statistic", help="1-D distance of the distribution "
                                        "terms (dist, centroid, occupancy, shape, depth, lateral): wasserstein (sorted "
                                        "values; "
@@ -165,7 +168,7 @@ def train_cmd(
         count_weight=count_weight, res_weight=res_weight, centroid_weight=centroid_weight,
         occupancy_weight=occupancy_weight, profile_weight=profile_weight, shape_weight=shape_weight,
         depth_weight=depth_weight, lateral_weight=lateral_weight, spectrum_weight=spectrum_weight,
-        dist_statistic=dist_statistic,
+        scale_weight=scale_weight, dist_statistic=dist_statistic,
         mean_statistic=mean_statistic, readout_threshold=readout_threshold, r1=r1,
         entry_jitter=entry_jitter, angle_gain=angle_gain, noise_energy=noise_energy,
         gen_steps=gen_steps, dead_cell_grad=dead_cell_grad,

@@ -38,6 +38,7 @@ _RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "dead_cell_grad": (0, 1, False, False), "profile_weight": (0, INF, False, True),
     "shape_weight": (0, INF, False, True), "depth_weight": (0, INF, False, True),
     "lateral_weight": (0, INF, False, True), "spectrum_weight": (0, INF, False, True),
+    "scale_weight": (0, INF, False, True),
     "entry_jitter": (0, 1, False, False), "angle_gain": (0, MAX_ANGLE_GAIN, False, False),
     "noise_energy": (0, MAX_NOISE_ENERGY_GEV, False, False),
 }
@@ -101,6 +102,7 @@ class TrainConfig:
     depth_weight: float = 0.0  # distribution term on the layer energies, mean depth and depth spread, read out (0: off)
     lateral_weight: float = 0.0  # distribution term on the shower's x, y barycentres and widths, read out (0: off)
     spectrum_weight: float = 0.0  # energy-conditioned log term on the mean cell spectrum, quarter-decade bins (0: off)
+    scale_weight: float = 0.0  # per-shower energy-scale trend in energy and angle, fluctuations left free (0: off)
     readout_threshold: float = 0.0  # GeV: generated cells below it read 0 in training and generation (0: none)
     entry_jitter: float = 0.0  # cells: the generator's output is shifted per shower uniformly within +-this (0: none)
     angle_gain: float = 0.0  # angle51: its first layer sees this x (theta - pi/2) instead of theta (0: theta as is)

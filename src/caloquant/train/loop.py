@@ -70,8 +70,8 @@ from caloquant.models.gan3d import AngleGenerator, ecal_sum, regain_angle_input
 from caloquant.models.layers import SurrogateReLU
 from caloquant.train.losses import (bce_logits, cell_count_loss, cell_spectrum, centroid_loss, depth_loss,
                                    lateral_loss, layer_centroids, layer_occupancy, mape, occupancy_loss, physics_loss,
-                                   profile_loss, readout_cut, resolution_loss, sampling_fraction_loss, shape_loss,
-                                   shower_tilt, sliced_distance, spectrum_loss)
+                                   profile_loss, readout_cut, resolution_loss, sampling_fraction_loss,
+                                   scale_trend_loss, shape_loss, shower_tilt, sliced_distance, spectrum_loss)
 from caloquant.ui import progress_bar
 from caloquant.validate import (compute_features, frechet_at_size, moments_metric, profiles_metric,
                                 sampling_fraction_mre, tilt_metric)
@@ -90,7 +90,7 @@ SELECT_GOALS = {"moments_metric": 0.04, "sampling_fraction_mre": 0.01, "fpd": 2.
 OPTIONAL_GOALS = ("tilt_error_deg",)
 LOSS_FIELDS = ["step", "epoch", "showers", "seconds", "lr", "d_real", "d_fake", "g_adv", "g_aux", "g_ecal",
                "g_phys", "g_dist", "g_sf", "g_count", "g_res", "g_cent", "g_occ", "g_prof", "g_shape", "g_depth",
-               "g_lat", "g_spec", "g_ang", "r1", "showers_per_s"]
+               "g_lat", "g_spec", "g_ang", "g_scale", "r1", "showers_per_s"]
 METRIC_FIELDS = ["step", "epoch", "showers", "seconds", "moments_metric", "sampling_fraction_mre", "fpd", "cells_ratio",
                  "resolution_ratio", "profiles_metric", "tilt_error_deg"]
 RUN_FIELDS = ["run", "date", "cpu", "isa", "threads", "device", "precision", "critic", "start_step", "end_step",
@@ -471,6 +471,8 @@ class Trainer:
         if cfg.sf_weight > 0:
             terms["sf"] = (cfg.sf_weight, sampling_fraction_loss(fake_sum, b.ecal, b.energy, groups,
                                                                  cfg.mean_statistic))
+        if cfg.scale_weight > 0:
+            terms["scale"] = (cfg.scale_weight, scale_trend_loss(fake_sum, b.ecal, b.energy, b.theta))
         if cfg.res_weight > 0:
             terms["res"] = (cfg.res_weight, resolution_loss(fake_sum, b.ecal, b.energy, groups))
         if "counts" in real:
@@ -771,16 +773,7 @@ class Trainer:
                             self._log("losses.csv", LOSS_FIELDS, {
                                 "step": st.step, "epoch": st.epoch, "showers": st.step * gb,
                                 "seconds": round(now - t0, 1), "lr": values["lr"],
-                                "d_real": values.get("d_real", ""), "d_fake": values.get("d_fake", ""),
-                                "g_adv": values.get("g_adv", ""), "g_aux": values.get("g_aux", ""),
-                                "g_ecal": values.get("g_ecal", ""), "g_phys": values["g_phys"],
-                                "g_dist": values.get("g_dist", ""), "g_sf": values.get("g_sf", ""),
-                                "g_count": values.get("g_count", ""), "g_res": values.get("g_res", ""),
-                                "g_cent": values.get("g_cent", ""), "g_occ": values.get("g_occ", ""),
-                                "g_prof": values.get("g_prof", ""), "g_shape": values.get("g_shape", ""),
-                                "g_depth": values.get("g_depth", ""), "g_lat": values.get("g_lat", ""),
-                                "g_spec": values.get("g_spec", ""), "g_ang": values.get("g_ang", ""),
-                                "r1": values.get("r1", ""),
+                                **{k: values.get(k, "") for k in LOSS_FIELDS if k.startswith(("d_", "g_", "r1"))},
                                 "showers_per_s": round(rate, 2)})
                             check_alive()
                         if cfg.eval_every and st.step % cfg.eval_every == 0:
@@ -870,7 +863,7 @@ def _runtime_overrides(config: TrainConfig) -> dict[str, Any]:
 RETUNABLE = ("loss_weights", "dist_weight", "sf_weight", "count_weight", "res_weight", "centroid_weight",
              "occupancy_weight", "profile_weight", "shape_weight", "depth_weight", "lateral_weight", "dist_statistic",
              "mean_statistic", "readout_threshold", "entry_jitter", "physics_weight", "r1", "lr", "select",
-             "bn_calibration", "spectrum_weight", "angle_gain", "noise_energy")
+             "bn_calibration", "spectrum_weight", "angle_gain", "noise_energy", "scale_weight")
 
 
 def goal_score(metrics: Mapping[str, float], *, mean: bool = False) -> float:
