@@ -256,7 +256,7 @@ def test_scale_trend_loss_sees_an_angle_dependent_scale_and_leaves_fluctuations_
 
     # fluctuations alone, however wide: zero on average over batches (the projection's own noise is subtracted)
     for spread in (0.05, 0.2):
-        losses = torch.stack([scale_trend_loss(*[t.float() for t in (f, r, e, th)]) for e, th, r, f in
+        losses = torch.stack([scale_trend_loss(*[t.float() for t in (f, r, e, th)], True) for e, th, r, f in
                               (batch(32, spread) for _ in range(400))])
         assert abs(float(losses.mean())) < 4 * float(losses.std()) / 20 + 1e-6
         assert float(losses.std()) > 0
@@ -264,17 +264,18 @@ def test_scale_trend_loss_sees_an_angle_dependent_scale_and_leaves_fluctuations_
     # lowers the trend; the same scale error as a constant offset (the SF term's business) too
     energy, theta, real, fake = (t.float() for t in batch(32, 0.05))
     tilted = (fake * (1 + 0.2 * (theta - np.pi / 2) / (np.pi / 6))).requires_grad_()
-    loss = scale_trend_loss(tilted, real, energy, theta)
+    loss = scale_trend_loss(tilted, real, energy, theta, True)
     assert float(loss.detach()) > 0.005
     loss.backward()
     assert tilted.grad is not None
     assert float((tilted.grad * (theta - np.pi / 2)).sum()) > 0  # lower at large angles, higher at small
-    assert float(scale_trend_loss(fake * 1.2, real, energy, theta)) > 0.02
+    assert float(scale_trend_loss(fake * 1.2, real, energy, theta, True)) > 0.02
     # without angles (ecal25) the basis is {1, ln E}: an energy trend counts, and there is nothing else to fit
     flat = torch.full_like(theta, np.pi / 2)
-    assert condition_basis(energy, flat).shape == (32, 2) and condition_basis(energy, theta).shape == (32, 6)
-    assert float(scale_trend_loss(fake * energy ** 0.1, real, energy, flat)) > 0.005
-    assert float(scale_trend_loss(fake[:3], real[:3], energy[:3], theta[:3])) == 0  # too few to fit
+    assert condition_basis(energy, flat, False).shape == (32, 2)
+    assert condition_basis(energy, theta, True).shape == (32, 6)
+    assert float(scale_trend_loss(fake * energy ** 0.1, real, energy, flat, False)) > 0.005
+    assert float(scale_trend_loss(fake[:3], real[:3], energy[:3], theta[:3], True)) == 0  # too few to fit
 
 
 def test_layer_centroids_in_cells_from_the_window_centre() -> None:

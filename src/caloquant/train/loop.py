@@ -472,7 +472,8 @@ class Trainer:
             terms["sf"] = (cfg.sf_weight, sampling_fraction_loss(fake_sum, b.ecal, b.energy, groups,
                                                                  cfg.mean_statistic))
         if cfg.scale_weight > 0:
-            terms["scale"] = (cfg.scale_weight, scale_trend_loss(fake_sum, b.ecal, b.energy, b.theta))
+            terms["scale"] = (cfg.scale_weight, scale_trend_loss(fake_sum, b.ecal, b.energy, b.theta,
+                                                                 sp.angle_range_deg[0] != sp.angle_range_deg[1]))
         if cfg.res_weight > 0:
             terms["res"] = (cfg.res_weight, resolution_loss(fake_sum, b.ecal, b.energy, groups))
         if "counts" in real:
@@ -868,10 +869,10 @@ RETUNABLE = ("loss_weights", "dist_weight", "sf_weight", "count_weight", "res_we
 
 def goal_score(metrics: Mapping[str, float], *, mean: bool = False) -> float:
     """Distance of held-out metrics to ``SELECT_GOALS`` in units of each goal, worst metric counting (``mean``:
-    their mean): 1 means the worst one (on average they) sit at its goal. Ratios count by their log distance from 1
-    (a ratio r scores |ln r| / ln goal); a ratio the held-out sample cannot measure (NaN: under 10 showers in every
-    energy bin) is left out, any other missing or non-finite metric makes the score NaN, which never selects a
-    checkpoint."""
+    their mean): 1 means the worst one sits at its goal (the metrics sit at theirs on average). Ratios count by
+    their log distance from 1 (a ratio r scores |ln r| / ln goal); a ratio the held-out sample cannot measure (NaN:
+    under 10 showers in every energy bin) is left out, any other missing or non-finite metric makes the score NaN,
+    which never selects a checkpoint."""
     parts = []
     for key, goal in SELECT_GOALS.items():
         v = float(metrics.get(key, math.nan))

@@ -139,16 +139,16 @@ def resolution_loss(fake_sum: torch.Tensor, real_sum: torch.Tensor, energy: torc
     return torch.stack([(spread(f[idx]).log() - spread(r[idx]).log()).abs() for idx in parts]).mean()
 
 
-def condition_basis(energy: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Smooth functions of the conditions, (N, K): {1, ln E} x {1, theta, theta^2}, the angle columns only where
-    the angles vary (an angle model), each column standardised over the batch (the span, all that a projection on
-    it uses, does not depend on that)."""
+def condition_basis(energy: torch.Tensor, theta: torch.Tensor, tilted: bool) -> torch.Tensor:
+    """Smooth functions of the conditions, (N, K): {1, ln E} x {1, theta, theta^2}, the angle columns only for
+    ``tilted`` showers (an angle model; decided by the model, not read from the batch, so no host sync), each column
+    standardised over the batch (the span, all that a projection on it uses, does not depend on that)."""
     def standard(v: torch.Tensor) -> torch.Tensor:
         return (v - v.mean()) / v.std().clamp_min(1e-6)
 
     log_e = standard(energy.double().clamp_min(1e-9).log())
     cols = [torch.ones_like(log_e), log_e]
-    if float(theta.max() - theta.min()) > 1e-6:
+    if tilted:
         a = standard(theta.double())
         a2 = standard(a * a)
         cols += [a, a2, log_e * a, log_e * a2]
@@ -156,7 +156,7 @@ def condition_basis(energy: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
 
 
 def scale_trend_loss(fake_sum: torch.Tensor, real_sum: torch.Tensor, energy: torch.Tensor,
-                     theta: torch.Tensor) -> torch.Tensor:
+                     theta: torch.Tensor, tilted: bool) -> torch.Tensor:
     """Energy-scale mismatch as a smooth function of the conditions: the per-shower log ratio d of each fake's
     visible energy to its real partner's (same energy and angle) is projected on ``condition_basis``, and the
     term is the mean square of that projection less its expectation when fake and real differ by fluctuations
@@ -164,7 +164,7 @@ def scale_trend_loss(fake_sum: torch.Tensor, real_sum: torch.Tensor, energy: tor
     angle to the MC's without pulling the shower-to-shower spread (zero in expectation for any spread). Group means
     over energy (``sampling_fraction_loss``) leave a scale that depends on the angle, or varies inside a group,
     free: angle51's step 1600 read 0.0158 of E at 60 degrees and 0.025 at 120 below 50 GeV, the MC 0.019-0.020."""
-    basis = condition_basis(energy, theta)
+    basis = condition_basis(energy, theta, tilted)
     n, k = basis.shape
     if n <= k + 1:
         return fake_sum.float().sum() * 0.0  # too few showers to fit the trend
