@@ -154,42 +154,6 @@ def ecal_sum(image: torch.Tensor, power: float) -> torch.Tensor:
     return image.clamp_min(0).pow(1.0 / power).flatten(1).sum(1)
 
 
-def ecal_angle(image: torch.Tensor, power: float) -> torch.Tensor:
-    """Analytic measured-angle head of the angle discriminator (radians; 100 for empty events).
-
-    Per layer z the slope of the layer barycentre relative to the event barycentre gives an angle
-    pi/2 - atan(m); the event angle is their mean weighted by layer energy, as in the Keras ``ecal_angle``.
-    caloquant's showers tilt in the x-z plane (the Monte Carlo's and the Geant4 gun's direction is
-    (cos theta, 0, sin theta)), so the slope is taken along x; the Keras code's data tilt along y. The slope is
-    in cells per layer, so the measured angle is not theta itself (about 0.5 + 0.68 theta for the CLIC-like
-    cells at 60-120 degrees): compare it with the measured angle of real showers, not with theta.
-    """
-    e = image.clamp_min(0).pow(1.0 / power)  # (N, X, Y, Z)
-    n, nx, ny, nz = e.shape
-    dev, dt = e.device, e.dtype
-    ix = torch.arange(nx, device=dev, dtype=dt).view(1, nx, 1, 1)
-    iy = torch.arange(ny, device=dev, dtype=dt).view(1, 1, ny, 1)
-    iz = torch.arange(nz, device=dev, dtype=dt).view(1, 1, 1, nz)
-    tot = e.sum((1, 2, 3))
-    safe_tot = tot.clamp_min(1e-12)
-    x_ref = (e * ix).sum((1, 2, 3)) / safe_tot
-    y_ref = (e * iy).sum((1, 2, 3)) / safe_tot
-    z_ref = (e * iz).sum((1, 2, 3)) / safe_tot
-    layer = e.sum((1, 2))  # (N, Z)
-    safe_layer = layer.clamp_min(1e-12)
-    x_mid = (e * ix).sum((1, 2)) / safe_layer
-    y_mid = (e * iy).sum((1, 2)) / safe_layer
-    zz = iz.view(1, nz)
-    dz = zz - z_ref.view(-1, 1)
-    dist = torch.sqrt((y_mid - y_ref.view(-1, 1)) ** 2 + dz**2).clamp_min(1e-6)
-    m = (x_mid - x_ref.view(-1, 1)) / dist
-    m = torch.where(dz < 0, -m, m)
-    ang = math.pi / 2 - torch.atan(m)
-    w = torch.where(layer > 0, zz.expand_as(layer), torch.zeros_like(layer))
-    angle = (ang * w).sum(1) / w.sum(1).clamp_min(1e-12)
-    return torch.where(tot > 0, angle, torch.full_like(angle, 100.0))
-
-
 class EcalEnergyDiscriminator(nn.Module):
     """Fixed-angle discriminator: real/fake logit, E/100 regression, analytic ECAL sum."""
 
@@ -217,7 +181,8 @@ class EcalEnergyDiscriminator(nn.Module):
 
 
 class AngleDiscriminator(nn.Module):
-    """Variable-angle discriminator: real/fake logit, E/100 regression, analytic angle and ECAL sum."""
+    """Variable-angle discriminator: real/fake logit, E/100 regression and ECAL sum (the reference's analytic angle
+    head is not computed: no loss reads it, the angle term compares shower tilts, ``train.losses.shower_tilt``)."""
 
     def __init__(self, power: float = 0.85, dropout: float = 0.2) -> None:
         super().__init__()
@@ -241,7 +206,6 @@ class AngleDiscriminator(nn.Module):
         return {
             "logit": self.generation(h).squeeze(1),
             "energy": self.auxiliary(h).squeeze(1),
-            "angle": ecal_angle(image, self.power),
             "ecal": ecal_sum(image, self.power),
         }
 
