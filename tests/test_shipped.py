@@ -4,13 +4,16 @@ angle)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from caloquant.data import ShowerSet
-from caloquant.models import available_models, load_generator, model_card, sample_showers
+from caloquant.models import available_models, load_generator, model_card, sample_showers, shipped_recipe
 from caloquant.models.card import card_tuning
 from caloquant.models.spec import ModelSpec
+from caloquant.quantize import open_deployed, read_recipe
 from caloquant.simulate import load_tuning, simulate
 from caloquant.validate import compute_features
 from caloquant.validate.metrics import tilt_slope
@@ -31,6 +34,27 @@ def test_card_spec_and_weights_agree(name: str) -> None:
     metrics = card["validation"]["metrics"]
     assert {"3dgan_moments", "fpd", "sampling_fraction_mre"} <= set(metrics)
     assert "10000 showers" in card["validation"]["reference"]  # judged on the issue's 10,000 MC showers
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_its_int8_recipe_was_accepted_for_these_weights(name: str) -> None:
+    """Each shipped generator ships the tuner's recipe for its own weights (issue 23: re-tuned with each
+    re-ship), one that passed the tuner's criterion and quantizes at least one layer."""
+    path = shipped_recipe(load_generator(name))
+    assert path is not None, f"{name}: no {name}.recipe.json next to the weights"
+    recipe = read_recipe(path)
+    assert recipe.source_sha256 == model_card(name)["sha256"]
+    assert recipe.int8 and json.loads(path.read_text())["tuning"]["accepted"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("model_cache")
+@pytest.mark.parametrize("name", SHIPPED)
+def test_its_int8_model_passes_the_runtime_guard_on_this_cpu(name: str) -> None:
+    """The recipe rebuilt on this machine (whatever its ISA) passes the runtime physics guard against FP32, so
+    `caloquant generate --precision int8` runs here (minutes: NNCF calibrates the recipe's layers afresh)."""
+    gen = open_deployed(name, precision="int8", batch=16)
+    assert gen.check is not None and gen.check.passed, gen.check
 
 
 @pytest.mark.parametrize("name", SHIPPED)
